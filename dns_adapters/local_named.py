@@ -1,0 +1,204 @@
+"""A throwaway BIND 9 `named` on a free loopback port, for tests, benchmarks and
+`make run`. Never port 53, never the system named: everything lives in one
+directory (config, zones, journals, TSIG key) and the process is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import dns.exception
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+NAMED_CANDIDATES = ("named", "/usr/sbin/named", "/usr/local/sbin/named")
+
+
+def find_named() -> str | None:
+    for candidate in NAMED_CANDIDATES:
+        path = shutil.which(candidate)
+        if path:
+            return path
+    return None
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free loopback port found")
+
+
+def write_key_file(path: Path, key_name: str, secret: str, algorithm: str = "hmac-sha256") -> None:
+    path.write_text(f'key "{key_name}" {{\n\talgorithm {algorithm};\n\tsecret "{secret}";\n}};\n')
+    path.chmod(0o600)
+
+
+def default_zone_text(zone: str, records: str = "") -> str:
+    origin = zone.rstrip(".") + "."
+    return (
+        f"$ORIGIN {origin}\n$TTL 300\n"
+        f"@ 3600 IN SOA ns1.{origin} hostmaster.{origin} 1 3600 600 604800 300\n"
+        f"@ 3600 IN NS ns1.{origin}\n"
+        f"ns1 3600 IN A 127.0.0.1\n" + records
+    )
+
+
+class LocalNamed:
+    """Start with `start()` (or as a context manager); `primary` is "127.0.0.1:PORT".
+
+    `zones` maps zone name -> zone-file text (see `default_zone_text`). Every zone
+    allows update and transfer only with the generated TSIG key, whose BIND-format
+    file is `key_file`.
+    """
+
+    def __init__(
+        self,
+        zones: Mapping[str, str],
+        *,
+        workdir: str | os.PathLike[str] | None = None,
+        key_name: str = "changegate-key",
+        extra_keys: Iterable[str] = (),
+        start_timeout: float = 30.0,
+    ) -> None:
+        self.zones = dict(zones)
+        self._own_dir = workdir is None
+        self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="changegate-named-"))
+        self.key_name = key_name
+        self.secret = base64.b64encode(secrets.token_bytes(32)).decode()
+        self.key_file = self.dir / f"{key_name}.key"
+        # Extra keys are known to named but not allowed to update: for "wrong key" tests.
+        self.extra_keys = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in extra_keys}
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def primary(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def extra_key_file(self, name: str) -> Path:
+        return self.dir / f"{name}.key"
+
+    def zone_file(self, zone: str) -> Path:
+        return self.dir / f"{zone.rstrip('.')}.db"
+
+    def _write_config(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_key_file(self.key_file, self.key_name, self.secret)
+        keys = [(self.key_name, self.secret)]
+        for name, secret in self.extra_keys.items():
+            write_key_file(self.extra_key_file(name), name, secret)
+            keys.append((name, secret))
+        key_blocks = "".join(
+            f'key "{name}" {{ algorithm hmac-sha256; secret "{secret}"; }};\n' for name, secret in keys
+        )
+        zone_blocks = ""
+        for zone, text in self.zones.items():
+            path = self.zone_file(zone)
+            path.write_text(text)
+            zone_blocks += (
+                f'zone "{zone.rstrip(".")}" {{ type primary; file "{path}";'
+                f' allow-update {{ key "{self.key_name}"; }};'
+                f' allow-transfer {{ key "{self.key_name}"; }}; }};\n'
+            )
+        conf = self.dir / "named.conf"
+        conf.write_text(
+            "options {\n"
+            f'  directory "{self.dir}";\n'
+            f'  pid-file "{self.dir}/named.pid";\n'
+            f'  session-keyfile "{self.dir}/session.key";\n'
+            f'  managed-keys-directory "{self.dir}";\n'
+            f"  listen-on port {self.port} {{ 127.0.0.1; }};\n"
+            "  listen-on-v6 { none; };\n"
+            "  recursion no;\n  dnssec-validation no;\n  notify no;\n"
+            "  allow-query { 127.0.0.1; };\n"
+            "  max-journal-size 64m;\n"
+            "};\n"
+            "controls { };\n" + key_blocks + zone_blocks
+        )
+        return conf
+
+    def start(self) -> LocalNamed:
+        named = find_named()
+        if named is None:
+            raise FileNotFoundError("BIND 9 named not found (apt-get install bind9)")
+        last_error = ""
+        for _attempt in range(3):  # the free port can be taken between probe and bind
+            self.port = free_port()
+            conf = self._write_config()
+            log = open(self.dir / "named.log", "wb")  # noqa: SIM115 - lives as long as the process
+            cmd = [named, "-g", "-c", str(conf)]
+            if os.geteuid() == 0:
+                cmd += ["-u", "root"]
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+            if self._wait_ready():
+                return self
+            last_error = self.log_tail()
+            self.stop(cleanup=False)
+        raise RuntimeError(f"named did not start:\n{last_error}")
+
+    def _wait_ready(self) -> bool:
+        """Poll SOA over TCP until every zone answers, or named exits, or time runs out."""
+        deadline = time.monotonic() + self.start_timeout
+        pending = list(self.zones)
+        while pending and time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False
+            query = dns.message.make_query(pending[0], dns.rdatatype.SOA)
+            try:
+                response = dns.query.tcp(query, "127.0.0.1", port=self.port, timeout=1.0)
+            except (OSError, dns.exception.DNSException):
+                time.sleep(0.05)  # retry interval of a readiness poll, not synchronization
+                continue
+            if response.rcode() == dns.rcode.NOERROR and response.answer:
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+        return not pending
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.dir / "named.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, *, cleanup: bool = True) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if cleanup and self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalNamed:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
