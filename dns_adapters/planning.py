@@ -279,7 +279,7 @@ def build_plan(*, zone: str, items: Sequence[ChangeItem], live: LiveRead, allow_
             others = {
                 rdtype: value
                 for rdtype, value in (info.types or {}).items()
-                if rdtype != "CNAME" and final(RRKey(key.name, rdtype)) is not None
+                if rdtype != "CNAME" and RRKey(key.name, rdtype) not in state
             }
             others.update(
                 {k.rdtype: v for k, v in state.items() if k.name == key.name and k.rdtype != "CNAME" and v is not None}

@@ -258,7 +258,8 @@ class RFC2136Adapter(DNSAdapter):
                 load_tsig_key(key_file)
             except ConfigError as exc:
                 errors.append(FieldError(None, "tsig_key_file", exc.message))
-        nameservers = config.get("nameservers") or ([primary] if isinstance(primary, str) else [])
+        explicit = config.get("nameservers")
+        nameservers = explicit or []
         if not isinstance(nameservers, list | tuple):
             errors.append(FieldError(None, "nameservers", "must be a list of host:port"))
             nameservers = []
@@ -276,7 +277,7 @@ class RFC2136Adapter(DNSAdapter):
             "zone": normalized_zone,
             "primary": str(primary).strip(),
             "tsig_key_file": str(key_file).strip(),
-            "nameservers": [str(ns).strip() for ns in nameservers],
+            "nameservers": [str(ns).strip() for ns in nameservers] or [str(primary).strip()],
             "timeout": float(timeout),
         }
 
