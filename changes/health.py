@@ -1,0 +1,93 @@
+"""Declared health checks: validation now; running them comes with the apply pipeline."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+import dns.exception
+import dns.rdatatype
+
+from .errors import ValidationFailed
+
+CHECK_FIELDS = {
+    "tcp": {"type", "host", "port", "timeout"},
+    "http": {"type", "url", "expect_status", "contains", "timeout"},
+    "dns_resolve": {"type", "resolver", "name", "rdtype", "expect", "timeout"},
+}
+
+
+def _port(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[dict[str, Any]]:
+    """Normalize declared checks; raise ValidationFailed naming "health_checks[i].field"."""
+    if raw in (None, ""):
+        return []
+    if not isinstance(raw, list):
+        raise ValidationFailed([{"index": None, "field": field, "message": "must be a list of checks"}])
+    errors: list[dict[str, Any]] = []
+    checks: list[dict[str, Any]] = []
+    for i, check in enumerate(raw):
+        def bad(name: str, message: str, i: int = i) -> None:
+            errors.append({"index": None, "field": f"{field}[{i}].{name}", "message": message})
+
+        if not isinstance(check, dict):
+            bad("type", "each check must be an object")
+            continue
+        kind = check.get("type")
+        if kind not in CHECK_FIELDS:
+            bad("type", f"type must be one of {', '.join(CHECK_FIELDS)}")
+            continue
+        for extra in sorted(set(check) - CHECK_FIELDS[kind], key=str):
+            bad(str(extra), "unknown field")
+        timeout = check.get("timeout", 2)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
+            bad("timeout", "timeout must be seconds in (0, 60]")
+        normalized: dict[str, Any] = {"type": kind, "timeout": timeout}
+        if kind == "tcp":
+            if not isinstance(check.get("host"), str) or not check["host"].strip():
+                bad("host", "host is required")
+            if not _port(check.get("port")):
+                bad("port", "port must be an integer 1..65535")
+            normalized.update(host=str(check.get("host", "")).strip(), port=check.get("port"))
+        elif kind == "http":
+            url = check.get("url")
+            parts = urlsplit(url) if isinstance(url, str) else None
+            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
+                bad("url", "url must be an http:// or https:// URL")
+            status = check.get("expect_status", 200)
+            if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+                bad("expect_status", "expect_status must be an HTTP status 100..599")
+            contains = check.get("contains")
+            if contains is not None and not isinstance(contains, str):
+                bad("contains", "contains must be text")
+            normalized.update(url=url, expect_status=status)
+            if contains:
+                normalized["contains"] = contains
+        else:
+            resolver = check.get("resolver")
+            try:
+                host, _, port = str(resolver).rpartition(":")
+                ipaddress.ip_address(host.strip("[]"))
+                if not _port(int(port)):
+                    raise ValueError
+            except ValueError:
+                bad("resolver", "resolver must be ip:port")
+            if not isinstance(check.get("name"), str) or not check["name"].strip():
+                bad("name", "name is required")
+            try:
+                rdtype = dns.rdatatype.to_text(dns.rdatatype.from_text(str(check.get("rdtype", "A")).upper()))
+            except dns.exception.DNSException:
+                bad("rdtype", "unknown record type")
+                rdtype = "A"
+            expect = check.get("expect")
+            if not isinstance(expect, list) or not all(isinstance(e, str) for e in expect):
+                bad("expect", "expect must be a list of record strings")
+            normalized.update(resolver=resolver, name=check.get("name"), rdtype=rdtype, expect=expect)
+        checks.append(normalized)
+    if errors:
+        raise ValidationFailed(errors)
+    return checks

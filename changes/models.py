@@ -1,0 +1,195 @@
+"""Targets, change requests and the audit log.
+
+State is data: `ChangeRequest.State` and `TRANSITIONS` below. Only
+`changes.services` assigns `state`; nothing is derived in save() or signals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class Target(models.Model):
+    """A DNS zone (later: a firewall) that changes are proposed against."""
+
+    class Kind(models.TextChoices):
+        DNS = "dns", "DNS zone"
+
+    name = models.CharField(max_length=253, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DNS)
+    # Validated by the adapter. Secrets are never stored: only file references.
+    config = models.JSONField(default=dict)
+    required_approvals = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    approval_lifetime_seconds = models.PositiveIntegerField(default=24 * 3600)
+    bake_seconds = models.PositiveIntegerField(default=60)
+    health_checks = models.JSONField(default=list, blank=True)
+    frozen = models.BooleanField(default=False, help_text="A frozen target accepts proposals but applies nothing.")
+    # Cached from the last whole-zone read, for the mass-delete risk flag: reading
+    # the whole zone on every proposal would make planning cost O(zone).
+    rrset_count = models.PositiveIntegerField(null=True, blank=True)
+    rrset_count_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("submit_change", "Can propose and submit changes on this target"),
+            ("approve_change", "Can approve changes on this target"),
+            ("emergency_change", "Can apply emergency changes on this target"),
+            ("export_audit", "Can export the audit log of this target"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ChangeRequest(models.Model):
+    class State(models.TextChoices):
+        DRAFT = "draft"
+        PENDING_APPROVAL = "pending_approval"
+        APPROVED = "approved"
+        APPLYING = "applying"
+        VERIFYING = "verifying"
+        APPLIED = "applied"
+        APPLY_FAILED = "apply_failed"
+        ROLLING_BACK = "rolling_back"
+        ROLLED_BACK = "rolled_back"
+        ROLLBACK_FAILED = "rollback_failed"
+        REJECTED = "rejected"
+        DRIFTED = "drifted"
+        CANCELLED = "cancelled"
+
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="changes")
+    author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="authored_changes")
+    editors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="edited_changes", blank=True)
+    title = models.CharField(max_length=200)
+    reason = models.TextField(help_text="Why the change is needed.")
+    items = models.JSONField(default=list)
+    allow_apex = models.BooleanField(default=False)
+    health_checks = models.JSONField(default=list, blank=True)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.DRAFT, db_index=True)
+    # Bumped by every edit: a plan computed for an older revision is not stored.
+    revision = models.PositiveIntegerField(default=1)
+    plan = models.JSONField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    planned_at = models.DateTimeField(null=True, blank=True)
+    risk_flags = models.JSONField(default=list, blank=True)
+    emergency = models.BooleanField(default=False)
+    emergency_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["target", "state"])]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title}"
+
+
+S = ChangeRequest.State
+# The lifecycle of DESIGN.md as data. A move not listed here is refused.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.DRAFT: frozenset({S.PENDING_APPROVAL, S.CANCELLED}),
+    S.PENDING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED, S.DRIFTED}),
+    S.APPROVED: frozenset({S.APPLYING, S.DRIFTED, S.CANCELLED}),
+    S.APPLYING: frozenset({S.VERIFYING, S.APPLY_FAILED, S.DRIFTED}),
+    S.VERIFYING: frozenset({S.APPLIED, S.ROLLING_BACK}),
+    S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
+    S.DRIFTED: frozenset({S.PENDING_APPROVAL, S.CANCELLED}),
+}
+TERMINAL: frozenset[str] = frozenset(
+    {S.APPLIED, S.APPLY_FAILED, S.ROLLED_BACK, S.ROLLBACK_FAILED, S.REJECTED, S.CANCELLED}
+)
+# States in which the items may still be edited (and the plan re-run).
+EDITABLE: frozenset[str] = frozenset({S.DRAFT, S.PENDING_APPROVAL, S.DRIFTED})
+
+
+class Origin(models.TextChoices):
+    API = "api"
+    ADMIN = "admin"
+    CLI = "cli"
+    SYSTEM = "system"
+
+
+class AuditChainHead(models.Model):
+    """The one row that serializes audit writers: whoever holds its row lock owns
+    the next sequence number, so the chain never forks or skips."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    seq = models.PositiveBigIntegerField(default=0)
+    hash = models.CharField(max_length=64, default="0" * 64)
+
+
+class AppendOnlyError(Exception):
+    pass
+
+
+class AuditEvent(models.Model):
+    """Append-only, hash-chained record of everything that happened."""
+
+    seq = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    actor_username = models.CharField(max_length=150, blank=True)  # survives deletion of the user
+    origin = models.CharField(max_length=8, choices=Origin.choices)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=300, blank=True)
+    action = models.CharField(max_length=64)
+    target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    change = models.ForeignKey(ChangeRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    payload = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["seq"]
+
+    def __str__(self) -> str:
+        return f"{self.seq} {self.action}"
+
+    def canonical(self) -> bytes:
+        return canonical_event(self.hash_fields())
+
+    def hash_fields(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "created_at": self.created_at.isoformat(),
+            "actor_id": self.actor_id,
+            "actor_username": self.actor_username,
+            "origin": self.origin,
+            "client_ip": self.client_ip,
+            "user_agent": self.user_agent,
+            "action": self.action,
+            "target_id": self.target_id,
+            "change_id": self.change_id,
+            "payload": self.payload,
+            "prev_hash": self.prev_hash,
+        }
+
+    def compute_hash(self) -> str:
+        return hashlib.sha256(self.canonical()).hexdigest()
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise AppendOnlyError("audit events are append-only")
+
+
+def canonical_event(fields: dict[str, Any]) -> bytes:
+    """The bytes an event's hash covers: sorted-key compact JSON (the offline
+    verifier recomputes exactly this)."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()

@@ -1,0 +1,368 @@
+"""Every write in `changes`: one function per lifecycle step.
+
+Each runs in one transaction, locks the change row, checks the move against
+`TRANSITIONS`, writes its audit event in the same transaction and nothing else
+assigns `state`. Reads of the live target happen *before* the transaction (a
+DNS timeout must not hold a row lock); the revision counter then proves the
+change was not edited in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from approvals.policy import has_target_permission, require_target_permission
+from dns_adapters.base import AdapterError, ChangeItem, ItemValidationError, Plan
+from dns_adapters.presentation import parse_patch, risk_flags
+
+from .adapters import adapter_for, validate_target_config
+from .audit import SYSTEM, RequestOrigin, audit_record
+from .errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
+from .health import validate_health_checks
+from .models import EDITABLE, TRANSITIONS, ChangeRequest, Target
+
+State = ChangeRequest.State
+TITLE_MAX = 200
+
+
+# ---------------------------------------------------------------------------
+# Input preparation (pure apart from the live read in `_plan`)
+
+
+@dataclass(frozen=True)
+class PreparedItems:
+    raw: list[dict[str, Any]]
+    items: list[ChangeItem]
+    lines: list[int] | None  # patch line of each item, when the items came from a patch
+
+
+def _field_errors(exc: ItemValidationError, lines: list[int] | None, field: str = "items") -> ValidationFailed:
+    errors = []
+    for e in exc.errors:
+        error = {"index": e.index, "field": e.field if e.index is None else f"{field}[{e.index}].{e.field}", "message": e.message}
+        if lines is not None and e.index is not None and e.index < len(lines):
+            error["line"] = lines[e.index]
+        errors.append(error)
+    return ValidationFailed(errors)
+
+
+def _prepare_items(
+    *, target: Target, items: Any, patch: str | None, allow_apex: bool
+) -> PreparedItems:
+    if items not in (None, []) and patch not in (None, ""):
+        raise ValidationFailed([{"index": None, "field": "patch", "message": "give either items or patch, not both"}])
+    lines: list[int] | None = None
+    if patch not in (None, ""):
+        try:
+            parsed = parse_patch(patch)  # type: ignore[arg-type]
+        except ItemValidationError as exc:
+            raise _field_errors(exc, None) from None
+        items = [p.item for p in parsed]
+        lines = [p.line for p in parsed]
+    adapter = adapter_for(target)
+    try:
+        validated = adapter.validate_items(items if items is not None else [], allow_apex=allow_apex)
+    except ItemValidationError as exc:
+        raise _field_errors(exc, lines) from None
+    finally:
+        adapter.close()
+    return PreparedItems(raw=list(items or []), items=validated, lines=lines)
+
+
+def _plan(target: Target, prepared: PreparedItems, *, allow_apex: bool) -> Plan:
+    """Dry-run against the live target. Never inside a transaction."""
+    adapter = adapter_for(target)
+    try:
+        return adapter.plan(prepared.items, allow_apex=allow_apex)  # type: ignore[call-arg]
+    except ItemValidationError as exc:
+        raise _field_errors(exc, prepared.lines) from None
+    except AdapterError as exc:
+        raise TargetUnavailable(f"target {target.name}: {exc.message}", permanent=exc.permanent) from None
+    finally:
+        adapter.close()
+
+
+def _validate_text(title: Any, reason: Any) -> tuple[str, str]:
+    errors = []
+    if not isinstance(title, str) or not title.strip():
+        errors.append({"index": None, "field": "title", "message": "title is required"})
+    elif len(title.strip()) > TITLE_MAX:
+        errors.append({"index": None, "field": "title", "message": f"at most {TITLE_MAX} characters"})
+    if not isinstance(reason, str) or not reason.strip():
+        errors.append({"index": None, "field": "reason", "message": "reason is required: say why the change is needed"})
+    if errors:
+        raise ValidationFailed(errors)
+    return title.strip(), reason.strip()
+
+
+def _store_plan(change: ChangeRequest, plan: Plan) -> None:
+    change.plan = plan.to_json()
+    change.fingerprint = plan.fingerprint
+    change.planned_at = timezone.now()
+    change.risk_flags = risk_flags(plan, zone_rrsets=change.target.rrset_count)
+
+
+def _plan_summary(change: ChangeRequest) -> dict[str, Any]:
+    return {
+        "fingerprint": change.fingerprint,
+        "steps": len((change.plan or {}).get("steps", [])),
+        "risk_flags": change.risk_flags,
+    }
+
+
+def _locked(change: ChangeRequest) -> ChangeRequest:
+    return ChangeRequest.objects.select_for_update().select_related("target").get(pk=change.pk)
+
+
+def _transition(
+    change: ChangeRequest, to: str, *, actor: AbstractBaseUser | None, origin: RequestOrigin, action: str,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """The only place that assigns `state`. Caller holds the row lock."""
+    if to not in TRANSITIONS.get(change.state, frozenset()):
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; it cannot move to {to}")
+    previous = change.state
+    change.state = to
+    change.save()
+    audit_record(actor=actor, origin=origin, action=action, change=change,
+                 payload={"from": previous, "to": to, **(payload or {})})
+
+
+def _is_author_set(user: AbstractBaseUser, change: ChangeRequest) -> bool:
+    return change.author_id == user.pk or change.editors.filter(pk=user.pk).exists()
+
+
+# ---------------------------------------------------------------------------
+# Targets
+
+
+def target_register(
+    *,
+    actor: AbstractBaseUser | None,
+    name: str,
+    config: dict[str, Any],
+    kind: str = Target.Kind.DNS,
+    required_approvals: int = 1,
+    approval_lifetime_seconds: int = 24 * 3600,
+    bake_seconds: int = 60,
+    health_checks: Sequence[dict[str, Any]] = (),
+    frozen: bool = False,
+    origin: RequestOrigin = SYSTEM,
+    check_reachable: bool = True,
+) -> Target:
+    """Register a target after checking the adapter config and that the zone answers
+    (SOA over TCP with the key). Staff only (actor None = a management command)."""
+    if actor is not None and not (actor.is_active and actor.is_staff):
+        raise NotPermitted("only staff may register targets")
+    errors = []
+    if not isinstance(name, str) or not name.strip():
+        errors.append({"index": None, "field": "name", "message": "name is required"})
+    if kind not in Target.Kind.values:
+        errors.append({"index": None, "field": "kind", "message": f"kind must be one of {', '.join(Target.Kind.values)}"})
+    for field, value, low, high in (
+        ("required_approvals", required_approvals, 1, 10),
+        ("approval_lifetime_seconds", approval_lifetime_seconds, 60, 30 * 86400),
+        ("bake_seconds", bake_seconds, 0, 86400),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors.append({"index": None, "field": field, "message": f"must be an integer {low}..{high}"})
+    if errors:
+        raise ValidationFailed(errors)
+    try:
+        normalized = validate_target_config(kind, config)
+    except ItemValidationError as exc:
+        raise ValidationFailed(
+            [{"index": None, "field": f"config.{e.field}", "message": e.message} for e in exc.errors]
+        ) from None
+    checks = validate_health_checks(list(health_checks))
+    target = Target(
+        name=name.strip(), kind=kind, config=normalized, required_approvals=required_approvals,
+        approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds,
+        health_checks=checks, frozen=frozen,
+    )
+    serial = None
+    if check_reachable:
+        adapter = adapter_for(target)
+        try:
+            serial = adapter.check_reachable()
+            target.rrset_count = len(adapter.read_zone())
+            target.rrset_count_at = timezone.now()
+        except AdapterError as exc:
+            raise TargetUnavailable(f"cannot reach zone {normalized.get('zone')}: {exc.message}",
+                                    permanent=exc.permanent) from None
+        finally:
+            adapter.close()
+    with transaction.atomic():
+        if Target.objects.filter(name=target.name).exists():
+            raise ValidationFailed([{"index": None, "field": "name", "message": f"target {target.name} already exists"}])
+        try:
+            target.save()
+        except IntegrityError:
+            raise ValidationFailed([{"index": None, "field": "name", "message": f"target {target.name} already exists"}]) from None
+        audit_record(actor=actor, origin=origin, action="target_registered", target=target,
+                     payload={"name": target.name, "kind": kind, "config": normalized, "serial": serial,
+                              "rrset_count": target.rrset_count})
+    return target
+
+
+def target_refresh_zone_stats(*, target: Target) -> int:
+    """Refresh the cached RRset count from a whole-zone read."""
+    adapter = adapter_for(target)
+    try:
+        count = len(adapter.read_zone())
+    except AdapterError as exc:
+        raise TargetUnavailable(f"target {target.name}: {exc.message}", permanent=exc.permanent) from None
+    finally:
+        adapter.close()
+    Target.objects.filter(pk=target.pk).update(rrset_count=count, rrset_count_at=timezone.now())
+    target.rrset_count = count
+    return count
+
+
+# ---------------------------------------------------------------------------
+# Change requests
+
+
+def change_create(
+    *,
+    actor: AbstractBaseUser,
+    target: Target,
+    title: Any,
+    reason: Any,
+    items: Any = None,
+    patch: str | None = None,
+    health_checks: Any = None,
+    allow_apex: bool = False,
+    origin: RequestOrigin = SYSTEM,
+) -> ChangeRequest:
+    """Create a draft change and its dry-run plan against the live target.
+    Raises NotPermitted, ValidationFailed, TargetUnavailable; stores nothing then."""
+    require_target_permission(actor, "submit_change", target)
+    title, reason = _validate_text(title, reason)
+    checks = validate_health_checks(health_checks)
+    prepared = _prepare_items(target=target, items=items, patch=patch, allow_apex=allow_apex)
+    plan = _plan(target, prepared, allow_apex=allow_apex)
+    with transaction.atomic():
+        change = ChangeRequest(
+            target=target, author=actor, title=title, reason=reason, items=prepared.raw,
+            health_checks=checks, allow_apex=allow_apex,
+        )
+        _store_plan(change, plan)
+        change.save()
+        audit_record(actor=actor, origin=origin, action="change_created", change=change,
+                     payload={"title": title, "reason": reason, "items": prepared.raw,
+                              "health_checks": checks, "allow_apex": allow_apex, "plan": change.plan,
+                              **_plan_summary(change)})
+    return change
+
+
+def change_update(
+    *,
+    actor: AbstractBaseUser,
+    change: ChangeRequest,
+    title: Any = None,
+    reason: Any = None,
+    items: Any = None,
+    patch: str | None = None,
+    health_checks: Any = None,
+    allow_apex: bool | None = None,
+    origin: RequestOrigin = SYSTEM,
+) -> ChangeRequest:
+    """Edit a change that is not yet approved. Records the editor and re-plans; a
+    new revision means approvals given to the old one no longer count."""
+    target = change.target
+    if change.author_id != actor.pk:
+        require_target_permission(actor, "submit_change", target)
+    if change.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; only {', '.join(sorted(EDITABLE))} changes can be edited")
+    revision = change.revision
+    new_title, new_reason = _validate_text(title if title is not None else change.title,
+                                           reason if reason is not None else change.reason)
+    checks = validate_health_checks(health_checks) if health_checks is not None else change.health_checks
+    apex = change.allow_apex if allow_apex is None else bool(allow_apex)
+    if items is None and patch in (None, ""):
+        items = change.items
+    prepared = _prepare_items(target=target, items=items, patch=patch, allow_apex=apex)
+    plan = _plan(target, prepared, allow_apex=apex)
+    with transaction.atomic():
+        locked = _locked(change)
+        if locked.revision != revision:
+            raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
+        if locked.state not in EDITABLE:
+            raise InvalidTransition(f"change #{change.pk} is {locked.state}; it can no longer be edited")
+        old_fingerprint = locked.fingerprint
+        locked.title, locked.reason, locked.items = new_title, new_reason, prepared.raw
+        locked.health_checks, locked.allow_apex = checks, apex
+        locked.revision += 1
+        _store_plan(locked, plan)
+        locked.save()
+        if actor.pk != locked.author_id:
+            locked.editors.add(actor)
+        audit_record(actor=actor, origin=origin, action="change_edited", change=locked,
+                     payload={"title": new_title, "reason": new_reason, "items": prepared.raw,
+                              "health_checks": checks, "allow_apex": apex, "revision": locked.revision,
+                              "previous_fingerprint": old_fingerprint, "plan": locked.plan,
+                              **_plan_summary(locked)})
+    return locked
+
+
+def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
+    """Re-run the dry-run against live. A different result replaces the stored plan
+    (and with it the fingerprint any approval was bound to)."""
+    target = change.target
+    if not (change.author_id == actor.pk or has_target_permission(actor, "submit_change", target)
+            or has_target_permission(actor, "approve_change", target)):
+        raise NotPermitted(f"you lack the submit_change or approve_change permission on target {target.name}")
+    if change.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; its plan is fixed")
+    revision = change.revision
+    prepared = _prepare_items(target=target, items=change.items, patch=None, allow_apex=change.allow_apex)
+    plan = _plan(target, prepared, allow_apex=change.allow_apex)
+    with transaction.atomic():
+        locked = _locked(change)
+        if locked.revision != revision:
+            raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
+        if locked.state not in EDITABLE:
+            raise InvalidTransition(f"change #{change.pk} is {locked.state}; its plan is fixed")
+        old = locked.fingerprint
+        _store_plan(locked, plan)
+        if plan.fingerprint != old:
+            locked.revision += 1
+        locked.save()
+        audit_record(actor=actor, origin=origin, action="change_planned", change=locked,
+                     payload={"previous_fingerprint": old, "changed": plan.fingerprint != old,
+                              "plan": locked.plan, **_plan_summary(locked)})
+    return locked
+
+
+def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
+    """draft (or drifted, after a re-plan) -> pending_approval."""
+    with transaction.atomic():
+        locked = _locked(change)
+        if not _is_author_set(actor, locked):
+            raise NotPermitted("only the author or an editor of a change may submit it")
+        require_target_permission(actor, "submit_change", locked.target)
+        if not (locked.plan or {}).get("steps"):
+            raise InvalidTransition(f"change #{locked.pk} has nothing to do: the live zone already matches it")
+        locked.submitted_at = timezone.now()
+        _transition(locked, State.PENDING_APPROVAL, actor=actor, origin=origin, action="change_submitted",
+                    payload=_plan_summary(locked))
+    return locked
+
+
+def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM,
+                  comment: str = "") -> ChangeRequest:
+    """Withdraw a change that has not started applying. Author or staff."""
+    with transaction.atomic():
+        locked = _locked(change)
+        if locked.author_id != actor.pk and not actor.is_staff:
+            raise NotPermitted("only the author or staff may cancel a change")
+        _transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",
+                    payload={"comment": comment})
+    return locked
