@@ -54,3 +54,79 @@ def fresh_zone(named_server: LocalNamed) -> str:
         return f"z{next(_zone_counter)}.test"
     except StopIteration:  # pragma: no cover - raise the zone count above
         pytest.fail("out of spare zones: raise the count in tests/conftest.py")
+
+
+# ---------------------------------------------------------------------------
+# Personas and targets (Django). Data is set up through services.
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+
+    def make(username: str, **extra):
+        return get_user_model().objects.create_user(username=username, password="pw", **extra)
+
+    return make
+
+
+@pytest.fixture
+def staff(make_user):
+    return make_user("operator", is_staff=True)
+
+
+@pytest.fixture
+def author(make_user):
+    return make_user("alice")
+
+
+@pytest.fixture
+def reviewer(make_user):
+    return make_user("bob")
+
+
+@pytest.fixture
+def second_reviewer(make_user):
+    return make_user("carol")
+
+
+@pytest.fixture
+def outsider(make_user):
+    return make_user("mallory")
+
+
+@pytest.fixture
+def auditor(make_user):
+    return make_user("dave")
+
+
+ROLE_PERMS = {
+    "engineer": ["view_target", "submit_change"],
+    "reviewer": ["view_target", "approve_change"],
+    "auditor": ["view_target", "export_audit"],
+}
+
+
+def grant(user, role: str, target) -> None:
+    from guardian.shortcuts import assign_perm
+
+    for perm in ROLE_PERMS[role]:
+        assign_perm(f"changes.{perm}", user, target)
+
+
+@pytest.fixture
+def dns_target(db, named_server, fresh_zone, staff, author, reviewer, second_reviewer, auditor):
+    """A registered target for a zone no other test touched, with roles granted."""
+    from changes.services import target_register
+
+    target = target_register(
+        actor=staff,
+        name=fresh_zone,
+        config={"zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
+                "timeout": 3},
+    )
+    grant(author, "engineer", target)
+    grant(reviewer, "reviewer", target)
+    grant(second_reviewer, "reviewer", target)
+    grant(auditor, "auditor", target)
+    return target
