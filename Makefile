@@ -1,0 +1,40 @@
+# changegate: `make run` starts the whole demo, `make test` runs the whole suite.
+# Both install what they need first (Debian packages as root, .venv, pip).
+
+PYTHON ?= python3.11
+VENV ?= .venv
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+RUN_ARGS ?=
+
+export PYTHON VENV
+
+.PHONY: help install run test bench services clean-demo
+
+help:
+	@echo "make run                          start the demo (named, redis, celery, web on 127.0.0.1:8000)"
+	@echo "make test [PYTEST_ARGS='-k x']    run the test suite"
+	@echo "make bench [BENCH_ARGS=...]       run the benchmarks"
+	@echo "make install                      only install (apt as root, .venv, pip install -e '.[test]')"
+	@echo "make services                     ensure redis and PostgreSQL answer locally (as CI does)"
+	@echo "make clean-demo                   forget the demo state in var/ (database, zone, keys)"
+
+install:
+	@scripts/install.sh
+
+run: install
+	$(VENV)/bin/python scripts/devrun.py $(RUN_ARGS)
+
+test: install
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: install
+	$(VENV)/bin/python -m bench.dns_bench $(BENCH_ARGS)
+
+services:
+	@scripts/ensure_services.sh redis postgres
+
+clean-demo:
+	@if [ -f var/devrun.pid ] && kill -0 "$$(cat var/devrun.pid)" 2>/dev/null; then \
+		echo "make run is still running (pid $$(cat var/devrun.pid)); stop it first" >&2; exit 1; fi
+	rm -rf var/named var/changegate.sqlite3 var/demo.env var/celerybeat-schedule* var/log var/devrun.pid
