@@ -14,6 +14,8 @@ import pytest
 from dns_adapters.local_named import LocalNamed, default_zone_text, find_named
 
 ZONE = "demo.test"
+# named loads a few hundred tiny zones in well under a second; one per test keeps tests independent.
+SPARE_ZONES = 400
 DEMO_RECORDS = (
     "www 300 IN A 192.0.2.10\n"
     "www 300 IN A 192.0.2.11\n"
@@ -37,14 +39,14 @@ def named_server() -> Iterator[LocalNamed]:
     """One throwaway named for the session, serving demo.test plus a spare zone per test."""
     require_named()
     zones = {ZONE: default_zone_text(ZONE, DEMO_RECORDS)}
-    zones.update({f"z{i}.test": default_zone_text(f"z{i}.test", DEMO_RECORDS) for i in range(60)})
+    zones.update({f"z{i}.test": default_zone_text(f"z{i}.test", DEMO_RECORDS) for i in range(SPARE_ZONES)})
     server = LocalNamed(zones, extra_keys=["intruder-key"])
     server.start()
     yield server
     server.stop()
 
 
-_zone_counter = iter(range(60))
+_zone_counter = iter(range(SPARE_ZONES))
 
 
 @pytest.fixture

@@ -1,0 +1,409 @@
+"""The Django admin: a thin adapter over `changes.services` and `changes.selectors`.
+
+Nothing here decides who may do what or writes `state`: adding a target or a
+change calls its service, the change page is rendered by hand (no model form, so
+no POST can write a field) and its buttons call one service each. Whatever a
+service refuses becomes a form error or an admin message, never a 500.
+
+The add views are not the admin's `changeform_view`: that one wraps the request
+in `transaction.atomic()`, and the services read the live zone *before* opening
+their own transaction so a DNS timeout never holds a database lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.forms import Form
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+from guardian.admin import GuardedModelAdmin
+
+from dns_adapters.base import Step
+from dns_adapters.presentation import PATCH_SYNTAX, RISKS
+
+from .audit import RequestOrigin
+from .errors import NotPermitted, ServiceError, ValidationFailed
+from .models import TERMINAL, AuditEvent, ChangeRequest, Origin, Target
+from .selectors import access_change, change_diff, change_events, change_plan_of, changes_visible, targets_visible
+from .services import change_cancel, change_create, change_plan, change_submit, target_register
+
+FORM_TEMPLATE = "admin/changes/form_page.html"
+CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
+
+
+# ---------------------------------------------------------------------------
+# Service errors -> form errors
+
+
+def add_service_errors(form: Form, errors: Iterable[dict[str, Any]], *, field_of: Callable[[str], str | None]) -> None:
+    """Attach each ValidationFailed entry to the form field it names (or the form)."""
+    for error in errors:
+        field = field_of(error["field"])
+        message = error["message"]
+        if error.get("line"):
+            message = f"line {error['line']}: {_item_field(error['field'])}: {message}"
+        if field in form.fields:
+            form.add_error(field, message)
+        else:
+            form.add_error(None, f"{error['field']}: {message}")
+
+
+def _item_field(field: str) -> str:
+    # "items[1].records[0]" -> "records[0]": the line number already says which item.
+    return field.split(".", 1)[1] if field.startswith("items[") and "." in field else field
+
+
+def _base_field(field: str) -> str:
+    # "config.nameservers[1]" -> "nameservers", "health_checks[0].url" -> "health_checks"
+    return field.removeprefix("config.").split(".", 1)[0].split("[", 1)[0]
+
+
+def _admin_origin(request: HttpRequest) -> RequestOrigin:
+    return RequestOrigin.from_request(request, kind=Origin.ADMIN)
+
+
+def _render_form(model_admin: admin.ModelAdmin, request: HttpRequest, form: Form, *, title: str,
+                 submit_label: str) -> TemplateResponse:
+    opts = model_admin.model._meta
+    context = {
+        **model_admin.admin_site.each_context(request),
+        "title": title,
+        "opts": opts,
+        "app_label": opts.app_label,
+        "form": form,
+        "submit_label": submit_label,
+        "media": model_admin.media + form.media,
+    }
+    return TemplateResponse(request, FORM_TEMPLATE, context)
+
+
+# ---------------------------------------------------------------------------
+# Targets
+
+
+class TargetRegisterForm(forms.Form):
+    """What `target_register` needs for a DNS zone. Validation is the service's."""
+
+    name = forms.CharField(max_length=253, help_text="Unique name of the target, usually the zone name.")
+    zone = forms.CharField(max_length=253, required=False, help_text="Zone name (default: the target name).")
+    primary = forms.CharField(max_length=300, help_text="HOST:PORT of the primary that accepts signed UPDATEs.")
+    tsig_key_file = forms.CharField(
+        max_length=1000, label="TSIG key file",
+        help_text="Absolute path of a BIND-format key file on the gateway host. Only the path is stored.",
+    )
+    nameservers = forms.CharField(
+        max_length=2000, required=False,
+        help_text="Comma-separated HOST:PORT of the authoritative servers checked after apply (default: the primary).",
+    )
+    timeout = forms.FloatField(required=False, help_text="Seconds per DNS query (default 5).")
+    required_approvals = forms.IntegerField(initial=1)
+    approval_lifetime_seconds = forms.IntegerField(initial=24 * 3600)
+    bake_seconds = forms.IntegerField(initial=60, help_text="How long health checks watch an applied change.")
+    frozen = forms.BooleanField(required=False, help_text="A frozen target accepts proposals but applies nothing.")
+
+    def config(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        config: dict[str, Any] = {
+            "zone": data["zone"] or data["name"],
+            "primary": data["primary"],
+            "tsig_key_file": data["tsig_key_file"],
+        }
+        nameservers = [ns.strip() for ns in data["nameservers"].split(",") if ns.strip()]
+        if nameservers:
+            config["nameservers"] = nameservers
+        if data["timeout"] is not None:
+            config["timeout"] = data["timeout"]
+        return config
+
+
+@admin.register(Target)
+class TargetAdmin(GuardedModelAdmin):
+    list_display = ("name", "kind", "zone", "required_approvals", "frozen", "rrset_count")
+    list_filter = ("kind", "frozen")
+    search_fields = ("name",)
+    fields = (
+        "name", "kind", "config", "required_approvals", "approval_lifetime_seconds", "bake_seconds", "frozen",
+        "health_checks", "rrset_count", "rrset_count_at", "created_at", "updated_at",
+    )
+    # Config is validated (and the zone checked) only at registration; health checks
+    # only through their validator. Neither may be typed in here unchecked.
+    readonly_fields = (
+        "name", "kind", "config", "health_checks", "rrset_count", "rrset_count_at", "created_at", "updated_at",
+    )
+
+    @admin.display(description="zone")
+    def zone(self, obj: Target) -> str:
+        return obj.config.get("zone", "")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
+        return targets_visible(user=request.user)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
+        return False  # the audit chain references every target
+
+    def save_model(self, request: HttpRequest, obj: Target, form: forms.ModelForm, change: bool) -> None:
+        if not change:  # pragma: no cover - add_view below never reaches the model form
+            raise PermissionDenied
+        # Write only the policy fields that were edited: a full save would put back a
+        # stale rrset_count over a concurrent target_refresh_zone_stats.
+        if form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = TargetRegisterForm(request.POST if request.method == "POST" else None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                target = target_register(
+                    actor=request.user, name=data["name"], config=form.config(),
+                    required_approvals=data["required_approvals"],
+                    approval_lifetime_seconds=data["approval_lifetime_seconds"],
+                    bake_seconds=data["bake_seconds"], frozen=data["frozen"], origin=_admin_origin(request),
+                )
+            except ValidationFailed as exc:
+                add_service_errors(form, exc.errors, field_of=_base_field)
+            except ServiceError as exc:  # TargetUnavailable, NotPermitted
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"Registered target {target.name} ({target.rrset_count} RRsets).")
+                return HttpResponseRedirect(reverse("admin:changes_target_change", args=[target.pk]))
+        return _render_form(self, request, form, title="Register a DNS zone", submit_label="Register")
+
+
+# ---------------------------------------------------------------------------
+# Change requests
+
+
+class ChangeProposalForm(forms.Form):
+    target = forms.ModelChoiceField(queryset=Target.objects.none())
+    # Not required here: the service says what is missing, in the same words as the API.
+    title = forms.CharField(max_length=200, required=False)
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+                             help_text="Why the change is needed.")
+    patch = forms.CharField(widget=forms.Textarea(attrs={"rows": 8, "class": "cg-patch", "spellcheck": "false"}),
+                            required=False, help_text=PATCH_SYNTAX)
+    allow_apex = forms.BooleanField(required=False, label="Allow apex changes",
+                                    help_text="Needed to touch records at the zone apex (@).")
+
+    def __init__(self, *args: Any, targets: QuerySet[Target], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["target"].queryset = targets  # type: ignore[attr-defined]
+
+
+def _proposal_field(field: str) -> str:
+    if field.startswith("items") or field == "patch":
+        return "patch"
+    return field
+
+
+STEP_CLASS = {"-": "cg-del", "+": "cg-add", " ": "cg-ctx"}
+
+
+def _step_summary(step: Step) -> str:
+    if step.before is None:
+        return "create"
+    if step.after is None:
+        return "delete"
+    return "replace"
+
+
+def plan_diff_html(change: ChangeRequest) -> SafeString:
+    """The plan as a coloured diff, one table body per RRset. Built from the same
+    unified diff the API and CLI show; every piece of text goes through format_html."""
+    plan = change_plan_of(change)
+    if plan is None:
+        return format_html('<p class="cg-empty">{}</p>', "No plan has been computed.")
+    lines = change_diff(change).splitlines()
+    header, body = lines[:2], lines[2:]
+    hunks: list[tuple[str, list[str]]] = []
+    for line in body:
+        if line.startswith("@@"):
+            hunks.append((line.strip("@ "), []))
+        elif hunks:
+            hunks[-1][1].append(line)
+    if not hunks:
+        return format_html('<p class="cg-empty">{}</p>', "The live zone already matches this change: nothing to do.")
+    sections = []
+    for index, (key, rows) in enumerate(hunks):
+        summary = _step_summary(plan.steps[index]) if index < len(plan.steps) else ""
+        row_html = format_html_join(
+            "", '<tr class="{}"><td class="cg-sign">{}</td><td class="cg-line"><code>{}</code></td></tr>',
+            ((STEP_CLASS.get(row[:1], "cg-ctx"), row[:1], row[1:]) for row in rows),
+        )
+        sections.append(format_html(
+            '<tbody class="cg-rrset"><tr class="cg-hunk"><th colspan="2">{} <span class="cg-op">{}</span></th></tr>'
+            "{}</tbody>", key, summary, row_html,
+        ))
+    return format_html(
+        '<table class="cg-diff"><thead><tr><th colspan="2">{}<br>{}</th></tr></thead>{}</table>',
+        header[0], header[1], format_html_join("", "{}", ((s,) for s in sections)),
+    )
+
+
+def _event_summary(event: AuditEvent) -> str:
+    payload = event.payload or {}
+    parts = []
+    if "from" in payload and "to" in payload:
+        parts.append(f"{payload['from']} \u2192 {payload['to']}")
+    if payload.get("fingerprint"):
+        parts.append(f"plan {payload['fingerprint'][:12]}, {payload.get('steps', 0)} step(s)")
+    if payload.get("comment"):
+        parts.append(f"comment: {payload['comment']}")
+    return "; ".join(parts)
+
+
+@admin.register(ChangeRequest)
+class ChangeRequestAdmin(admin.ModelAdmin):
+    list_display = ("id", "title", "target", "author", "state", "risk", "emergency", "created_at")
+    list_display_links = ("id", "title")
+    # RelatedOnly: the filter lists targets of visible changes, not every target name.
+    list_filter = ("state", ("target", admin.RelatedOnlyFieldListFilter), "emergency")
+    search_fields = ("title", "reason")
+    date_hierarchy = "created_at"
+    actions = None
+
+    @admin.display(description="risk flags")
+    def risk(self, obj: ChangeRequest) -> str:
+        return ", ".join(obj.risk_flags)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ChangeRequest]:
+        return changes_visible(user=request.user)
+
+    # Nothing on a change is edited through a model form: the change page below is
+    # read-only and every move is a button that calls one service.
+    def has_change_permission(self, request: HttpRequest, obj: ChangeRequest | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: ChangeRequest | None = None) -> bool:
+        return False
+
+    def get_urls(self) -> list[URLPattern]:
+        wrap = self.admin_site.admin_view
+        mine = [
+            path("<path:object_id>/submit/", wrap(self.submit_view), name="changes_changerequest_submit"),
+            path("<path:object_id>/cancel/", wrap(self.cancel_view), name="changes_changerequest_cancel"),
+            path("<path:object_id>/replan/", wrap(self.replan_view), name="changes_changerequest_replan"),
+        ]
+        return mine + super().get_urls()  # before the catch-all "<path:object_id>/"
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        targets = targets_visible(user=request.user)
+        if request.method == "POST":
+            form = ChangeProposalForm(request.POST, targets=targets)
+        else:
+            form = ChangeProposalForm(targets=targets, initial={"target": request.GET.get("target")})
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            try:
+                change = change_create(
+                    actor=request.user, target=data["target"], title=data["title"], reason=data["reason"],
+                    patch=data["patch"], allow_apex=data["allow_apex"], origin=_admin_origin(request),
+                )
+            except ValidationFailed as exc:
+                add_service_errors(form, exc.errors, field_of=_proposal_field)
+            except NotPermitted as exc:
+                form.add_error("target", exc.message)
+            except ServiceError as exc:  # TargetUnavailable
+                form.add_error(None, exc.message)
+            else:
+                messages.success(request, f"Change #{change.pk} created as a draft. Review the plan, then submit it.")
+                return HttpResponseRedirect(reverse("admin:changes_changerequest_change", args=[change.pk]))
+        return _render_form(self, request, form, title="Propose a DNS change", submit_label="Create draft and plan")
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
+                    extra_context: dict | None = None) -> HttpResponse:
+        change = access_change(user=request.user, pk=object_id)  # 404 for missing and for invisible
+        if not self.has_view_permission(request, change):
+            raise PermissionDenied
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        opts = self.model._meta
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Change #{change.pk}: {change.title}",
+            "subtitle": None,
+            "opts": opts,
+            "app_label": opts.app_label,
+            "original": change,
+            "change": change,
+            "editors": list(change.editors.all()),
+            "risks": [(flag, RISKS.get(flag, "")) for flag in change.risk_flags],
+            "diff": plan_diff_html(change),
+            "events": [(event, _event_summary(event)) for event in change_events(change).select_related("actor")],
+            "show_actions": change.state not in TERMINAL,
+            "can_view_events": request.user.has_perm("changes.view_auditevent"),
+            "media": self.media,
+        }
+        return TemplateResponse(request, CHANGE_TEMPLATE, context)
+
+    def _action(self, request: HttpRequest, object_id: str, service: Callable[..., ChangeRequest],
+                done: str) -> HttpResponse:
+        change = access_change(user=request.user, pk=object_id)
+        if not self.has_view_permission(request, change):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            service(actor=request.user, change=change, origin=_admin_origin(request))
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Change #{change.pk} {done}.")
+        return HttpResponseRedirect(reverse("admin:changes_changerequest_change", args=[change.pk]))
+
+    def submit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._action(request, object_id, change_submit, "submitted for approval")
+
+    def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._action(request, object_id, change_cancel, "cancelled")
+
+    def replan_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._action(request, object_id, change_plan, "re-planned against the live zone")
+
+
+# ---------------------------------------------------------------------------
+# Audit log
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(admin.ModelAdmin):
+    list_display = ("seq", "created_at", "actor_username", "origin", "action", "change", "target", "hash_prefix")
+    list_filter = ("action", "origin")
+    search_fields = ("actor_username", "action")
+    list_select_related = ("change", "target")
+    date_hierarchy = "created_at"
+    actions = None
+    readonly_fields = [field.name for field in AuditEvent._meta.fields]
+
+    @admin.display(description="hash", ordering="hash")
+    def hash_prefix(self, obj: AuditEvent) -> str:
+        return obj.hash[:12]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
+        qs = super().get_queryset(request)
+        if request.user.is_superuser:
+            return qs
+        # Events of targets the user cannot see do not exist for them.
+        return qs.filter(target__in=targets_visible(user=request.user))
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
+        return False
