@@ -34,7 +34,7 @@ from .audit import RequestOrigin
 from .errors import NotPermitted, ServiceError, ValidationFailed
 from .models import TERMINAL, AuditEvent, ChangeRequest, Origin, Target
 from .selectors import access_change, change_diff, change_events, change_plan_of, changes_visible, targets_visible
-from .services import change_cancel, change_create, change_plan, change_submit, target_register
+from .services import change_cancel, change_create, change_plan, change_submit, target_register, target_update_policy
 
 FORM_TEMPLATE = "admin/changes/form_page.html"
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
@@ -153,10 +153,11 @@ class TargetAdmin(GuardedModelAdmin):
     def save_model(self, request: HttpRequest, obj: Target, form: forms.ModelForm, change: bool) -> None:
         if not change:  # pragma: no cover - add_view below never reaches the model form
             raise PermissionDenied
-        # Write only the policy fields that were edited: a full save would put back a
-        # stale rrset_count over a concurrent target_refresh_zone_stats.
+        # Only the edited policy fields, through the service (validated, audited); a
+        # full save would put back a stale rrset_count over a concurrent refresh.
         if form.changed_data:
-            obj.save(update_fields=[*form.changed_data, "updated_at"])
+            target_update_policy(actor=request.user, target=obj, origin=_admin_origin(request),
+                                 **{field: form.cleaned_data[field] for field in form.changed_data})
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
         if not self.has_add_permission(request):

@@ -28,8 +28,11 @@ class Target(models.Model):
     required_approvals = models.PositiveSmallIntegerField(
         default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
     )
-    approval_lifetime_seconds = models.PositiveIntegerField(default=24 * 3600)
-    bake_seconds = models.PositiveIntegerField(default=60)
+    # Ranges mirror services.POLICY_RANGES so the admin form refuses what the service would.
+    approval_lifetime_seconds = models.PositiveIntegerField(
+        default=24 * 3600, validators=[MinValueValidator(60), MaxValueValidator(30 * 86400)]
+    )
+    bake_seconds = models.PositiveIntegerField(default=60, validators=[MaxValueValidator(86400)])
     health_checks = models.JSONField(default=list, blank=True)
     frozen = models.BooleanField(default=False, help_text="A frozen target accepts proposals but applies nothing.")
     # Cached from the last whole-zone read, for the mass-delete risk flag: reading

@@ -18,7 +18,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals.policy import has_target_permission, require_target_permission
-from dns_adapters.base import AdapterError, ChangeItem, ItemValidationError, Plan
+from dns_adapters.base import AdapterError, ChangeItem, DNSAdapter, ItemValidationError, Plan
 from dns_adapters.presentation import parse_patch, risk_flags
 
 from .adapters import adapter_for, validate_target_config
@@ -52,6 +52,16 @@ def _field_errors(exc: ItemValidationError, lines: list[int] | None, field: str 
     return ValidationFailed(errors)
 
 
+def _open_adapter(target: Target) -> DNSAdapter:
+    """adapter_for, with a config that broke after registration (the key file was
+    removed or rotated badly) reported as an unavailable target, not an AdapterError
+    escaping to the caller as a crash."""
+    try:
+        return adapter_for(target)
+    except AdapterError as exc:
+        raise TargetUnavailable(f"target {target.name}: {exc.message}", permanent=exc.permanent) from None
+
+
 def _prepare_items(
     *, target: Target, items: Any, patch: str | None, allow_apex: bool
 ) -> PreparedItems:
@@ -65,7 +75,7 @@ def _prepare_items(
             raise _field_errors(exc, None) from None
         items = [p.item for p in parsed]
         lines = [p.line for p in parsed]
-    adapter = adapter_for(target)
+    adapter = _open_adapter(target)
     try:
         validated = adapter.validate_items(items if items is not None else [], allow_apex=allow_apex)
     except ItemValidationError as exc:
@@ -77,7 +87,7 @@ def _prepare_items(
 
 def _plan(target: Target, prepared: PreparedItems, *, allow_apex: bool) -> Plan:
     """Dry-run against the live target. Never inside a transaction."""
-    adapter = adapter_for(target)
+    adapter = _open_adapter(target)
     try:
         return adapter.plan(prepared.items, allow_apex=allow_apex)  # type: ignore[call-arg]
     except ItemValidationError as exc:
@@ -165,13 +175,8 @@ def target_register(
         errors.append({"index": None, "field": "name", "message": "name is required"})
     if kind not in Target.Kind.values:
         errors.append({"index": None, "field": "kind", "message": f"kind must be one of {', '.join(Target.Kind.values)}"})
-    for field, value, low, high in (
-        ("required_approvals", required_approvals, 1, 10),
-        ("approval_lifetime_seconds", approval_lifetime_seconds, 60, 30 * 86400),
-        ("bake_seconds", bake_seconds, 0, 86400),
-    ):
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            errors.append({"index": None, "field": field, "message": f"must be an integer {low}..{high}"})
+    errors += _policy_errors(required_approvals=required_approvals,
+                             approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds)
     if errors:
         raise ValidationFailed(errors)
     try:
@@ -211,9 +216,57 @@ def target_register(
     return target
 
 
+POLICY_RANGES = {
+    "required_approvals": (1, 10),
+    "approval_lifetime_seconds": (60, 30 * 86400),
+    "bake_seconds": (0, 86400),
+}
+
+
+def _policy_errors(**values: Any) -> list[dict[str, Any]]:
+    errors = []
+    for field, value in values.items():
+        low, high = POLICY_RANGES[field]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            errors.append({"index": None, "field": field, "message": f"must be an integer {low}..{high}"})
+    return errors
+
+
+def target_update_policy(
+    *, actor: AbstractBaseUser, target: Target, origin: RequestOrigin = SYSTEM, **changes: Any
+) -> Target:
+    """Change a target's policy (approvals, lifetimes, bake time, default checks,
+    frozen). Staff only; audited with the old and new values."""
+    if not (actor.is_active and actor.is_staff):
+        raise NotPermitted("only staff may change a target's policy")
+    allowed = {*POLICY_RANGES, "health_checks", "frozen"}
+    unknown = sorted(set(changes) - allowed)
+    if unknown:
+        raise ValidationFailed([{"index": None, "field": f, "message": "not a policy field"} for f in unknown])
+    errors = _policy_errors(**{k: v for k, v in changes.items() if k in POLICY_RANGES})
+    if "frozen" in changes and not isinstance(changes["frozen"], bool):
+        errors.append({"index": None, "field": "frozen", "message": "must be true or false"})
+    if errors:
+        raise ValidationFailed(errors)
+    if "health_checks" in changes:
+        changes["health_checks"] = validate_health_checks(changes["health_checks"])
+    with transaction.atomic():
+        locked = Target.objects.select_for_update().get(pk=target.pk)
+        before = {field: getattr(locked, field) for field in changes}
+        changed = {field: value for field, value in changes.items() if before[field] != value}
+        if not changed:
+            return locked
+        for field, value in changed.items():
+            setattr(locked, field, value)
+        locked.save(update_fields=[*changed, "updated_at"])
+        audit_record(actor=actor, origin=origin, action="target_policy_changed", target=locked,
+                     payload={"before": {f: before[f] for f in changed}, "after": changed})
+    return locked
+
+
 def target_refresh_zone_stats(*, target: Target) -> int:
     """Refresh the cached RRset count from a whole-zone read."""
-    adapter = adapter_for(target)
+    adapter = _open_adapter(target)
     try:
         count = len(adapter.read_zone())
     except AdapterError as exc:

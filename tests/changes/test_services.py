@@ -158,3 +158,18 @@ def test_register_refuses_an_unreachable_zone_clearly(staff, named_server):
             "zone": "notserved.test", "primary": named_server.primary,
             "tsig_key_file": str(named_server.key_file), "timeout": 1})
     assert info.value.permanent
+
+
+def test_policy_edit_is_staff_only_validated_and_audited(staff, author, dns_target):
+    from changes.services import target_update_policy
+
+    with pytest.raises(NotPermitted):
+        target_update_policy(actor=author, target=dns_target, frozen=True)
+    with pytest.raises(ValidationFailed) as info:
+        target_update_policy(actor=staff, target=dns_target, bake_seconds=10**9, required_approvals=0)
+    assert {e["field"] for e in info.value.errors} == {"bake_seconds", "required_approvals"}
+    updated = target_update_policy(actor=staff, target=dns_target, frozen=True, required_approvals=2)
+    assert (updated.frozen, updated.required_approvals) == (True, 2)
+    event = AuditEvent.objects.filter(target=dns_target, action="target_policy_changed").get()
+    assert event.payload == {"before": {"frozen": False, "required_approvals": 1},
+                             "after": {"frozen": True, "required_approvals": 2}}
