@@ -130,6 +130,16 @@ def _locked(change: ChangeRequest) -> ChangeRequest:
     return ChangeRequest.objects.select_for_update().select_related("target").get(pk=change.pk)
 
 
+def _locked_editable(change: ChangeRequest, *, revision: int) -> ChangeRequest:
+    """Lock the change and prove it is still the revision the live read was for."""
+    locked = _locked(change)
+    if locked.revision != revision:
+        raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
+    if locked.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {locked.state}; it can no longer be edited or re-planned")
+    return locked
+
+
 def _transition(
     change: ChangeRequest, to: str, *, actor: AbstractBaseUser | None, origin: RequestOrigin, action: str,
     payload: dict[str, Any] | None = None,
@@ -344,11 +354,7 @@ def change_update(
     prepared = _prepare_items(target=target, items=items, patch=patch, allow_apex=apex)
     plan = _plan(target, prepared, allow_apex=apex)
     with transaction.atomic():
-        locked = _locked(change)
-        if locked.revision != revision:
-            raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
-        if locked.state not in EDITABLE:
-            raise InvalidTransition(f"change #{change.pk} is {locked.state}; it can no longer be edited")
+        locked = _locked_editable(change, revision=revision)
         old_fingerprint = locked.fingerprint
         locked.title, locked.reason, locked.items = new_title, new_reason, prepared.raw
         locked.health_checks, locked.allow_apex = checks, apex
@@ -378,11 +384,7 @@ def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Reque
     prepared = _prepare_items(target=target, items=change.items, patch=None, allow_apex=change.allow_apex)
     plan = _plan(target, prepared, allow_apex=change.allow_apex)
     with transaction.atomic():
-        locked = _locked(change)
-        if locked.revision != revision:
-            raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
-        if locked.state not in EDITABLE:
-            raise InvalidTransition(f"change #{change.pk} is {locked.state}; its plan is fixed")
+        locked = _locked_editable(change, revision=revision)
         old = locked.fingerprint
         _store_plan(locked, plan)
         if plan.fingerprint != old:
