@@ -1,0 +1,400 @@
+"""The `changegate` CLI against the real API: pytest-django's live_server, a real
+DRF token, a real named behind it. Most tests call `changes.cli.main(argv)` in
+process; one runs the installed console script as a subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from changes import cli
+from tests.conftest import ZONE
+
+ANSI = re.compile(r"\x1b\[")
+SCRIPT = Path(sys.executable).parent / "changegate"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def fresh_zone(named_server) -> str:
+    """Overrides the conftest fixture under `dns_target`. Nothing here is approved,
+    so nothing is ever applied: these tests only read DNS and can share the
+    session's demo zone instead of using up the spare zones that writers need."""
+    return ZONE
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    """No CHANGEGATE_* from the developer's shell, no real ~/.config file."""
+    for var in ("CHANGEGATE_URL", "CHANGEGATE_TOKEN", "CHANGEGATE_USER", "CHANGEGATE_PROFILE", "NO_COLOR"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    return tmp_path / "xdg" / "changegate" / "config.ini"
+
+
+@pytest.fixture
+def run(clean_env, capsys):
+    def run(*argv: str) -> Run:
+        capsys.readouterr()
+        code = cli.main(list(argv))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def token(author):
+    from rest_framework.authtoken.models import Token
+
+    return Token.objects.create(user=author).key
+
+
+@pytest.fixture
+def server(live_server, token, monkeypatch, run):
+    """Environment pointing at the live server as alice (the author persona)."""
+    monkeypatch.setenv("CHANGEGATE_URL", live_server.url)
+    monkeypatch.setenv("CHANGEGATE_TOKEN", token)
+    return live_server
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def change_id(out: str) -> int:
+    match = re.search(r"change #(\d+)", out)
+    assert match, out
+    return int(match.group(1))
+
+
+def diff_lines(out: str) -> set[str]:
+    """Diff lines with the owner name cut off (relative or absolute, it is the server's choice)."""
+    return {line[0] + " ".join(line[1:].split()[1:]) for line in out.splitlines()
+            if line[:1] in ("+", "-") and not line.startswith(("+++", "---"))}
+
+
+# ---------------------------------------------------------------------------
+# Against the live server
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_targets_reads_url_and_token_from_the_config_profile(live_server, token, dns_target, clean_env, run):
+    clean_env.parent.mkdir(parents=True)
+    clean_env.write_text(f"[default]\nurl = http://127.0.0.1:1\ntoken = wrong\n\n"
+                         f"[staging]\nurl = {live_server.url}\ntoken = {token}\n")
+    clean_env.chmod(0o600)
+
+    result = run("--profile", "staging", "targets")
+    assert result.code == 0, result.err
+    header, row = result.out.splitlines()
+    assert header.split() == ["ID", "NAME", "ZONE", "APPROVALS", "FROZEN"]
+    assert row.split() == [str(dns_target.pk), dns_target.name, dns_target.name, "1", "no"]
+    assert result.err == ""
+
+    as_json = run("targets", "--profile", "staging", "--json").json()
+    assert as_json["count"] == 1
+    assert as_json["results"][0]["name"] == dns_target.name
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_propose_builds_the_patch_from_flags_and_file_and_submits(server, dns_target, run, tmp_path):
+    from changes.models import AuditEvent, ChangeRequest
+
+    patch = tmp_path / "patch.txt"
+    patch.write_text("# from a file\n+ new 300 A 192.0.2.50\n")
+    result = run("propose", "--target", dns_target.name, "--title", "Move www", "--reason", "new load balancer",
+                 "--upsert", "www 300 A 192.0.2.99", "--delete", "api A", "--file", str(patch),
+                 "--check-tcp", "127.0.0.1:443", "--submit")
+
+    assert result.code == 0, result.err
+    change = ChangeRequest.objects.get(pk=change_id(result.out))
+    assert change.state == ChangeRequest.State.PENDING_APPROVAL
+    assert "pending_approval" in result.out
+    assert change.fingerprint in result.out
+    assert {"-300 IN A 192.0.2.10", "-300 IN A 192.0.2.11", "+300 IN A 192.0.2.99",
+            "-300 IN A 192.0.2.20", "+300 IN A 192.0.2.50"} <= diff_lines(result.out)
+    assert [(i["op"], i["name"]) for i in change.items] == [("upsert", "www"), ("delete", "api"), ("add", "new")]
+    assert change.health_checks == [{"type": "tcp", "host": "127.0.0.1", "port": 443, "timeout": 2}]
+    # The server tells CLI from plain API calls by our User-Agent.
+    origins = set(AuditEvent.objects.filter(change=change).values_list("origin", "user_agent"))
+    assert origins == {("cli", cli.USER_AGENT)}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_a_draft_shows_its_diff_risk_flags_and_events_without_ansi(server, dns_target, run):
+    proposed = run("propose", "--target", str(dns_target.pk), "--reason", "Route mail via the new relay\nticket 42",
+                   "--upsert", "@ 300 MX 20 mail")
+    assert proposed.code == 0, proposed.err
+    number = change_id(proposed.out)
+    assert "draft" in proposed.out
+    assert "mail:" in proposed.out  # risk flag with its description
+    assert f"changegate submit {number}" in proposed.out
+
+    shown = run("show", str(number))
+    assert shown.code == 0, shown.err
+    assert "Route mail via the new relay" in shown.out.splitlines()[0]  # title defaults to the reason's first line
+    assert "ticket 42" in shown.out
+    changed = sorted(diff_lines(shown.out))  # the server writes rdata names absolute: "10 mail.<zone>."
+    assert [line.split(".")[0] for line in changed] == ["+300 IN MX 20 mail", "-300 IN MX 10 mail"]
+    assert "@@" in shown.out
+    assert not ANSI.search(shown.out)  # captured stdout is not a TTY
+    assert re.search(r"change_created\s+alice \(cli\)", shown.out)
+
+    as_json = run("--json", "show", str(number)).json()
+    assert as_json["id"] == number and as_json["state"] == "draft"
+    assert as_json["diff"].startswith("---")
+
+    replanned = run("plan", str(number))
+    assert replanned.code == 0, replanned.err
+    assert "plan unchanged" in replanned.out
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_list_filters_and_submit_and_cancel_move_changes(server, dns_target, run, monkeypatch):
+    from rest_framework.pagination import PageNumberPagination
+
+    from changes.models import AuditEvent
+
+    monkeypatch.setattr(PageNumberPagination, "page_size", 1)  # every list below spans pages
+
+    first = change_id(run("propose", "--target", dns_target.name, "--reason", "one", "--add", "a1 300 A 192.0.2.1").out)
+    second = change_id(run("propose", "--target", dns_target.name, "--reason", "two", "--add", "a2 300 A 192.0.2.2").out)
+
+    submitted = run("submit", str(first))
+    assert (submitted.code, submitted.out.strip()) == (0, f"change #{first} is now pending_approval")
+
+    drafts = run("list", "--state", "draft", "--target", dns_target.name)
+    assert drafts.code == 0, drafts.err
+    assert [line.split()[0] for line in drafts.out.splitlines()[1:]] == [str(second)]
+
+    everything = run("list")
+    assert [line.split()[0] for line in everything.out.splitlines()[1:]] == [str(second), str(first)]
+    mine = run("list", "--mine", "--user", "alice", "--json").json()
+    assert (mine["count"], mine["next"]) == (2, None)
+    assert sorted(c["id"] for c in mine["results"]) == [first, second]
+    monkeypatch.setenv("CHANGEGATE_USER", "bob")
+    assert run("list", "--mine").err == "no matching changes\n"
+
+    cancelled = run("cancel", str(first), "-m", "wrong subnet")
+    assert (cancelled.code, cancelled.out.strip()) == (0, f"change #{first} is now cancelled")
+    assert AuditEvent.objects.get(change_id=first, action="change_cancelled").payload["comment"] == "wrong subnet"
+
+    again = run("cancel", str(first))
+    assert again.code == 1
+    assert again.err.startswith("error: ") and "cancelled" in again.err
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_live_prints_the_records_of_a_name(server, dns_target, run):
+    result = run("live", "--target", dns_target.name, "www", "a")
+    assert result.code == 0, result.err
+    assert sorted(line.split()[-1] for line in result.out.splitlines()) == ["192.0.2.10", "192.0.2.11"]
+    assert all(" 300 IN A " in line for line in result.out.splitlines())
+
+    assert run("--json", "live", "--target", str(dns_target.pk), "www", "A").json()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_a_bad_record_exits_1_naming_the_item_field(server, dns_target, run):
+    from changes.models import ChangeRequest
+
+    result = run("propose", "--target", dns_target.name, "--reason", "typo", "--upsert", "www 300 A 999.1.1.1")
+    assert result.code == 1
+    assert result.out == ""
+    assert result.err.startswith("error: the server refused 1 field:\n")
+    assert re.search(r"^  items\[0\]\.records\[0\]: .+\(line 1\)$", result.err, re.M), result.err
+    assert not ChangeRequest.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unknown_change_exits_1_with_the_server_detail(server, run):
+    result = run("show", "999999")
+    assert result.code == 1
+    assert result.err.startswith("error: ")
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wrong_token_or_base_url_exits_1_saying_so(server, run):
+    result = run("--token", "0" * 40, "targets")
+    assert (result.code, result.err) == (1, "error: Invalid token.\n")
+
+    wrong = f"{server.url}/changegate"
+    result = run("--url", wrong, "targets")  # an HTML 404 page, not the API: name the URL tried
+    assert (result.code, result.err) == (1, f"error: HTTP 404 Not Found (GET {wrong}/api/v1/targets/)\n")
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_the_console_script_proposes_from_stdin(server, dns_target, token, tmp_path):
+    from changes.models import ChangeRequest
+
+    script = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "changes.cli"]
+    env = {**os.environ, "CHANGEGATE_URL": server.url, "CHANGEGATE_TOKEN": token, "NO_COLOR": "1",
+           "XDG_CONFIG_HOME": str(tmp_path)}
+    done = subprocess.run([*script, "--json", "propose", "--target", dns_target.name, "--reason", "from a pipe",
+                           "--file", "-"], input="= www 300 IN A 192.0.2.77\n", env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    change = json.loads(done.stdout)
+    assert ChangeRequest.objects.get(pk=change["id"]).items[0]["records"] == ["192.0.2.77"]
+
+    missing_reason = subprocess.run([*script, "propose", "--target", dns_target.name], env=env,
+                                    capture_output=True, text=True, timeout=60, check=False)
+    assert missing_reason.returncode == 2
+    assert "--reason" in missing_reason.stderr
+
+
+# ---------------------------------------------------------------------------
+# Without a server: usage, connection and output helpers
+
+
+def test_a_missing_reason_is_a_usage_error(run):
+    result = run("--url", "http://127.0.0.1:1", "--token", "t", "propose", "--target", "demo.test",
+                 "--upsert", "www 300 A 192.0.2.1")
+    assert result.code == 2
+    assert "--reason" in result.err
+
+
+def test_a_missing_token_is_a_usage_error_naming_where_to_set_it(run, monkeypatch):
+    monkeypatch.setenv("CHANGEGATE_URL", "http://127.0.0.1:1")
+    result = run("targets")
+    assert result.code == 2
+    assert "no API token" in result.err and "CHANGEGATE_TOKEN" in result.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["propose", "--target", "t", "--reason", "r"], "nothing to propose"),
+    (["propose", "--target", "t", "--reason", "r", "--delete", "www A 192.0.2.1"], "--remove"),
+    (["propose", "--target", "t", "--reason", "r", "--upsert", "www 300 A 192.0.2.1", "--check-tcp", "host"],
+     "HOST:PORT"),
+    (["propose", "--target", "t", "--reason", "r", "--file", "/nonexistent/patch"], "cannot read patch file"),
+    (["list", "--mine"], "--mine needs your username"),
+    (["list", "--mine", "--author", "bob"], "not allowed with"),
+    (["--url", "http://", "targets"], "bad server URL"),
+    (["--url", "localhost:8000", "targets"], "http://"),
+    (["--profile", "nope", "targets"], "nope"),
+    (["show", "abc"], "invalid int"),
+    ([], "required"),
+])
+def test_usage_errors_exit_2_before_anything_is_sent(run, monkeypatch, argv, message):
+    # An unreachable URL: had anything been sent, the exit code would be 3.
+    monkeypatch.setenv("CHANGEGATE_URL", closed_port_url())
+    monkeypatch.setenv("CHANGEGATE_TOKEN", "t")
+    result = run(*argv)
+    assert result.code == 2, result.err
+    assert message in result.err
+
+
+def test_an_unreachable_server_exits_3_naming_the_url(run, clean_env):
+    url = closed_port_url()
+    clean_env.parent.mkdir(parents=True)
+    clean_env.write_text(f"[lab]\nurl = {url}\ntoken = t\n")
+    clean_env.chmod(0o600)
+    result = run("--profile", "lab", "targets")
+    assert result.code == 3
+    assert result.err.strip() == f"error: cannot connect to {url}: connection refused"
+
+
+def test_flags_beat_environment_beat_the_config_file(clean_env, capsys):
+    import argparse
+
+    clean_env.parent.mkdir(parents=True)
+    clean_env.write_text("[default]\nurl = http://file\ntoken = file-token\nuser = file-user\n")
+    clean_env.chmod(0o644)
+    args = argparse.Namespace(url=None, token=None, profile=None, user=None)
+    assert cli.resolve_settings(args, {}) == cli.Settings("http://file", "file-token", "file-user")
+    assert "readable by others; run: chmod 600" in capsys.readouterr().err
+    env = {"CHANGEGATE_URL": "http://env/", "CHANGEGATE_TOKEN": "env-token"}
+    assert cli.resolve_settings(args, env) == cli.Settings("http://env", "env-token", "file-user")
+    args = argparse.Namespace(url="https://flag", token="flag-token", profile=None, user="me")
+    assert cli.resolve_settings(args, env) == cli.Settings("https://flag", "flag-token", "me")
+
+
+def test_patch_is_built_in_command_line_order():
+    args = cli.build_parser().parse_args([
+        "propose", "--target", "t", "--reason", "r", "--delete", "old A", "--upsert", "www 300 A 192.0.2.1",
+        "--add", "www 300 A 192.0.2.2", "--remove", "api A 192.0.2.20", "--upsert", "www 300 A 192.0.2.3",
+    ])
+    assert cli.build_patch(args) == (
+        "- old A\n= www 300 A 192.0.2.1\n+ www 300 A 192.0.2.2\n- api A 192.0.2.20\n= www 300 A 192.0.2.3\n"
+    )
+
+
+def test_title_defaults_to_the_first_line_of_the_reason_truncated():
+    assert cli.title_from_reason("\n  Move www  \nbecause") == "Move www"
+    long = cli.title_from_reason("x" * 300)
+    assert len(long) == cli.TITLE_FROM_REASON_MAX and long.endswith("...")
+
+
+def test_field_errors_are_printed_with_their_line(capsys):
+    body = {"detail": "invalid items", "code": "invalid",
+            "errors": [{"index": 0, "field": "items[0].ttl", "message": "TTL out of range", "line": 3},
+                       {"index": None, "field": "title", "message": "title is required"}]}
+    cli._report(cli.ApiError(400, body))
+    assert capsys.readouterr().err == (
+        "error: the server refused 2 fields:\n  items[0].ttl: TTL out of range (line 3)\n  title: title is required\n"
+    )
+    cli._report(cli.ApiError(409, {"detail": "change #3 is cancelled", "code": "invalid_state"}))
+    assert capsys.readouterr().err == "error: change #3 is cancelled\n"
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_diff_is_coloured_only_on_a_tty_without_no_color(monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    monkeypatch.setattr(sys, "stdout", _Tty())
+    assert cli.use_color()
+    coloured = cli.render_diff("--- z (live)\n+++ z (planned)\n@@ www A @@\n-www 300 IN A 1\n+www 300 IN A 2\n",
+                               color=True).splitlines()
+    assert [line[:5] for line in coloured[2:]] == ["\x1b[36m", "\x1b[31m", "\x1b[32m"]
+    monkeypatch.setenv("NO_COLOR", "1")
+    assert not cli.use_color()
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.delenv("NO_COLOR")
+    assert not cli.use_color()
+
+
+def test_the_inlined_patch_syntax_matches_the_server():
+    from dns_adapters.presentation import PATCH_SYNTAX
+
+    assert cli.PATCH_SYNTAX == PATCH_SYNTAX
+
+
+def test_the_cli_imports_neither_django_nor_server_code():
+    code = ("import sys, changes.cli; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('django', 'rest_framework', 'dns', 'dns_adapters', 'approvals', 'config') "
+            "or (m.startswith('changes.') and m != 'changes.cli')); print(bad); sys.exit(bool(bad))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
