@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run `python -m bench.dns_bench`; see bench/README.md."""
