@@ -449,7 +449,7 @@ def _read_patch_file(path: str) -> str:
 def parse_tcp_check(value: str) -> dict[str, Any]:
     host, sep, port = value.rpartition(":")
     host = host.strip().removeprefix("[").removesuffix("]")  # [2001:db8::1]:443
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise UsageError(f"--check-tcp takes HOST:PORT, got {value!r}")
     return {"type": "tcp", "host": host, "port": int(port)}
 

@@ -82,7 +82,18 @@ def _prepare_items(
         raise _field_errors(exc, lines) from None
     finally:
         adapter.close()
-    return PreparedItems(raw=list(items or []), items=validated, lines=lines)
+    # Store the validated form (absolute names, canonical rdata, integer TTLs): what
+    # was checked is what is kept and shown, and re-validating it gives the same items.
+    return PreparedItems(raw=[_item_json(item) for item in validated], items=validated, lines=lines)
+
+
+def _item_json(item: ChangeItem) -> dict[str, Any]:
+    data: dict[str, Any] = {"op": item.op, "name": item.name, "type": item.rdtype}
+    if item.ttl is not None:
+        data["ttl"] = item.ttl
+    if item.op != "delete":
+        data["records"] = list(item.rdatas)
+    return data
 
 
 def _plan(target: Target, prepared: PreparedItems, *, allow_apex: bool) -> Plan:
@@ -195,7 +206,9 @@ def target_register(
         raise ValidationFailed(
             [{"index": None, "field": f"config.{e.field}", "message": e.message} for e in exc.errors]
         ) from None
-    checks = validate_health_checks(list(health_checks))
+    # list() only for the tuple default: anything else goes to the validator as given
+    # (list("tcp") would be three bogus checks, list(0) a TypeError).
+    checks = validate_health_checks(list(health_checks) if isinstance(health_checks, tuple) else health_checks)
     target = Target(
         name=name.strip(), kind=kind, config=normalized, required_approvals=required_approvals,
         approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds,

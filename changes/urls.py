@@ -1,3 +1,14 @@
 from django.urls import path
 
-urlpatterns: list = []
+from .api import views
+
+urlpatterns = [
+    path("targets/", views.TargetListView.as_view(), name="target-list"),
+    path("targets/<str:ref>/", views.TargetDetailView.as_view(), name="target-detail"),
+    path("targets/<str:ref>/live/", views.TargetLiveView.as_view(), name="target-live"),
+    path("changes/", views.ChangeListView.as_view(), name="change-list"),
+    path("changes/<int:pk>/", views.ChangeDetailView.as_view(), name="change-detail"),
+    path("changes/<int:pk>/plan/", views.ChangePlanView.as_view(), name="change-plan"),
+    path("changes/<int:pk>/submit/", views.ChangeSubmitView.as_view(), name="change-submit"),
+    path("changes/<int:pk>/cancel/", views.ChangeCancelView.as_view(), name="change-cancel"),
+]

@@ -78,7 +78,8 @@ def parse_owner(text: Any, origin: dns.name.Name) -> tuple[str | None, str | Non
 
 def parse_ttl(value: Any) -> tuple[int | None, str | None]:
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, str) and value.strip().isdigit():
+        # isascii: "²".isdigit() is True but int("²") raises.
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
             value = int(value.strip())
         else:
             return None, f"ttl must be an integer from 0 to {MAX_TTL}"

@@ -86,7 +86,7 @@ def parse_hostport(text: Any) -> tuple[str, int]:
         host, sep, port = raw[1:].partition("]:")
     else:
         host, sep, port = raw.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise ValueError(f"{raw!r} is not host:port")
     try:
         ipaddress.ip_address(host)
@@ -104,6 +104,8 @@ def load_tsig_key(path: str | Path) -> dns.tsig.Key:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"TSIG key file {path} cannot be read: {exc.strerror}") from None
+    except (ValueError, UnicodeError):  # a NUL in the path, or a file that is not text
+        raise ConfigError(f"TSIG key file {path!r} cannot be read as a key file") from None
     match = _KEY_RE.search(text)
     if not match:
         raise ConfigError(f'TSIG key file {path} has no key "name" {{ ... }}; block')

@@ -1,0 +1,374 @@
+"""Request and response shapes of the REST API.
+
+Request serializers check only the JSON types of top-level fields. What a change
+item or a health check must contain is decided in one place, the services (and
+the adapter behind them), so items and checks pass through here as raw JSON and
+come back as errors naming `items[0].ttl`; the schema still documents their shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from dns_adapters.base import OPS
+from dns_adapters.presentation import RISKS
+
+from .. import selectors
+from ..health import CHECK_FIELDS
+from ..models import AuditEvent, ChangeRequest, Target
+
+# ---------------------------------------------------------------------------
+# Errors (every non-2xx answer has this shape)
+
+
+class FieldErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField(allow_null=True, help_text="Item index, or null for a top-level field.")
+    field = serializers.CharField(help_text='Where the bad value is: "title", "items[0].ttl", "config.primary".')
+    message = serializers.CharField()
+    line = serializers.IntegerField(required=False, help_text="Line of the patch text the item came from.")
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    code = serializers.CharField(
+        help_text="invalid, parse_error, not_authenticated, permission_denied, not_found, "
+        "invalid_state, conflict, target_unavailable, target_misconfigured, ..."
+    )
+    errors = FieldErrorSerializer(many=True, required=False, help_text="Present for code invalid.")
+
+
+# ---------------------------------------------------------------------------
+# Strict input fields
+
+
+class StrictCharField(serializers.CharField):
+    """A JSON string and nothing else: DRF's CharField would turn 42 into "42"."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """A JSON true or false: DRF's BooleanField would take "yes" and 1."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class StrictIntegerField(serializers.IntegerField):
+    """A JSON integer: DRF's IntegerField would take "5" and 5.0."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+@extend_schema_field({"oneOf": [{"type": "integer"}, {"type": "string"}], "description": "Target id or name."})
+class TargetRefField(serializers.Field):
+    default_error_messages = {"invalid": "Give the target's id (integer) or name (string)."}
+
+    def to_internal_value(self, data: Any) -> int | str:
+        if isinstance(data, bool) or not isinstance(data, int | str) or (isinstance(data, str) and not data.strip()):
+            self.fail("invalid")
+        return data
+
+
+class StrictInputSerializer(serializers.Serializer):
+    """Unknown fields are refused."""
+
+    def to_internal_value(self, data: Any) -> Any:
+        # Not ignored: a misspelt "helth_checks" must not silently drop the checks
+        # the author meant to declare.
+        if isinstance(data, Mapping):
+            unknown = sorted(set(data) - set(self.fields), key=str)
+            if unknown:
+                raise serializers.ValidationError({str(key): ["Unknown field."] for key in unknown})
+        return super().to_internal_value(data)
+
+
+# ---------------------------------------------------------------------------
+# Documented shapes of raw JSON inputs (validated by the services)
+
+
+class ChangeItemSerializer(serializers.Serializer):
+    op = serializers.ChoiceField(
+        choices=OPS, help_text="upsert replaces the RRset, delete removes it, add/remove touch single records."
+    )
+    name = serializers.CharField(help_text='Owner name, relative to the zone unless it ends in "."; "@" is the apex.')
+    type = serializers.CharField(help_text='Record type, e.g. "A".')
+    ttl = serializers.IntegerField(required=False, allow_null=True, min_value=0, max_value=2147483647)
+    records = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="Record data in zone-file syntax."
+    )
+
+
+class TCPCheckSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["tcp"])
+    host = serializers.CharField()
+    port = serializers.IntegerField(min_value=1, max_value=65535)
+    timeout = serializers.FloatField(required=False, help_text="Seconds, default 2, at most 60.")
+
+
+class HTTPCheckSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["http"])
+    url = serializers.URLField()
+    expect_status = serializers.IntegerField(required=False, min_value=100, max_value=599)
+    contains = serializers.CharField(required=False)
+    timeout = serializers.FloatField(required=False)
+
+
+class DNSResolveCheckSerializer(serializers.Serializer):
+    type = serializers.ChoiceField(choices=["dns_resolve"])
+    resolver = serializers.CharField(help_text="ip:port")
+    name = serializers.CharField()
+    rdtype = serializers.CharField(required=False)
+    expect = serializers.ListField(child=serializers.CharField())
+    timeout = serializers.FloatField(required=False)
+
+
+assert set(CHECK_FIELDS) == {"tcp", "http", "dns_resolve"}, "document the new check type here"
+
+HealthCheckSchema = PolymorphicProxySerializer(
+    component_name="HealthCheck",
+    serializers={"tcp": TCPCheckSerializer, "http": HTTPCheckSerializer, "dns_resolve": DNSResolveCheckSerializer},
+    resource_type_field_name="type",
+    many=True,
+)
+
+
+class TargetConfigSerializer(serializers.Serializer):
+    zone = serializers.CharField()
+    primary = serializers.CharField(help_text="ip:port of the primary that accepts signed UPDATEs.")
+    tsig_key_file = serializers.CharField(
+        help_text="Absolute path of a BIND-format key file on the gateway. Never the secret itself."
+    )
+    nameservers = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="ip:port of every server to verify on; default [primary]."
+    )
+    timeout = serializers.FloatField(required=False)
+
+
+@extend_schema_field(ChangeItemSerializer(many=True))
+class ItemsField(serializers.JSONField):
+    """Raw items, validated by the service."""
+
+
+@extend_schema_field(HealthCheckSchema)
+class HealthChecksField(serializers.JSONField):
+    """Raw declared checks, validated by the service."""
+
+
+@extend_schema_field(TargetConfigSerializer)
+class TargetConfigField(serializers.JSONField):
+    """Raw adapter config, validated by the adapter."""
+
+
+# ---------------------------------------------------------------------------
+# Targets
+
+
+class TargetSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    zone = serializers.CharField(source="config.zone")
+    primary = serializers.CharField(source="config.primary")
+    nameservers = serializers.ListField(child=serializers.CharField(), source="config.nameservers")
+    tsig_key_file = serializers.CharField(
+        source="config.tsig_key_file", required=False,
+        help_text="Staff only: where the key lives on the gateway (never the secret).",
+    )
+    required_approvals = serializers.IntegerField()
+    approval_lifetime_seconds = serializers.IntegerField()
+    bake_seconds = serializers.IntegerField()
+    health_checks = HealthChecksField()
+    frozen = serializers.BooleanField()
+    rrset_count = serializers.IntegerField(allow_null=True)
+
+    def to_representation(self, instance: Target) -> dict[str, Any]:
+        data = super().to_representation(instance)
+        request = self.context.get("request")
+        user = getattr(request, "user", None)
+        if not (user is not None and user.is_active and user.is_staff):
+            data.pop("tsig_key_file", None)
+        return data
+
+
+class TargetRegisterSerializer(StrictInputSerializer):
+    name = StrictCharField(max_length=253)
+    kind = serializers.ChoiceField(choices=Target.Kind.choices, default=Target.Kind.DNS)
+    config = TargetConfigField()
+    required_approvals = StrictIntegerField(required=False, default=1)
+    approval_lifetime_seconds = StrictIntegerField(required=False, default=24 * 3600)
+    bake_seconds = StrictIntegerField(required=False, default=60)
+    health_checks = HealthChecksField(required=False, default=list)
+    frozen = StrictBooleanField(required=False, default=False)
+
+
+class LiveQuerySerializer(serializers.Serializer):
+    name = serializers.CharField(help_text='Owner name, relative to the zone unless it ends in "."; "@" is the apex.')
+    type = serializers.CharField(help_text='Record type, e.g. "A".')
+
+
+class RRValueSerializer(serializers.Serializer):
+    ttl = serializers.IntegerField()
+    rdatas = serializers.ListField(child=serializers.CharField())
+
+
+class LiveRRsetSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="Absolute owner name.")
+    type = serializers.CharField()
+    value = RRValueSerializer(allow_null=True, help_text="null when the RRset does not exist.")
+
+
+# ---------------------------------------------------------------------------
+# Changes: output
+
+
+class TargetRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class StepSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    before = RRValueSerializer(allow_null=True)
+    after = RRValueSerializer(allow_null=True)
+
+
+class GuardSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    value = RRValueSerializer(allow_null=True)
+
+
+class PlanSerializer(serializers.Serializer):
+    zone = serializers.CharField()
+    steps = StepSerializer(many=True)
+    guards = GuardSerializer(many=True)
+
+
+class RiskFlagSerializer(serializers.Serializer):
+    flag = serializers.CharField()
+    description = serializers.CharField()
+
+
+class EventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    action = serializers.CharField()
+    actor = serializers.SerializerMethodField()
+    origin = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    hash = serializers.CharField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_actor(self, event: AuditEvent) -> str | None:
+        return event.actor_username or None
+
+
+class ChangeSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    target = TargetRefSerializer()
+    author = serializers.CharField(source="author.username")
+    title = serializers.CharField()
+    state = serializers.ChoiceField(choices=ChangeRequest.State.choices)
+    revision = serializers.IntegerField()
+    fingerprint = serializers.CharField()
+    risk_flags = serializers.SerializerMethodField()
+    emergency = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(RiskFlagSerializer(many=True))
+    def get_risk_flags(self, change: ChangeRequest) -> list[dict[str, str]]:
+        return [{"flag": flag, "description": RISKS.get(flag, flag)} for flag in change.risk_flags]
+
+
+class ChangeDetailSerializer(ChangeSummarySerializer):
+    editors = serializers.SerializerMethodField()
+    reason = serializers.CharField()
+    items = ItemsField()
+    health_checks = HealthChecksField()
+    allow_apex = serializers.BooleanField()
+    plan = PlanSerializer(allow_null=True)
+    planned_at = serializers.DateTimeField(allow_null=True)
+    diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
+    events = serializers.SerializerMethodField()
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_editors(self, change: ChangeRequest) -> list[str]:
+        return sorted(user.get_username() for user in change.editors.all())
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_diff(self, change: ChangeRequest) -> str:
+        return selectors.change_diff(change)
+
+    @extend_schema_field(EventSerializer(many=True))
+    def get_events(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        return EventSerializer(selectors.change_events(change), many=True).data
+
+
+# ---------------------------------------------------------------------------
+# Changes: input
+
+
+class ChangeCreateSerializer(StrictInputSerializer):
+    target = TargetRefField()
+    title = StrictCharField(allow_blank=True, help_text="At most 200 characters.")
+    reason = StrictCharField(allow_blank=True, help_text="Why the change is needed (required).")
+    items = ItemsField(required=False, help_text="The change as items; or give `patch`.")
+    patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
+                            help_text="The change as zone-file lines: '= NAME TTL TYPE DATA', '+ ...', '- ...'.")
+    health_checks = HealthChecksField(required=False)
+    allow_apex = StrictBooleanField(required=False, default=False)
+
+    def validate_target(self, value: int | str) -> Target:
+        user: AbstractBaseUser = self.context["request"].user
+        try:
+            return selectors.access_target(user=user, ref=value)
+        except Http404:
+            raise serializers.ValidationError("no such target") from None
+
+
+class ChangeUpdateSerializer(StrictInputSerializer):
+    title = StrictCharField(required=False, allow_blank=True)
+    reason = StrictCharField(required=False, allow_blank=True)
+    items = ItemsField(required=False)
+    patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    health_checks = HealthChecksField(required=False)
+    allow_apex = StrictBooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # An empty edit would still bump the revision and void every approval.
+        if not attrs:
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [f"give at least one of {', '.join(self.fields)}"]}
+            )
+        return attrs
+
+
+class CommentSerializer(StrictInputSerializer):
+    comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class ChangeListQuerySerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=ChangeRequest.State.choices, required=False)
+    target = serializers.CharField(required=False, help_text="Target id or name.")
+    author = serializers.CharField(required=False, help_text="Username of the author.")

@@ -1,0 +1,273 @@
+"""REST API v1. Each view parses its input, calls one selector or service, and
+renders the result; the rules live in `changes.services` and `approvals.policy`.
+Objects the user may not see answer 404 (the selectors decide), and every error
+has the shape of `ErrorSerializer` (see `changes.api.exceptions`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import ParseError
+from rest_framework.parsers import JSONParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import selectors, services
+from ..audit import RequestOrigin
+from ..models import ChangeRequest, Origin, Target
+from .serializers import (
+    ChangeCreateSerializer,
+    ChangeDetailSerializer,
+    ChangeListQuerySerializer,
+    ChangeSummarySerializer,
+    ChangeUpdateSerializer,
+    CommentSerializer,
+    ErrorSerializer,
+    LiveQuerySerializer,
+    LiveRRsetSerializer,
+    TargetRegisterSerializer,
+    TargetSerializer,
+)
+
+# ---------------------------------------------------------------------------
+# Input hygiene shared by every endpoint
+
+
+class JSONBodyParser(JSONParser):
+    """JSON bodies only, and only JSON the rest of the stack can hold: nesting is
+    bounded (deep nesting would hit the recursion limit somewhere downstream),
+    numbers are finite, and no string carries NUL or an unpaired surrogate, which
+    PostgreSQL and the UTF-8 response encoder cannot take. (The size is capped by
+    Django's DATA_UPLOAD_MAX_MEMORY_SIZE: DRF reads JSON through request.body.)"""
+
+    MAX_DEPTH = 32
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        try:
+            data = super().parse(stream, media_type, parser_context)
+        except (RecursionError, LookupError) as exc:  # too deep; an unknown charset
+            raise ParseError(f"JSON parse error - {exc}") from None
+        _check_text(data, self.MAX_DEPTH)
+        return data
+
+
+def _bad_text(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(data: Any, max_depth: int) -> None:
+    errors: dict[str, list[str]] = {}
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > max_depth:
+            raise ParseError(f"JSON parse error - nested deeper than {max_depth} levels")
+        if isinstance(value, str):
+            if _bad_text(value):
+                errors[path or "body"] = ["Text may not contain NUL characters or unpaired surrogates."]
+        elif isinstance(value, Mapping):
+            for key, child in value.items():
+                child_path = f"{path}.{key}" if path else str(key)
+                if _bad_text(str(key)):
+                    errors[path or "body"] = ["Field names may not contain NUL characters or unpaired surrogates."]
+                    continue
+                stack.append((child, child_path, depth + 1))
+        elif isinstance(value, float) and not math.isfinite(value):
+            # json reads 1e999 as inf; no field takes it and no renderer can echo it.
+            raise ParseError("JSON parse error - numbers must be finite")
+        elif isinstance(value, list):
+            stack.extend((child, f"{path}[{i}]", depth + 1) for i, child in enumerate(value))
+    if errors:
+        raise serializers.ValidationError(errors)
+
+
+def parse(serializer_class: type[serializers.Serializer], data: Any, request: Request) -> dict[str, Any]:
+    serializer = serializer_class(data=data, context={"request": request})
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+def origin_of(request: Request) -> RequestOrigin:
+    return RequestOrigin.from_request(request, kind=Origin.API)
+
+
+def change_detail(request: Request, change: ChangeRequest) -> dict[str, Any]:
+    """The detail representation, read back through the selector so that a write's
+    answer is exactly what a GET of the same change shows."""
+    fresh = selectors.access_change(user=request.user, pk=change.pk)
+    return ChangeDetailSerializer(fresh, context={"request": request}).data
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    described = {
+        400: "Bad input; `errors` names every rejected field.",
+        401: "Not authenticated.",
+        403: "Not permitted.",
+        404: "No such object, or not visible to you.",
+        409: "The change is in a state that does not allow this, or was edited meanwhile.",
+        502: "The target refuses us (configuration or key problem).",
+        503: "The target cannot be reached right now; retry later.",
+    }
+    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in (401, *codes)}
+
+
+REF = OpenApiParameter("ref", str, OpenApiParameter.PATH, description="Target id or name.")
+PK = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Change id.")
+
+
+class APIBase(APIView):
+    parser_classes = [JSONBodyParser]
+
+
+# ---------------------------------------------------------------------------
+# Targets
+
+
+class TargetListView(generics.ListAPIView):
+    parser_classes = [JSONBodyParser]
+    serializer_class = TargetSerializer
+
+    def get_queryset(self) -> Any:
+        return selectors.targets_visible(user=self.request.user)
+
+    @extend_schema(operation_id="targets_list", summary="Targets you may see",
+                   responses={200: TargetSerializer(many=True), **_errors()})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="targets_create", summary="Register a DNS zone (staff)",
+        description="Checks the config and that the zone answers (SOA over TCP with the key) before storing it.",
+        request=TargetRegisterSerializer, responses={201: TargetSerializer, **_errors(400, 403, 502, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        data = parse(TargetRegisterSerializer, request.data, request)
+        target = services.target_register(actor=request.user, origin=origin_of(request), **data)
+        return Response(TargetSerializer(target, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class TargetDetailView(APIBase):
+    @extend_schema(operation_id="targets_retrieve", summary="One target", parameters=[REF],
+                   responses={200: TargetSerializer, **_errors(404)})
+    def get(self, request: Request, ref: str) -> Response:
+        target: Target = selectors.access_target(user=request.user, ref=ref)
+        return Response(TargetSerializer(target, context={"request": request}).data)
+
+
+class TargetLiveView(APIBase):
+    @extend_schema(
+        operation_id="targets_live", summary="Read one live RRset", parameters=[REF, LiveQuerySerializer],
+        description="Reads the RRset from the zone's primary right now (TSIG-signed query).",
+        responses={200: LiveRRsetSerializer, **_errors(400, 404, 502, 503)},
+    )
+    def get(self, request: Request, ref: str) -> Response:
+        target = selectors.access_target(user=request.user, ref=ref)
+        query = parse(LiveQuerySerializer, request.query_params, request)
+        key, value = selectors.target_read_live(target=target, name=query["name"], rdtype=query["type"])
+        body = {"name": key.name, "type": key.rdtype, "value": value.to_json() if value else None}
+        return Response(LiveRRsetSerializer(body).data)
+
+
+# ---------------------------------------------------------------------------
+# Changes
+
+
+class ChangeListView(generics.ListAPIView):
+    parser_classes = [JSONBodyParser]
+    serializer_class = ChangeSummarySerializer
+
+    def get_queryset(self) -> Any:
+        query = parse(ChangeListQuerySerializer, self.request.query_params, self.request)
+        changes = selectors.changes_visible(user=self.request.user)
+        if "state" in query:
+            changes = changes.filter(state=query["state"])
+        if "target" in query:
+            ref = query["target"]
+            if ref.isascii() and ref.isdigit():
+                # target__pk, not target_id: only the former turns an id past the
+                # 64-bit range into "no rows" instead of an OverflowError.
+                changes = changes.filter(target__pk=int(ref))
+            else:
+                changes = changes.filter(target__name=ref)
+        if "author" in query:
+            changes = changes.filter(author__username=query["author"])
+        return changes
+
+    @extend_schema(operation_id="changes_list", summary="Changes on targets you may see",
+                   parameters=[ChangeListQuerySerializer],
+                   responses={200: ChangeSummarySerializer(many=True), **_errors(400)})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        operation_id="changes_create", summary="Propose a change",
+        description="Validates the items (or patch lines), reads the live zone and stores a draft with its plan. "
+        "Answers with the change exactly as GET shows it.",
+        request=ChangeCreateSerializer, responses={201: ChangeDetailSerializer, **_errors(400, 403, 502, 503)},
+    )
+    def post(self, request: Request) -> Response:
+        data = parse(ChangeCreateSerializer, request.data, request)
+        change = services.change_create(actor=request.user, origin=origin_of(request), **data)
+        return Response(change_detail(request, change), status=status.HTTP_201_CREATED)
+
+
+class ChangeDetailView(APIBase):
+    @extend_schema(operation_id="changes_retrieve", summary="One change with plan, diff and events",
+                   parameters=[PK], responses={200: ChangeDetailSerializer, **_errors(404)})
+    def get(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        return Response(ChangeDetailSerializer(change, context={"request": request}).data)
+
+    @extend_schema(
+        operation_id="changes_partial_update", summary="Edit a change",
+        description="Re-plans against live; a new revision voids approvals given to the old one.",
+        parameters=[PK], request=ChangeUpdateSerializer,
+        responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409, 502, 503)},
+    )
+    def patch(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(ChangeUpdateSerializer, request.data, request)
+        change = services.change_update(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, change))
+
+
+class ChangePlanView(APIBase):
+    @extend_schema(operation_id="changes_plan", summary="Re-run the dry-run against live",
+                   parameters=[PK], request=None,
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409, 502, 503)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        change = services.change_plan(actor=request.user, change=change, origin=origin_of(request))
+        return Response(change_detail(request, change))
+
+
+class ChangeSubmitView(APIBase):
+    @extend_schema(operation_id="changes_submit", summary="Submit for approval (draft -> pending_approval)",
+                   parameters=[PK], request=None,
+                   responses={200: ChangeDetailSerializer, **_errors(403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        change = services.change_submit(actor=request.user, change=change, origin=origin_of(request))
+        return Response(change_detail(request, change))
+
+
+class ChangeCancelView(APIBase):
+    @extend_schema(operation_id="changes_cancel", summary="Withdraw a change (author or staff)",
+                   parameters=[PK], request=CommentSerializer,
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(CommentSerializer, request.data, request)
+        change = services.change_cancel(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, change))
