@@ -150,3 +150,25 @@ def test_database_url_bad_scheme_fails_loudly(monkeypatch):
     monkeypatch.setenv("DATABASE_URL", "nosuchdb://x/y")
     with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
         _database()
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.named
+def test_demo_setup_registers_the_demo_target_and_grants_roles(named_server, fresh_zone, settings):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    from approvals.policy import has_target_permission
+    from changes.models import Target
+
+    settings.DEBUG = True
+    args = ["--zone", fresh_zone, "--primary", named_server.primary, "--tsig-key-file", str(named_server.key_file)]
+    call_command("demo_setup", *args)
+    call_command("demo_setup", *args)  # idempotent
+    target = Target.objects.get(name=fresh_zone)
+    users = {u.username: u for u in get_user_model().objects.all()}
+    assert has_target_permission(users["alice"], "submit_change", target)
+    assert not has_target_permission(users["alice"], "approve_change", target)
+    assert has_target_permission(users["bob"], "approve_change", target)
+    assert has_target_permission(users["dave"], "export_audit", target)
+    assert users["alice"].has_perm("changes.add_changerequest")

@@ -1,20 +1,41 @@
 """Demo users and role groups for `make run`. Idempotent; refuses to run with DEBUG=False.
 
 Every run leaves the same state: the groups exist, each demo user exists, is
-active, is in its group and has the demo password. Per-target permissions are
-granted elsewhere (a later issue); this only creates the groups.
+active, is in its group and has the demo password. With a zone, primary and key
+file (flags, or the CHANGEGATE_DEMO_* variables `make run` sets) it also registers
+the demo target through the service and grants each group its role on it.
 """
 
 from __future__ import annotations
+
+import os
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from guardian.shortcuts import assign_perm
+
+from changes.audit import RequestOrigin
+from changes.errors import ServiceError, ValidationFailed
+from changes.models import Origin, Target
+from changes.services import target_register
 
 DEFAULT_PASSWORD = "changegate-demo"
 GROUPS = ("engineers", "reviewers", "auditors")
+# Per target (django-guardian): what each group may do on the demo zone.
+TARGET_ROLES = {
+    "engineers": ("view_target", "submit_change"),
+    "reviewers": ("view_target", "approve_change"),
+    "auditors": ("view_target", "export_audit"),
+}
+# Model-wide: only what the admin needs to show its pages; the target decides the rest.
+ADMIN_PERMS = {
+    "engineers": ("add_changerequest", "view_changerequest"),
+    "reviewers": ("view_changerequest",),
+    "auditors": ("view_changerequest", "view_auditevent"),
+}
 
 # username, group (None: none), what the person does in the demo
 DEMO_USERS: tuple[tuple[str, str | None, str], ...] = (
@@ -40,8 +61,12 @@ class Command(BaseCommand):
             action="store_true",
             help="run even with DEBUG=False (creates users with a known password!)",
         )
+        parser.add_argument("--zone", default=os.environ.get("CHANGEGATE_DEMO_ZONE"))
+        parser.add_argument("--primary", default=os.environ.get("CHANGEGATE_DEMO_DNS_PRIMARY"))
+        parser.add_argument("--tsig-key-file", default=os.environ.get("CHANGEGATE_DEMO_TSIG_KEY_FILE"))
 
-    def handle(self, *args, password: str, force: bool, **options) -> None:
+    def handle(self, *args, password: str, force: bool, zone: str | None = None, primary: str | None = None,
+               tsig_key_file: str | None = None, **options) -> None:
         if not settings.DEBUG and not force:
             raise CommandError(
                 "demo_setup creates users with a well-known password and only runs with "
@@ -67,7 +92,34 @@ class Command(BaseCommand):
                     user.groups.add(groups[group])
                 rows.append((username, group or "superuser", role, created))
 
+        with transaction.atomic():
+            for name, perms in ADMIN_PERMS.items():
+                for perm in perms:
+                    assign_perm(f"changes.{perm}", groups[name])
+        if zone and primary and tsig_key_file:
+            self._demo_target(zone, primary, tsig_key_file, groups)
+
         self.stdout.write("Demo users (password for all: %s):" % password)
         for username, group, role, created in rows:
             note = "created" if created else "updated"
             self.stdout.write(f"  {username:<6} {group:<10} {role} [{note}]")
+
+    def _demo_target(self, zone: str, primary: str, key_file: str, groups: dict[str, Group]) -> None:
+        target = Target.objects.filter(name=zone).first()
+        if target is None or target.config.get("primary") != primary:
+            if target is not None:  # the demo named moved to another port: follow it
+                Target.objects.filter(pk=target.pk).update(name=f"{zone}-old-{target.pk}")
+            try:
+                target = target_register(
+                    actor=None, name=zone, origin=RequestOrigin(kind=Origin.CLI),
+                    config={"zone": zone, "primary": primary, "tsig_key_file": key_file},
+                    bake_seconds=10,
+                )
+            except ValidationFailed as exc:
+                raise CommandError(f"demo target: {exc.message}") from None
+            except ServiceError as exc:
+                raise CommandError(f"demo target: {exc.message}") from None
+        for name, perms in TARGET_ROLES.items():
+            for perm in perms:
+                assign_perm(f"changes.{perm}", groups[name], target)
+        self.stdout.write(f"Demo target {target.name} (id {target.pk}) at {primary}; roles granted to the groups.")
