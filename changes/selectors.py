@@ -46,6 +46,8 @@ def access_target(*, user: AbstractBaseUser | AnonymousUser, ref: Any) -> Target
     """A target by id or name, if the user may see it; Http404 otherwise."""
     qs = targets_visible(user=user)
     text = str(ref).strip()
+    if "\x00" in text:  # PostgreSQL refuses NUL in text: no target can have such a name
+        raise Http404("no such target")
     # isascii: "²".isdigit() is True but int("²") fails.
     target = qs.filter(pk=int(text)).first() if text.isascii() and text.isdigit() else qs.filter(name=text).first()
     if target is None:
