@@ -23,9 +23,10 @@ from dns_adapters.presentation import parse_patch, risk_flags
 
 from .adapters import adapter_for, validate_target_config
 from .audit import SYSTEM, RequestOrigin, audit_record
-from .errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
+from .errors import InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from .health import validate_health_checks
-from .models import EDITABLE, TRANSITIONS, ChangeRequest, Target
+from .lifecycle import in_author_set, lock_change, lock_editable, transition
+from .models import EDITABLE, ChangeRequest, Target
 
 State = ChangeRequest.State
 TITLE_MAX = 200
@@ -135,38 +136,6 @@ def _plan_summary(change: ChangeRequest) -> dict[str, Any]:
         "steps": len((change.plan or {}).get("steps", [])),
         "risk_flags": change.risk_flags,
     }
-
-
-def _locked(change: ChangeRequest) -> ChangeRequest:
-    return ChangeRequest.objects.select_for_update().select_related("target").get(pk=change.pk)
-
-
-def _locked_editable(change: ChangeRequest, *, revision: int) -> ChangeRequest:
-    """Lock the change and prove it is still the revision the live read was for."""
-    locked = _locked(change)
-    if locked.revision != revision:
-        raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
-    if locked.state not in EDITABLE:
-        raise InvalidTransition(f"change #{change.pk} is {locked.state}; it can no longer be edited or re-planned")
-    return locked
-
-
-def _transition(
-    change: ChangeRequest, to: str, *, actor: AbstractBaseUser | None, origin: RequestOrigin, action: str,
-    payload: dict[str, Any] | None = None,
-) -> None:
-    """The only place that assigns `state`. Caller holds the row lock."""
-    if to not in TRANSITIONS.get(change.state, frozenset()):
-        raise InvalidTransition(f"change #{change.pk} is {change.state}; it cannot move to {to}")
-    previous = change.state
-    change.state = to
-    change.save()
-    audit_record(actor=actor, origin=origin, action=action, change=change,
-                 payload={"from": previous, "to": to, **(payload or {})})
-
-
-def _is_author_set(user: AbstractBaseUser, change: ChangeRequest) -> bool:
-    return change.author_id == user.pk or change.editors.filter(pk=user.pk).exists()
 
 
 # ---------------------------------------------------------------------------
@@ -367,7 +336,7 @@ def change_update(
     prepared = _prepare_items(target=target, items=items, patch=patch, allow_apex=apex)
     plan = _plan(target, prepared, allow_apex=apex)
     with transaction.atomic():
-        locked = _locked_editable(change, revision=revision)
+        locked = lock_editable(change, revision=revision)
         old_fingerprint = locked.fingerprint
         locked.title, locked.reason, locked.items = new_title, new_reason, prepared.raw
         locked.health_checks, locked.allow_apex = checks, apex
@@ -397,7 +366,7 @@ def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Reque
     prepared = _prepare_items(target=target, items=change.items, patch=None, allow_apex=change.allow_apex)
     plan = _plan(target, prepared, allow_apex=change.allow_apex)
     with transaction.atomic():
-        locked = _locked_editable(change, revision=revision)
+        locked = lock_editable(change, revision=revision)
         old = locked.fingerprint
         _store_plan(locked, plan)
         if plan.fingerprint != old:
@@ -412,14 +381,14 @@ def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Reque
 def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
     """draft (or drifted, after a re-plan) -> pending_approval."""
     with transaction.atomic():
-        locked = _locked(change)
-        if not _is_author_set(actor, locked):
+        locked = lock_change(change)
+        if not in_author_set(actor, locked):
             raise NotPermitted("only the author or an editor of a change may submit it")
         require_target_permission(actor, "submit_change", locked.target)
         if not (locked.plan or {}).get("steps"):
             raise InvalidTransition(f"change #{locked.pk} has nothing to do: the live zone already matches it")
         locked.submitted_at = timezone.now()
-        _transition(locked, State.PENDING_APPROVAL, actor=actor, origin=origin, action="change_submitted",
+        transition(locked, State.PENDING_APPROVAL, actor=actor, origin=origin, action="change_submitted",
                     payload=_plan_summary(locked))
     return locked
 
@@ -428,9 +397,9 @@ def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Req
                   comment: str = "") -> ChangeRequest:
     """Withdraw a change that has not started applying. Author or staff."""
     with transaction.atomic():
-        locked = _locked(change)
+        locked = lock_change(change)
         if locked.author_id != actor.pk and not actor.is_staff:
             raise NotPermitted("only the author or staff may cancel a change")
-        _transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",
+        transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",
                     payload={"comment": comment})
     return locked

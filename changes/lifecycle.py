@@ -1,0 +1,45 @@
+"""The state machine's moving parts, shared by `changes.services` and
+`approvals.policy`: lock a change, move it along `TRANSITIONS` (the only code that
+assigns `state`), and tell who belongs to a change's author set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from .audit import RequestOrigin, audit_record
+from .errors import Conflict, InvalidTransition
+from .models import EDITABLE, TRANSITIONS, ChangeRequest
+
+
+def lock_change(change: ChangeRequest) -> ChangeRequest:
+    return ChangeRequest.objects.select_for_update().select_related("target").get(pk=change.pk)
+
+
+def lock_editable(change: ChangeRequest, *, revision: int) -> ChangeRequest:
+    """Lock the change and prove it is still the revision the live read was for."""
+    locked = lock_change(change)
+    if locked.revision != revision:
+        raise Conflict(f"change #{change.pk} was edited meanwhile; reload and try again")
+    if locked.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {locked.state}; it can no longer be edited or re-planned")
+    return locked
+
+
+def transition(
+    change: ChangeRequest, to: str, *, actor: AbstractBaseUser | None, origin: RequestOrigin, action: str,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """The only place that assigns `state`. Caller holds the row lock."""
+    if to not in TRANSITIONS.get(change.state, frozenset()):
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; it cannot move to {to}")
+    previous = change.state
+    change.state = to
+    change.save()
+    audit_record(actor=actor, origin=origin, action=action, change=change,
+                 payload={"from": previous, "to": to, **(payload or {})})
+
+
+def in_author_set(user: AbstractBaseUser, change: ChangeRequest) -> bool:
+    return change.author_id == user.pk or change.editors.filter(pk=user.pk).exists()
