@@ -3,10 +3,20 @@ here; nothing else decides who may do what to a target."""
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from datetime import datetime, timedelta
+from typing import Any
 
-from changes.errors import NotPermitted
-from changes.models import Target
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from changes.audit import SYSTEM, RequestOrigin, audit_record
+from changes.errors import Conflict, InvalidTransition, NotPermitted, ValidationFailed
+from changes.lifecycle import in_author_set, lock_change, transition
+from changes.models import ChangeRequest, Target
+
+from .models import Approval
 
 PERMISSIONS = ("view_target", "submit_change", "approve_change", "emergency_change", "export_audit")
 
@@ -24,3 +34,113 @@ def has_target_permission(user: AbstractBaseUser | AnonymousUser | None, perm: s
 def require_target_permission(user: AbstractBaseUser | AnonymousUser | None, perm: str, target: Target) -> None:
     if not has_target_permission(user, perm, target):
         raise NotPermitted(f"you lack the {perm} permission on target {target.name}")
+
+
+# ---------------------------------------------------------------------------
+# Four eyes. The only code that creates approvals or moves a change to approved.
+
+
+class StaleFingerprint(Conflict):
+    """The reviewer saw another plan than the one stored now."""
+
+    code = "stale_fingerprint"
+
+    def __init__(self, message: str, *, current: str) -> None:
+        super().__init__(message)
+        self.current = current
+
+    def extra(self) -> dict[str, Any]:
+        return {"current_fingerprint": self.current}
+
+
+def approvals_required(change: ChangeRequest) -> int:
+    """The target's N, plus one for a plan with risk flags."""
+    return change.target.required_approvals + (1 if change.risk_flags else 0)
+
+
+def approvals_valid(change: ChangeRequest, *, now: datetime | None = None) -> QuerySet[Approval]:
+    """Approvals that count: not invalidated, for the current plan, not expired."""
+    return change.approvals.filter(
+        invalidated_at__isnull=True, fingerprint=change.fingerprint, expires_at__gt=now or timezone.now()
+    )
+
+
+def approvals_of(change: ChangeRequest) -> QuerySet[Approval]:
+    """Every approval ever given on the change, oldest first (valid or not)."""
+    return change.approvals.select_related("approver").order_by("created_at", "pk")
+
+
+def approvals_invalidate(*, change: ChangeRequest, reason: str) -> int:
+    """Kill every live approval of `change` (an edit, a different re-plan, drift).
+    Runs inside the caller's transaction."""
+    return change.approvals.filter(invalidated_at__isnull=True).update(
+        invalidated_at=timezone.now(), invalidated_reason=reason[:200]
+    )
+
+
+def _require_reviewer(actor: AbstractBaseUser, change: ChangeRequest, verb: str) -> None:
+    # The author set never reviews its own change, whatever its role: superusers too.
+    if in_author_set(actor, change):
+        raise NotPermitted(f"you wrote or edited change #{change.pk}; someone else must {verb} it")
+    require_target_permission(actor, "approve_change", change.target)
+
+
+def change_approve(
+    *, actor: AbstractBaseUser, change: ChangeRequest, fingerprint: Any, comment: str = "",
+    origin: RequestOrigin = SYSTEM,
+) -> ChangeRequest:
+    """Approve exactly the plan with `fingerprint`. When the target's count of
+    distinct valid approvals is reached, the change becomes approved in this same
+    transaction. Raises NotPermitted (author set, no permission), StaleFingerprint,
+    InvalidTransition, Conflict (already approved by this person)."""
+    if not isinstance(fingerprint, str) or not fingerprint.strip():
+        raise ValidationFailed([{"index": None, "field": "fingerprint",
+                                 "message": "the fingerprint of the plan you reviewed is required"}])
+    with transaction.atomic():
+        locked = lock_change(change)
+        _require_reviewer(actor, locked, "approve")
+        if locked.state != ChangeRequest.State.PENDING_APPROVAL:
+            raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only pending changes can be approved")
+        if fingerprint.strip() != locked.fingerprint:
+            raise StaleFingerprint(
+                f"the plan changed since you reviewed it; review the current plan {locked.fingerprint}",
+                current=locked.fingerprint,
+            )
+        now = timezone.now()
+        if approvals_valid(locked, now=now).filter(approver=actor).exists():
+            raise Conflict(f"you already approved change #{locked.pk}")
+        # An expired approval by the same person is replaced, not stacked.
+        locked.approvals.filter(approver=actor, invalidated_at__isnull=True).update(
+            invalidated_at=now, invalidated_reason="expired; renewed"
+        )
+        approval = Approval.objects.create(
+            change=locked, approver=actor, author_id=locked.author_id, fingerprint=locked.fingerprint,
+            comment=str(comment or "")[:2000], created_at=now,
+            expires_at=now + timedelta(seconds=locked.target.approval_lifetime_seconds),
+        )
+        count, required = approvals_valid(locked, now=now).count(), approvals_required(locked)
+        audit_record(actor=actor, origin=origin, action="approval_given", change=locked,
+                     payload={"fingerprint": approval.fingerprint, "comment": approval.comment,
+                              "expires_at": approval.expires_at.isoformat(), "count": count, "required": required})
+        if count >= required:
+            approvers = list(approvals_valid(locked, now=now).values_list("approver__username", flat=True))
+            transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_approved",
+                       payload={"fingerprint": locked.fingerprint, "approvers": approvers, "required": required})
+    return locked
+
+
+def change_reject(
+    *, actor: AbstractBaseUser, change: ChangeRequest, comment: Any, origin: RequestOrigin = SYSTEM
+) -> ChangeRequest:
+    """End a pending change with a required comment saying why."""
+    if not isinstance(comment, str) or not comment.strip():
+        raise ValidationFailed([{"index": None, "field": "comment", "message": "say why the change is rejected"}])
+    with transaction.atomic():
+        locked = lock_change(change)
+        _require_reviewer(actor, locked, "reject")
+        if locked.state != ChangeRequest.State.PENDING_APPROVAL:
+            raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only pending changes can be rejected")
+        approvals_invalidate(change=locked, reason="change rejected")
+        transition(locked, ChangeRequest.State.REJECTED, actor=actor, origin=origin, action="change_rejected",
+                   payload={"comment": comment.strip(), "fingerprint": locked.fingerprint})
+    return locked

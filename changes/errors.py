@@ -14,6 +14,10 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def extra(self) -> dict[str, Any]:
+        """Fields a client needs besides the message (e.g. the current fingerprint)."""
+        return {}
+
 
 class ValidationFailed(ServiceError):
     """Bad input; `errors` lists {"index", "field", "message"} for every rejected value."""

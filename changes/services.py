@@ -17,7 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals.policy import has_target_permission, require_target_permission
+from approvals.policy import approvals_invalidate, has_target_permission, require_target_permission
 from dns_adapters.base import AdapterError, ChangeItem, DNSAdapter, ItemValidationError, Plan
 from dns_adapters.presentation import parse_patch, risk_flags
 
@@ -345,9 +345,12 @@ def change_update(
         locked.save()
         if actor.pk != locked.author_id:
             locked.editors.add(actor)
+        # Reviewers approved the old revision; nobody approved this one.
+        invalidated = approvals_invalidate(change=locked, reason=f"edited by {actor.get_username()}")
         audit_record(actor=actor, origin=origin, action="change_edited", change=locked,
                      payload={"title": new_title, "reason": new_reason, "items": prepared.raw,
                               "health_checks": checks, "allow_apex": apex, "revision": locked.revision,
+                              "approvals_invalidated": invalidated,
                               "previous_fingerprint": old_fingerprint, "plan": locked.plan,
                               **_plan_summary(locked)})
     return locked
@@ -369,11 +372,14 @@ def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Reque
         locked = lock_editable(change, revision=revision)
         old = locked.fingerprint
         _store_plan(locked, plan)
+        invalidated = 0
         if plan.fingerprint != old:
             locked.revision += 1
+            invalidated = approvals_invalidate(change=locked, reason="re-plan read different live data")
         locked.save()
         audit_record(actor=actor, origin=origin, action="change_planned", change=locked,
                      payload={"previous_fingerprint": old, "changed": plan.fingerprint != old,
+                              "approvals_invalidated": invalidated,
                               "plan": locked.plan, **_plan_summary(locked)})
     return locked
 

@@ -11,4 +11,6 @@ urlpatterns = [
     path("changes/<int:pk>/plan/", views.ChangePlanView.as_view(), name="change-plan"),
     path("changes/<int:pk>/submit/", views.ChangeSubmitView.as_view(), name="change-submit"),
     path("changes/<int:pk>/cancel/", views.ChangeCancelView.as_view(), name="change-cancel"),
+    path("changes/<int:pk>/approve/", views.ChangeApproveView.as_view(), name="change-approve"),
+    path("changes/<int:pk>/reject/", views.ChangeRejectView.as_view(), name="change-reject"),
 ]

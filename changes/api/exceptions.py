@@ -19,7 +19,7 @@ from ..errors import ServiceError, ValidationFailed
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ServiceError):
-        body: dict[str, Any] = {"detail": exc.message, "code": exc.code}
+        body: dict[str, Any] = {"detail": exc.message, "code": exc.code, **exc.extra()}
         if isinstance(exc, ValidationFailed):
             body["errors"] = exc.errors
         set_rollback()

@@ -21,6 +21,9 @@ from rest_framework.settings import api_settings
 from dns_adapters.base import OPS
 from dns_adapters.presentation import RISKS
 
+from approvals.models import Approval
+from approvals.policy import approvals_of, approvals_required, approvals_valid
+
 from .. import selectors
 from ..health import CHECK_FIELDS
 from ..models import AuditEvent, ChangeRequest, Target
@@ -282,6 +285,20 @@ class EventSerializer(serializers.Serializer):
         return event.actor_username or None
 
 
+class ApprovalSerializer(serializers.Serializer):
+    approver = serializers.CharField(source="approver.username")
+    fingerprint = serializers.CharField(help_text="The plan fingerprint this approval is bound to.")
+    comment = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    valid = serializers.SerializerMethodField(help_text="Counts now: current plan, not expired, not invalidated.")
+    invalidated_reason = serializers.CharField()
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_valid(self, approval: Approval) -> bool:
+        return approval.pk in self.context.get("valid_ids", set())
+
+
 class ChangeSummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     target = TargetRefSerializer()
@@ -311,6 +328,18 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     planned_at = serializers.DateTimeField(allow_null=True)
     diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
     events = serializers.SerializerMethodField()
+    approvals = serializers.SerializerMethodField()
+    approvals_required = serializers.SerializerMethodField(
+        help_text="Distinct approvals needed: the target's count, plus one for a plan with risk flags.")
+
+    @extend_schema_field(ApprovalSerializer(many=True))
+    def get_approvals(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
+        return ApprovalSerializer(approvals_of(change), many=True, context={"valid_ids": valid_ids}).data
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_approvals_required(self, change: ChangeRequest) -> int:
+        return approvals_required(change)
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_editors(self, change: ChangeRequest) -> list[str]:
@@ -366,6 +395,15 @@ class ChangeUpdateSerializer(StrictInputSerializer):
 
 class CommentSerializer(StrictInputSerializer):
     comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class ApproveSerializer(StrictInputSerializer):
+    fingerprint = StrictCharField(allow_blank=True, help_text="The fingerprint of the plan you reviewed.")
+    comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class RejectSerializer(StrictInputSerializer):
+    comment = StrictCharField(allow_blank=True, max_length=2000, help_text="Why the change is rejected (required).")
 
 
 class ChangeListQuerySerializer(serializers.Serializer):

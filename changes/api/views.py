@@ -17,10 +17,14 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from approvals import policy
+
 from .. import selectors, services
 from ..audit import RequestOrigin
 from ..models import ChangeRequest, Origin, Target
 from .serializers import (
+    ApproveSerializer,
+    RejectSerializer,
     ChangeCreateSerializer,
     ChangeDetailSerializer,
     ChangeListQuerySerializer,
@@ -270,4 +274,29 @@ class ChangeCancelView(APIBase):
         change = selectors.access_change(user=request.user, pk=pk)
         data = parse(CommentSerializer, request.data, request)
         change = services.change_cancel(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, change))
+
+
+class ChangeApproveView(APIBase):
+    @extend_schema(operation_id="changes_approve", summary="Approve exactly the plan with this fingerprint",
+                   description="403 for the author, its editors and users without approve_change on the target; "
+                               "409 when the fingerprint is stale (the body carries `current_fingerprint`) "
+                               "or the change is not pending.",
+                   parameters=[PK], request=ApproveSerializer,
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(ApproveSerializer, request.data, request)
+        change = policy.change_approve(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, change))
+
+
+class ChangeRejectView(APIBase):
+    @extend_schema(operation_id="changes_reject", summary="Reject a pending change, saying why",
+                   parameters=[PK], request=RejectSerializer,
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(RejectSerializer, request.data, request)
+        change = policy.change_reject(actor=request.user, change=change, origin=origin_of(request), **data)
         return Response(change_detail(request, change))

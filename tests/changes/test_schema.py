@@ -29,6 +29,8 @@ OPERATIONS = {
     ("/api/v1/changes/{id}/plan/", "post"): "changes_plan",
     ("/api/v1/changes/{id}/submit/", "post"): "changes_submit",
     ("/api/v1/changes/{id}/cancel/", "post"): "changes_cancel",
+    ("/api/v1/changes/{id}/approve/", "post"): "changes_approve",
+    ("/api/v1/changes/{id}/reject/", "post"): "changes_reject",
 }
 
 
