@@ -15,10 +15,20 @@ from changes.audit import SYSTEM, RequestOrigin, audit_record
 from changes.errors import Conflict, InvalidTransition, NotPermitted, ValidationFailed
 from changes.lifecycle import in_author_set, lock_change, transition
 from changes.models import ChangeRequest, Target
+from changes.notify import alert, reviewers_of
 
 from .models import Approval
 
 PERMISSIONS = ("view_target", "submit_change", "approve_change", "emergency_change", "export_audit")
+
+# What each role may do on a target, granted per target (`manage.py grant`). The one
+# table: the demo setup and the tests read it from here too.
+ROLES: dict[str, tuple[str, ...]] = {
+    "engineer": ("view_target", "submit_change"),
+    "reviewer": ("view_target", "approve_change"),
+    "auditor": ("view_target", "export_audit"),
+    "emergency": ("view_target", "emergency_change"),
+}
 
 
 def has_target_permission(user: AbstractBaseUser | AnonymousUser | None, perm: str, target: Target) -> bool:
@@ -68,6 +78,20 @@ def approvals_valid(change: ChangeRequest, *, now: datetime | None = None) -> Qu
 def approvals_of(change: ChangeRequest) -> QuerySet[Approval]:
     """Every approval ever given on the change, oldest first (valid or not)."""
     return change.approvals.select_related("approver").order_by("created_at", "pk")
+
+
+def can_review(user: AbstractBaseUser | AnonymousUser | None, change: ChangeRequest) -> bool:
+    """Whether `user` is someone who may approve or reject `change`: the same checks
+    change_approve and change_reject make about the person (not in the author set,
+    approve_change on the target). Entry points use it to decide what to offer; the
+    policy functions still refuse on their own."""
+    if user is None or not user.is_authenticated:
+        return False
+    try:
+        _require_reviewer(user, change, "review")  # type: ignore[arg-type]
+    except NotPermitted:
+        return False
+    return True
 
 
 def approvals_invalidate(*, change: ChangeRequest, reason: str) -> int:
@@ -143,4 +167,64 @@ def change_reject(
         approvals_invalidate(change=locked, reason="change rejected")
         transition(locked, ChangeRequest.State.REJECTED, actor=actor, origin=origin, action="change_rejected",
                    payload={"comment": comment.strip(), "fingerprint": locked.fingerprint})
+    return locked
+
+
+# ---------------------------------------------------------------------------
+# Break-glass: one person may apply alone, in the open, and a second person
+# reviews it after the fact.
+
+
+def change_emergency(
+    *, actor: AbstractBaseUser, change: ChangeRequest, reason: Any, origin: RequestOrigin = SYSTEM
+) -> ChangeRequest:
+    """Approve a draft or pending change alone, as an emergency. Needs
+    emergency_change on the target and a written reason; alerts the target's
+    reviewers and puts the change in the after-the-fact review queue."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationFailed([{"index": None, "field": "reason", "message": "say why this cannot wait for a second person"}])
+    with transaction.atomic():
+        locked = lock_change(change)
+        require_target_permission(actor, "emergency_change", locked.target)
+        if locked.state not in (ChangeRequest.State.DRAFT, ChangeRequest.State.PENDING_APPROVAL):
+            raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only draft or pending changes can be forced")
+        if not (locked.plan or {}).get("steps"):
+            raise InvalidTransition(f"change #{locked.pk} has nothing to do: the live zone already matches it")
+        now = timezone.now()
+        locked.emergency, locked.emergency_reason = True, reason.strip()
+        locked.emergency_by, locked.emergency_at = actor, now
+        if locked.state == ChangeRequest.State.DRAFT:
+            locked.submitted_at = now
+            transition(locked, ChangeRequest.State.PENDING_APPROVAL, actor=actor, origin=origin,
+                       action="change_submitted", payload={"fingerprint": locked.fingerprint, "emergency": True})
+        transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_emergency_approved",
+                   payload={"fingerprint": locked.fingerprint, "reason": locked.emergency_reason})
+        alert(event="emergency_change", change=locked, recipients=reviewers_of(locked.target),
+              detail={"by": actor.get_username(), "reason": locked.emergency_reason,
+                      "fingerprint": locked.fingerprint})
+    return locked
+
+
+def emergency_review(
+    *, actor: AbstractBaseUser, change: ChangeRequest, comment: Any, origin: RequestOrigin = SYSTEM
+) -> ChangeRequest:
+    """The after-the-fact second pair of eyes on a break-glass change: anyone who
+    may approve on the target, except the author set and whoever forced it."""
+    if not isinstance(comment, str) or not comment.strip():
+        raise ValidationFailed([{"index": None, "field": "comment", "message": "say what you checked"}])
+    with transaction.atomic():
+        locked = lock_change(change)
+        if not locked.emergency:
+            raise InvalidTransition(f"change #{locked.pk} is not an emergency change")
+        if locked.emergency_reviewed_at is not None:
+            raise Conflict(f"change #{locked.pk} was already reviewed by {locked.emergency_reviewed_by}")
+        if locked.emergency_by_id == actor.pk:
+            raise NotPermitted("you forced this change; someone else must review it")
+        _require_reviewer(actor, locked, "review")
+        locked.emergency_reviewed_by, locked.emergency_reviewed_at = actor, timezone.now()
+        locked.emergency_review_comment = comment.strip()
+        locked.save(update_fields=["emergency_reviewed_by", "emergency_reviewed_at", "emergency_review_comment",
+                                   "updated_at"])
+        audit_record(actor=actor, origin=origin, action="emergency_reviewed", change=locked,
+                     payload={"comment": locked.emergency_review_comment, "fingerprint": locked.fingerprint})
     return locked

@@ -2,8 +2,10 @@
 
 Nothing here decides who may do what or writes `state`: adding a target or a
 change calls its service, the change page is rendered by hand (no model form, so
-no POST can write a field) and its buttons call one service each. Whatever a
-service refuses becomes a form error or an admin message, never a 500.
+no POST can write a field) and its buttons call one service each; approve and
+reject (buttons and bulk actions) call `approvals.policy`, which alone decides.
+The admin only asks the policy's `can_review` whether to show the buttons.
+Whatever a service refuses becomes a form error or an admin message, never a 500.
 
 The add views are not the admin's `changeform_view`: that one wraps the request
 in `transaction.atomic()`, and the services read the live zone *before* opening
@@ -17,6 +19,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import Form
@@ -27,17 +30,35 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 from guardian.admin import GuardedModelAdmin
 
-from dns_adapters.base import Step
-from dns_adapters.presentation import PATCH_SYNTAX, RISKS
+from approvals.policy import (
+    approvals_of,
+    approvals_required,
+    approvals_valid,
+    can_review,
+    change_approve,
+    change_reject,
+)
+from dns_adapters.base import RRValue, Step
+from dns_adapters.presentation import PATCH_SYNTAX, RISKS, rrset_lines
 
 from .audit import RequestOrigin
 from .errors import NotPermitted, ServiceError, ValidationFailed
 from .models import TERMINAL, AuditEvent, ChangeRequest, Origin, Target
-from .selectors import access_change, change_diff, change_events, change_plan_of, changes_visible, targets_visible
+from .selectors import (
+    access_change,
+    change_diff,
+    change_events,
+    change_live_drift,
+    change_plan_of,
+    changes_reviewable,
+    changes_visible,
+    targets_visible,
+)
 from .services import change_cancel, change_create, change_plan, change_submit, target_register, target_update_policy
 
 FORM_TEMPLATE = "admin/changes/form_page.html"
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
+REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
 
 
 # ---------------------------------------------------------------------------
@@ -264,15 +285,91 @@ def _event_summary(event: AuditEvent) -> str:
     return "; ".join(parts)
 
 
+# What the live zone holds is compared with the plan's `before` only while the plan
+# has not been applied: afterwards the live zone is meant to differ from it.
+LIVE_COMPARED = frozenset({
+    ChangeRequest.State.DRAFT, ChangeRequest.State.PENDING_APPROVAL, ChangeRequest.State.APPROVED,
+    ChangeRequest.State.DRIFTED,
+})
+
+
+def _rrset_text(name: str, rdtype: str, value: RRValue | None) -> list[str]:
+    return rrset_lines(name, rdtype, value) or ["(absent)"]
+
+
+def live_drift_context(change: ChangeRequest) -> dict[str, Any]:
+    """The "live zone since the plan was read" section: rows, or why there are none.
+    A target that cannot be read is a message on the page, never a 500."""
+    if change.state not in LIVE_COMPARED:
+        return {"drift_note": f"Not compared: the change is {change.get_state_display()}."}
+    try:
+        rows = change_live_drift(change)
+    except ServiceError as exc:  # TargetUnavailable
+        return {"drift_error": exc.message}
+    if not rows:
+        return {"drift_note": "The plan has no steps."}
+    return {
+        "drift": [
+            {**row, "before_lines": _rrset_text(row["name"], row["type"], row["before"]),
+             "live_lines": _rrset_text(row["name"], row["type"], row["live"])}
+            for row in rows
+        ],
+        "drift_count": sum(1 for row in rows if not row["matches"]),
+    }
+
+
+class ReviewFilter(admin.SimpleListFilter):
+    """Pending changes the user may review and has not approved yet (selectors.changes_reviewable)."""
+
+    title = "review"
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("waiting", "waiting for me")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> QuerySet[ChangeRequest] | None:
+        if self.value() == "waiting":
+            return queryset.filter(pk__in=changes_reviewable(user=request.user).values("pk"))
+        return None
+
+
+class RiskFilter(admin.SimpleListFilter):
+    title = "risk flags"
+    parameter_name = "risk"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "has risk flags"), ("no", "no risk flags")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> QuerySet[ChangeRequest] | None:
+        if self.value() == "yes":
+            return queryset.exclude(risk_flags=[])
+        if self.value() == "no":
+            return queryset.filter(risk_flags=[])
+        return None
+
+
+class BulkRejectForm(forms.Form):
+    # Not required here: the policy says a rejection needs a comment, in its own words.
+    comment = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 3, "required": True}),
+        help_text="Why these changes are rejected. Every selected change gets this comment.",
+    )
+
+
 @admin.register(ChangeRequest)
 class ChangeRequestAdmin(admin.ModelAdmin):
     list_display = ("id", "title", "target", "author", "state", "risk", "emergency", "created_at")
     list_display_links = ("id", "title")
-    # RelatedOnly: the filter lists targets of visible changes, not every target name.
-    list_filter = ("state", ("target", admin.RelatedOnlyFieldListFilter), "emergency")
+    # RelatedOnly: the filters list targets and authors of visible changes, not every name.
+    list_filter = (
+        ReviewFilter, "state", ("target", admin.RelatedOnlyFieldListFilter),
+        ("author", admin.RelatedOnlyFieldListFilter), RiskFilter, "emergency",
+    )
+    show_facets = admin.ShowFacets.ALWAYS  # counts next to every filter choice (per state, ...)
     search_fields = ("title", "reason")
     date_hierarchy = "created_at"
-    actions = None
+    # Each calls the policy per change; admin action permissions are model-level only.
+    actions = ["approve_selected", "reject_selected"]
 
     @admin.display(description="risk flags")
     def risk(self, obj: ChangeRequest) -> str:
@@ -295,8 +392,14 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             path("<path:object_id>/submit/", wrap(self.submit_view), name="changes_changerequest_submit"),
             path("<path:object_id>/cancel/", wrap(self.cancel_view), name="changes_changerequest_cancel"),
             path("<path:object_id>/replan/", wrap(self.replan_view), name="changes_changerequest_replan"),
+            path("<path:object_id>/approve/", wrap(self.approve_view), name="changes_changerequest_approve"),
+            path("<path:object_id>/reject/", wrap(self.reject_view), name="changes_changerequest_reject"),
         ]
         return mine + super().get_urls()  # before the catch-all "<path:object_id>/"
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        waiting = changes_reviewable(user=request.user).count()
+        return super().changelist_view(request, {**(extra_context or {}), "waiting_count": waiting})
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
         if not self.has_add_permission(request):
@@ -332,6 +435,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET", "HEAD"])
         opts = self.model._meta
+        valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
         context = {
             **self.admin_site.each_context(request),
             "title": f"Change #{change.pk}: {change.title}",
@@ -345,24 +449,30 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             "diff": plan_diff_html(change),
             "events": [(event, _event_summary(event)) for event in change_events(change).select_related("actor")],
             "show_actions": change.state not in TERMINAL,
+            # Whether to offer the buttons; change_approve/change_reject decide.
+            "show_review": change.state == ChangeRequest.State.PENDING_APPROVAL and can_review(request.user, change),
+            "approvals": [(approval, approval.pk in valid_ids) for approval in approvals_of(change)],
+            "approvals_valid_count": len(valid_ids),
+            "approvals_required": approvals_required(change),
+            **live_drift_context(change),
             "can_view_events": request.user.has_perm("changes.view_auditevent"),
             "media": self.media,
         }
         return TemplateResponse(request, CHANGE_TEMPLATE, context)
 
     def _action(self, request: HttpRequest, object_id: str, service: Callable[..., ChangeRequest],
-                done: str) -> HttpResponse:
+                done: str | Callable[[ChangeRequest], str], **arguments: Any) -> HttpResponse:
         change = access_change(user=request.user, pk=object_id)
         if not self.has_view_permission(request, change):
             raise PermissionDenied
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         try:
-            service(actor=request.user, change=change, origin=_admin_origin(request))
-        except ServiceError as exc:
+            result = service(actor=request.user, change=change, origin=_admin_origin(request), **arguments)
+        except ServiceError as exc:  # 403/409/400 semantics, shown as a message
             messages.error(request, exc.message)
         else:
-            messages.success(request, f"Change #{change.pk} {done}.")
+            messages.success(request, done(result) if callable(done) else f"Change #{change.pk} {done}.")
         return HttpResponseRedirect(reverse("admin:changes_changerequest_change", args=[change.pk]))
 
     def submit_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
@@ -373,6 +483,67 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     def replan_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._action(request, object_id, change_plan, "re-planned against the live zone")
+
+    def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        # The fingerprint is the one the page showed: approving binds to what was seen.
+        return self._action(request, object_id, change_approve, _approved_message,
+                            fingerprint=request.POST.get("fingerprint", ""), comment=request.POST.get("comment", ""))
+
+    def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        return self._action(request, object_id, change_reject, "rejected", comment=request.POST.get("comment", ""))
+
+    @admin.action(description="Approve selected (current plans)")
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> None:
+        for change in queryset.order_by("pk"):
+            try:
+                result = change_approve(actor=request.user, change=change, fingerprint=change.fingerprint,
+                                        origin=_admin_origin(request))
+            except ServiceError as exc:
+                messages.error(request, f"Change #{change.pk} not approved: {exc.message}")
+            else:
+                messages.success(request, _approved_message(result))
+
+    @admin.action(description="Reject selected (asks for a comment)")
+    def reject_selected(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> HttpResponse | None:
+        confirmed = request.POST.get("post") == "yes"
+        form = BulkRejectForm(request.POST if confirmed else None)
+        if confirmed and form.is_valid():
+            for change in queryset.order_by("pk"):
+                try:
+                    change_reject(actor=request.user, change=change, comment=form.cleaned_data["comment"],
+                                  origin=_admin_origin(request))
+                except ValidationFailed as exc:
+                    # The comment is the same for every change, so the policy refuses it
+                    # on the first one, before anything was rejected: ask again.
+                    add_service_errors(form, exc.errors, field_of=lambda field: field)
+                    break
+                except ServiceError as exc:
+                    messages.error(request, f"Change #{change.pk} not rejected: {exc.message}")
+                else:
+                    messages.success(request, f"Change #{change.pk} rejected.")
+            else:
+                return None  # back to the change list, with the messages
+        opts = self.model._meta
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reject the selected changes",
+            "subtitle": None,
+            "opts": opts,
+            "app_label": opts.app_label,
+            "changes": list(queryset.order_by("pk")),
+            "form": form,
+            "action": "reject_selected",
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "media": self.media,
+        }
+        return TemplateResponse(request, REJECT_SELECTED_TEMPLATE, context)
+
+
+def _approved_message(change: ChangeRequest) -> str:
+    if change.state == ChangeRequest.State.APPROVED:
+        return f"Change #{change.pk} approved."
+    return (f"Your approval of change #{change.pk} is recorded "
+            f"({approvals_valid(change).count()} of {approvals_required(change)} needed).")
 
 
 # ---------------------------------------------------------------------------

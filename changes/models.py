@@ -37,6 +37,9 @@ class Target(models.Model):
     frozen = models.BooleanField(default=False, help_text="A frozen target accepts proposals but applies nothing.")
     # Cached from the last whole-zone read, for the mass-delete risk flag: reading
     # the whole zone on every proposal would make planning cost O(zone).
+    # Break-glass changes older than this without an after-the-fact review are overdue.
+    emergency_review_hours = models.PositiveIntegerField(default=24, validators=[MinValueValidator(1)])
+    webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON (optional).")
     rrset_count = models.PositiveIntegerField(null=True, blank=True)
     rrset_count_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -88,6 +91,14 @@ class ChangeRequest(models.Model):
     risk_flags = models.JSONField(default=list, blank=True)
     emergency = models.BooleanField(default=False)
     emergency_reason = models.TextField(blank=True)
+    emergency_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    emergency_at = models.DateTimeField(null=True, blank=True)
+    # The second pair of eyes a break-glass change gets after the fact.
+    emergency_reviewed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
+                                              on_delete=models.PROTECT, related_name="+")
+    emergency_reviewed_at = models.DateTimeField(null=True, blank=True)
+    emergency_review_comment = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

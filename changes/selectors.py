@@ -3,13 +3,17 @@ exist for you: 404, never 403."""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import Http404
+from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
+from approvals.models import Approval
+from approvals.policy import can_review
 from dns_adapters.base import AdapterError, Plan, RRKey, RRValue
 from dns_adapters.planning import parse_owner, parse_rdtype, zone_name
 from dns_adapters.presentation import unified_diff
@@ -40,6 +44,28 @@ def changes_visible(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Chang
         .select_related("target", "author")
         .prefetch_related("editors")
     )
+
+
+def changes_reviewable(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ChangeRequest]:
+    """Pending changes waiting for `user`'s review: visible to them, reviewable by
+    them under the policy, and not yet approved by them on the current plan."""
+    if not user.is_authenticated or not user.is_active:
+        return ChangeRequest.objects.none()
+    approving = get_objects_for_user(user, "changes.approve_change", klass=Target, accept_global_perms=False)
+    mine_valid = Approval.objects.filter(
+        change=OuterRef("pk"), approver=user, invalidated_at__isnull=True,
+        fingerprint=OuterRef("fingerprint"), expires_at__gt=timezone.now(),
+    )
+    # The query only narrows the candidates cheaply; whether this person may review
+    # a change is the policy's word (can_review), asked for each candidate.
+    candidates = (
+        changes_visible(user=user)
+        .filter(state=ChangeRequest.State.PENDING_APPROVAL, target__in=approving)
+        .exclude(author=user)
+        .exclude(Exists(mine_valid))
+    )
+    ids = [change.pk for change in candidates if can_review(user, change)]
+    return changes_visible(user=user).filter(pk__in=ids)
 
 
 def access_target(*, user: AbstractBaseUser | AnonymousUser, ref: Any) -> Target:
@@ -75,6 +101,28 @@ def change_events(change: ChangeRequest) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(change=change).order_by("seq")
 
 
+def change_live_drift(change: ChangeRequest) -> list[dict[str, Any]]:
+    """What the live zone holds now at every key of the plan, next to the `before`
+    the plan was read with: {"name", "type", "before", "live", "matches"} per step,
+    values as RRValue or None. Raises TargetUnavailable when the zone cannot be read."""
+    plan = change_plan_of(change)
+    if plan is None or not plan.steps:
+        return []
+    try:
+        adapter = adapter_for(change.target)
+        try:
+            live = adapter.read(plan.keys())
+        finally:
+            adapter.close()
+    except AdapterError as exc:
+        raise TargetUnavailable(f"target {change.target.name}: {exc.message}", permanent=exc.permanent) from None
+    return [
+        {"name": step.key.name, "type": step.key.rdtype, "before": step.before, "live": live.get(step.key),
+         "matches": live.get(step.key) == step.before}
+        for step in plan.steps
+    ]
+
+
 def target_read_live(*, target: Target, name: Any, rdtype: Any) -> tuple[RRKey, RRValue | None]:
     """The live RRset at (name, rdtype) of a DNS target, read from its primary.
     `name` is relative to the zone unless absolute. Raises ValidationFailed naming
@@ -97,3 +145,15 @@ def target_read_live(*, target: Target, name: Any, rdtype: Any) -> tuple[RRKey, 
             adapter.close()
     except AdapterError as exc:
         raise TargetUnavailable(f"target {target.name}: {exc.message}", permanent=exc.permanent) from None
+
+
+def changes_emergency_unreviewed(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ChangeRequest]:
+    """Break-glass changes still waiting for their after-the-fact review, oldest first."""
+    return changes_visible(user=user).filter(emergency=True, emergency_reviewed_at__isnull=True).order_by("emergency_at")
+
+
+def emergency_overdue(change: ChangeRequest, *, now: datetime | None = None) -> bool:
+    """Unreviewed for longer than its target allows."""
+    if not change.emergency or change.emergency_reviewed_at is not None or change.emergency_at is None:
+        return False
+    return change.emergency_at + timedelta(hours=change.target.emergency_review_hours) < (now or timezone.now())

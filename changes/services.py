@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.core.validators import URLValidator
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -212,6 +214,7 @@ POLICY_RANGES = {
     "required_approvals": (1, 10),
     "approval_lifetime_seconds": (60, 30 * 86400),
     "bake_seconds": (0, 86400),
+    "emergency_review_hours": (1, 720),
 }
 
 
@@ -231,13 +234,18 @@ def target_update_policy(
     frozen). Staff only; audited with the old and new values."""
     if not (actor.is_active and actor.is_staff):
         raise NotPermitted("only staff may change a target's policy")
-    allowed = {*POLICY_RANGES, "health_checks", "frozen"}
+    allowed = {*POLICY_RANGES, "health_checks", "frozen", "webhook_url"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise ValidationFailed([{"index": None, "field": f, "message": "not a policy field"} for f in unknown])
     errors = _policy_errors(**{k: v for k, v in changes.items() if k in POLICY_RANGES})
     if "frozen" in changes and not isinstance(changes["frozen"], bool):
         errors.append({"index": None, "field": "frozen", "message": "must be true or false"})
+    if changes.get("webhook_url"):
+        try:
+            URLValidator(schemes=["http", "https"])(changes["webhook_url"])
+        except DjangoValidationError:
+            errors.append({"index": None, "field": "webhook_url", "message": "must be an http(s) URL"})
     if errors:
         raise ValidationFailed(errors)
     if "health_checks" in changes:

@@ -13,4 +13,8 @@ urlpatterns = [
     path("changes/<int:pk>/cancel/", views.ChangeCancelView.as_view(), name="change-cancel"),
     path("changes/<int:pk>/approve/", views.ChangeApproveView.as_view(), name="change-approve"),
     path("changes/<int:pk>/reject/", views.ChangeRejectView.as_view(), name="change-reject"),
+    path("changes/<int:pk>/emergency/", views.ChangeEmergencyView.as_view(), name="change-emergency"),
+    path("changes/<int:pk>/emergency-review/", views.ChangeEmergencyReviewView.as_view(),
+         name="change-emergency-review"),
+    path("emergency-queue/", views.EmergencyQueueView.as_view(), name="emergency-queue"),
 ]

@@ -102,17 +102,13 @@ def auditor(make_user):
     return make_user("dave")
 
 
-ROLE_PERMS = {
-    "engineer": ["view_target", "submit_change"],
-    "reviewer": ["view_target", "approve_change"],
-    "auditor": ["view_target", "export_audit"],
-}
-
-
 def grant(user, role: str, target) -> None:
+    """Give `user` (or a group) `role` on `target`, from the one role table in the policy."""
     from guardian.shortcuts import assign_perm
 
-    for perm in ROLE_PERMS[role]:
+    from approvals.policy import ROLES
+
+    for perm in ROLES[role]:
         assign_perm(f"changes.{perm}", user, target)
 
 

@@ -309,9 +309,15 @@ class ChangeSummarySerializer(serializers.Serializer):
     fingerprint = serializers.CharField()
     risk_flags = serializers.SerializerMethodField()
     emergency = serializers.BooleanField()
+    emergency_overdue = serializers.SerializerMethodField(
+        help_text="A break-glass change whose after-the-fact review is overdue.")
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
     submitted_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_emergency_overdue(self, change: ChangeRequest) -> bool:
+        return selectors.emergency_overdue(change)
 
     @extend_schema_field(RiskFlagSerializer(many=True))
     def get_risk_flags(self, change: ChangeRequest) -> list[dict[str, str]]:
@@ -320,6 +326,20 @@ class ChangeSummarySerializer(serializers.Serializer):
 
 class ChangeDetailSerializer(ChangeSummarySerializer):
     editors = serializers.SerializerMethodField()
+    emergency_reason = serializers.CharField()
+    emergency_by = serializers.SerializerMethodField()
+    emergency_at = serializers.DateTimeField(allow_null=True)
+    emergency_reviewed_by = serializers.SerializerMethodField()
+    emergency_reviewed_at = serializers.DateTimeField(allow_null=True)
+    emergency_review_comment = serializers.CharField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_emergency_by(self, change: ChangeRequest) -> str | None:
+        return change.emergency_by.get_username() if change.emergency_by else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_emergency_reviewed_by(self, change: ChangeRequest) -> str | None:
+        return change.emergency_reviewed_by.get_username() if change.emergency_reviewed_by else None
     reason = serializers.CharField()
     items = ItemsField()
     health_checks = HealthChecksField()
@@ -397,6 +417,15 @@ class CommentSerializer(StrictInputSerializer):
     comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
+class EmergencySerializer(StrictInputSerializer):
+    reason = StrictCharField(allow_blank=True, max_length=4000,
+                             help_text="Why this cannot wait for a second person (required).")
+
+
+class EmergencyReviewSerializer(StrictInputSerializer):
+    comment = StrictCharField(allow_blank=True, max_length=2000, help_text="What you checked (required).")
+
+
 class ApproveSerializer(StrictInputSerializer):
     fingerprint = StrictCharField(allow_blank=True, help_text="The fingerprint of the plan you reviewed.")
     comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
@@ -410,3 +439,6 @@ class ChangeListQuerySerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=ChangeRequest.State.choices, required=False)
     target = serializers.CharField(required=False, help_text="Target id or name.")
     author = serializers.CharField(required=False, help_text="Username of the author.")
+    reviewable = serializers.BooleanField(
+        required=False, help_text="true: only pending changes waiting for your review "
+        "(you may approve them and have not approved the current plan yet).")

@@ -23,6 +23,8 @@ from .. import selectors, services
 from ..audit import RequestOrigin
 from ..models import ChangeRequest, Origin, Target
 from .serializers import (
+    EmergencyReviewSerializer,
+    EmergencySerializer,
     ApproveSerializer,
     RejectSerializer,
     ChangeCreateSerializer,
@@ -206,6 +208,8 @@ class ChangeListView(generics.ListAPIView):
                 changes = changes.filter(target__name=ref)
         if "author" in query:
             changes = changes.filter(author__username=query["author"])
+        if query.get("reviewable"):
+            changes = changes.filter(pk__in=selectors.changes_reviewable(user=self.request.user).values("pk"))
         return changes
 
     @extend_schema(operation_id="changes_list", summary="Changes on targets you may see",
@@ -300,3 +304,41 @@ class ChangeRejectView(APIBase):
         data = parse(RejectSerializer, request.data, request)
         change = policy.change_reject(actor=request.user, change=change, origin=origin_of(request), **data)
         return Response(change_detail(request, change))
+
+
+class ChangeEmergencyView(APIBase):
+    @extend_schema(operation_id="changes_emergency", summary="Break glass: approve alone, as an emergency",
+                   description="Needs emergency_change on the target. The change is flagged, the target's "
+                               "reviewers are alerted, and it waits in the emergency review queue.",
+                   parameters=[PK], request=EmergencySerializer,
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(EmergencySerializer, request.data, request)
+        change = policy.change_emergency(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, change))
+
+
+class ChangeEmergencyReviewView(APIBase):
+    @extend_schema(operation_id="changes_emergency_review", summary="Review a break-glass change after the fact",
+                   parameters=[PK], request=EmergencyReviewSerializer,
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(EmergencyReviewSerializer, request.data, request)
+        change = policy.emergency_review(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, change))
+
+
+class EmergencyQueueView(generics.ListAPIView):
+    """Break-glass changes without their after-the-fact review, oldest first."""
+
+    serializer_class = ChangeSummarySerializer
+
+    def get_queryset(self) -> Any:
+        return selectors.changes_emergency_unreviewed(user=self.request.user)
+
+    @extend_schema(operation_id="emergency_queue", summary="Emergency changes waiting for review",
+                   responses={200: ChangeSummarySerializer(many=True), **_errors()})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)

@@ -31,6 +31,9 @@ OPERATIONS = {
     ("/api/v1/changes/{id}/cancel/", "post"): "changes_cancel",
     ("/api/v1/changes/{id}/approve/", "post"): "changes_approve",
     ("/api/v1/changes/{id}/reject/", "post"): "changes_reject",
+    ("/api/v1/changes/{id}/emergency/", "post"): "changes_emergency",
+    ("/api/v1/changes/{id}/emergency-review/", "post"): "changes_emergency_review",
+    ("/api/v1/emergency-queue/", "get"): "emergency_queue",
 }
 
 
@@ -77,7 +80,7 @@ def test_every_operation_documents_its_bodies_and_errors(schema):
     live = {p["name"]: p for p in schema["paths"]["/api/v1/targets/{ref}/live/"]["get"]["parameters"]}
     assert live["name"]["in"] == live["type"]["in"] == "query" and live["name"]["required"]
     filters = {p["name"] for p in schema["paths"]["/api/v1/changes/"]["get"]["parameters"]}
-    assert filters == {"state", "target", "author", "page"}
+    assert filters == {"state", "target", "author", "reviewable", "page"}
 
 
 # ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from guardian.shortcuts import assign_perm
 
+from approvals.policy import ROLES
 from changes.audit import RequestOrigin
 from changes.errors import ServiceError, ValidationFailed
 from changes.models import Origin, Target
@@ -25,11 +26,7 @@ from changes.services import target_register
 DEFAULT_PASSWORD = "changegate-demo"
 GROUPS = ("engineers", "reviewers", "auditors")
 # Per target (django-guardian): what each group may do on the demo zone.
-TARGET_ROLES = {
-    "engineers": ("view_target", "submit_change"),
-    "reviewers": ("view_target", "approve_change"),
-    "auditors": ("view_target", "export_audit"),
-}
+TARGET_ROLES = {"engineers": ROLES["engineer"], "reviewers": ROLES["reviewer"], "auditors": ROLES["auditor"]}
 # Model-wide: only what the admin needs to show its pages; the target decides the rest.
 ADMIN_PERMS = {
     "engineers": ("add_changerequest", "view_changerequest"),
