@@ -279,7 +279,8 @@ def _event_summary(event: AuditEvent) -> str:
     if "from" in payload and "to" in payload:
         parts.append(f"{payload['from']} \u2192 {payload['to']}")
     if payload.get("fingerprint"):
-        parts.append(f"plan {payload['fingerprint'][:12]}, {payload.get('steps', 0)} step(s)")
+        steps = f", {payload['steps']} step(s)" if "steps" in payload else ""  # approvals name the plan only
+        parts.append(f"plan {payload['fingerprint'][:12]}{steps}")
     if payload.get("comment"):
         parts.append(f"comment: {payload['comment']}")
     return "; ".join(parts)
@@ -369,7 +370,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     search_fields = ("title", "reason")
     date_hierarchy = "created_at"
     # Each calls the policy per change; admin action permissions are model-level only.
-    actions = ["approve_selected", "reject_selected"]
+    actions = ("approve_selected", "reject_selected")
 
     @admin.display(description="risk flags")
     def risk(self, obj: ChangeRequest) -> str:
@@ -452,6 +453,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             # Whether to offer the buttons; change_approve/change_reject decide.
             "show_review": change.state == ChangeRequest.State.PENDING_APPROVAL and can_review(request.user, change),
             "approvals": [(approval, approval.pk in valid_ids) for approval in approvals_of(change)],
+            "approved_by_me": approvals_valid(change).filter(approver_id=request.user.pk).first(),
             "approvals_valid_count": len(valid_ids),
             "approvals_required": approvals_required(change),
             **live_drift_context(change),

@@ -560,6 +560,81 @@ def cmd_plan(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _approval_count(change: dict[str, Any]) -> str:
+    approvals = change.get("approvals") or []
+    valid = sum(1 for a in approvals if isinstance(a, dict) and a.get("valid"))
+    return f"{valid} of {change.get('approvals_required', '?')} approvals"
+
+
+def _stdin_is_tty() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; only an explicit y/yes counts (end of input is a no)."""
+    print(question, end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
+def cmd_approve(client: Client, args: argparse.Namespace) -> int:
+    # The fingerprint sent is always one a person saw: the one shown here and
+    # confirmed, or the one given with --yes. It is never fetched and sent unseen.
+    if args.yes and not args.fingerprint:
+        raise UsageError("--yes needs --fingerprint FP, the fingerprint of the plan you reviewed "
+                         "(changegate show ID prints it)")
+    if args.yes:
+        fingerprint = args.fingerprint
+    else:
+        if not _stdin_is_tty():
+            raise UsageError("approve asks for confirmation on a terminal; "
+                             "without one, give --yes --fingerprint FP")
+        shown = client.get(f"/api/v1/changes/{args.id}/")
+        print_change(shown, full=False)
+        fingerprint = shown.get("fingerprint") or ""
+        print(f"\n{shown.get('state')}, {_approval_count(shown)} so far", file=_out())
+        if args.fingerprint and args.fingerprint != fingerprint:
+            print(f"error: the plan changed since you reviewed it: you gave {args.fingerprint}, "
+                  f"the current plan is {fingerprint} (shown above)", file=sys.stderr)
+            return EXIT_REFUSED
+        if not _confirm("approve this plan? [y/N] "):
+            print("not approved: nothing was sent", file=sys.stderr)
+            return EXIT_REFUSED
+    body = {"fingerprint": fingerprint}
+    if args.comment:
+        body["comment"] = args.comment
+    change = client.post(f"/api/v1/changes/{args.id}/approve/", body)
+    if args.json:
+        print_json(change)
+    elif change.get("state") == "approved":
+        print(f"change #{change.get('id')} is now approved", file=_out())
+    else:
+        print(f"change #{change.get('id')}: your approval is recorded ({_approval_count(change)}); "
+              f"still {change.get('state')}", file=_out())
+    return EXIT_OK
+
+
+def cmd_reject(client: Client, args: argparse.Namespace) -> int:
+    return _transition(client, args, "reject", {"comment": args.comment})
+
+
+def cmd_pending(client: Client, args: argparse.Namespace) -> int:
+    params = {"reviewable": "true", "target": args.target}
+    if args.json:
+        print_json(client.all_pages("/api/v1/changes/", **params))
+        return EXIT_OK
+    rows = [
+        (c.get("id"), _name(c.get("target")), _name(c.get("author")), c.get("submitted_at") or "",
+         ",".join(f.get("flag", "") if isinstance(f, dict) else str(f) for f in c.get("risk_flags") or []) or "-",
+         c.get("title") or "")
+        for c in client.paginate("/api/v1/changes/", **params)
+    ]
+    if not rows:
+        print("nothing waits for your review", file=sys.stderr)
+        return EXIT_OK
+    print(table(("ID", "TARGET", "AUTHOR", "SUBMITTED", "RISK", "TITLE"), rows), file=_out())
+    return EXIT_OK
+
+
 def cmd_live(client: Client, args: argparse.Namespace) -> int:
     data = client.get(f"/api/v1/targets/{quote(args.target, safe='')}/live/",
                       name=args.name, type=args.type.upper())
@@ -687,6 +762,24 @@ def build_parser() -> argparse.ArgumentParser:
     plan = command("plan", cmd_plan, "re-run the dry run against the live zone")
     plan.add_argument("id", type=int)
 
+    approve = command(
+        "approve", cmd_approve,
+        "approve exactly the plan you reviewed: shows the diff and asks, or --yes --fingerprint FP",
+    )
+    approve.add_argument("id", type=int)
+    approve.add_argument("--fingerprint", metavar="FP",
+                         help="the fingerprint of the plan you reviewed (required with --yes)")
+    approve.add_argument("-y", "--yes", action="store_true",
+                         help="do not ask: approve the plan with --fingerprint FP (for scripts)")
+    approve.add_argument("-m", "--comment", help="a note for the author and the audit log")
+
+    reject = command("reject", cmd_reject, "reject a pending change, saying why (ends the change)")
+    reject.add_argument("id", type=int)
+    reject.add_argument("-m", "--comment", required=True, help="why it is rejected (required)")
+
+    pending = command("pending", cmd_pending, "list the pending changes waiting for your review")
+    pending.add_argument("--target", help="target name or id")
+
     live = command("live", cmd_live, "read the live records of a name from the zone")
     live.add_argument("--target", required=True, help="target name or id")
     live.add_argument("name", help="owner name, relative to the zone ('@' = apex)")
@@ -698,7 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
 # Entry point
 
 
-def _report(exc: ApiError) -> None:
+def _report(exc: ApiError, change_id: int | None = None) -> None:
     if exc.field_errors:
         # The server's detail is these same errors joined by "; ": print them once, one per line.
         count = len(exc.field_errors)
@@ -707,6 +800,9 @@ def _report(exc: ApiError) -> None:
         print(f"error: {exc.detail}", file=sys.stderr)
     for line in exc.field_errors:
         print(f"  {line}", file=sys.stderr)
+    if isinstance(exc.body, dict) and isinstance(exc.body.get("current_fingerprint"), str):
+        print(f"  current fingerprint: {exc.body['current_fingerprint']} "
+              f"(review it with: changegate show {change_id if change_id is not None else 'ID'})", file=sys.stderr)
 
 
 def _usage_error(parser: argparse.ArgumentParser, message: str) -> int:
@@ -731,7 +827,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ApiError as exc:
         if args.json and exc.body is not None:
             print_json(exc.body)
-        _report(exc)
+        _report(exc, getattr(args, "id", None))
         return EXIT_REFUSED
     except CannotConnect as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,0 +1,69 @@
+"""Grant or revoke a role on a target: a thin adapter over
+`approvals.policy.target_role_grant` / `target_role_revoke` (the role table is
+`approvals.policy.ROLES`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from approvals.policy import ROLES, target_role_grant, target_role_revoke
+from changes.audit import RequestOrigin
+from changes.errors import ServiceError
+from changes.models import Origin, Target
+
+
+def _role_help() -> str:
+    return "; ".join(f"{role} = {'+'.join(perms)}" for role, perms in ROLES.items())
+
+
+class Command(BaseCommand):
+    help = "Grant (or with --revoke, take away) a role on one target to a user or a group. Roles: " + _role_help()
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        who = parser.add_mutually_exclusive_group(required=True)
+        who.add_argument("--user", help="username")
+        who.add_argument("--group", help="group name, e.g. reviewers")
+        parser.add_argument("--role", required=True, help=f"one of {', '.join(ROLES)}")
+        parser.add_argument("--target", required=True, help="target name or id")
+        parser.add_argument("--revoke", action="store_true", help="take the role away instead")
+
+    def handle(self, *args: Any, user: str | None, group: str | None, role: str, target: str, revoke: bool,
+               **options: Any) -> None:
+        if role not in ROLES:
+            raise CommandError(f"unknown role {role!r}; roles: {_role_help()}")
+        found_target = _target(target)
+        principal: dict[str, Any]
+        if user is not None:
+            found_user = get_user_model().objects.filter(**{get_user_model().USERNAME_FIELD: user}).first()
+            if found_user is None:
+                raise CommandError(f"no user named {user!r}")
+            principal, label = {"user": found_user}, f"user {user}"
+        else:
+            found_group = Group.objects.filter(name=group).first()
+            if found_group is None:
+                raise CommandError(f"no group named {group!r}")
+            principal, label = {"group": found_group}, f"group {group}"
+        service = target_role_revoke if revoke else target_role_grant
+        try:
+            changed = service(actor=None, target=found_target, role=role, origin=RequestOrigin(kind=Origin.CLI),
+                              **principal)
+        except ServiceError as exc:
+            raise CommandError(exc.message) from None
+        verb, preposition = ("Revoked", "from") if revoke else ("Granted", "to")
+        detail = ", ".join(changed) if changed else ("nothing held to remove" if revoke else "already held")
+        self.stdout.write(f"{verb} {role} on {found_target.name} {preposition} {label} ({detail}).")
+
+
+def _target(ref: str) -> Target:
+    text = ref.strip()
+    found = None
+    if text.isascii() and text.isdigit() and len(text) < 19:  # beyond 64 bits it can only be a name
+        found = Target.objects.filter(pk=int(text)).first()
+    found = found or Target.objects.filter(name=text).first()
+    if found is None:
+        raise CommandError(f"no target named {ref!r}")
+    return found
