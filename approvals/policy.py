@@ -281,13 +281,14 @@ def emergency_review(
         raise ValidationFailed([{"index": None, "field": "comment", "message": "say what you checked"}])
     with transaction.atomic():
         locked = lock_change(change)
+        # Who you are before what state it is in: a 403 must not depend on the state.
+        if locked.emergency_by_id == actor.pk:
+            raise NotPermitted("you forced this change; someone else must review it")
+        _require_reviewer(actor, locked, "review")
         if not locked.emergency:
             raise InvalidTransition(f"change #{locked.pk} is not an emergency change")
         if locked.emergency_reviewed_at is not None:
             raise Conflict(f"change #{locked.pk} was already reviewed by {locked.emergency_reviewed_by}")
-        if locked.emergency_by_id == actor.pk:
-            raise NotPermitted("you forced this change; someone else must review it")
-        _require_reviewer(actor, locked, "review")
         locked.emergency_reviewed_by, locked.emergency_reviewed_at = actor, timezone.now()
         locked.emergency_review_comment = comment.strip()
         locked.save(update_fields=["emergency_reviewed_by", "emergency_reviewed_at", "emergency_review_comment",
