@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
@@ -250,84 +250,77 @@ class ChangeDetailView(APIBase):
         return Response(change_detail(request, change))
 
 
-class ChangePlanView(APIBase):
-    @extend_schema(operation_id="changes_plan", summary="Re-run the dry-run against live",
-                   parameters=[PK], request=None,
-                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409, 502, 503)})
+class ChangeActionView(APIBase):
+    """POST /changes/{id}/<action>/: find the change you may see, parse the body,
+    call one service or policy function, answer with the detail."""
+
+    input_serializer: type[serializers.Serializer] | None = None
+    service: Any = None  # a services/policy function taking actor, change, origin and the body
+
     def post(self, request: Request, pk: int) -> Response:
         change = selectors.access_change(user=request.user, pk=pk)
-        change = services.change_plan(actor=request.user, change=change, origin=origin_of(request))
+        data = parse(self.input_serializer, request.data, request) if self.input_serializer else {}
+        change = type(self).service(actor=request.user, change=change, origin=origin_of(request), **data)
         return Response(change_detail(request, change))
 
 
-class ChangeSubmitView(APIBase):
-    @extend_schema(operation_id="changes_submit", summary="Submit for approval (draft -> pending_approval)",
+@extend_schema_view(post=extend_schema(operation_id="changes_plan", summary="Re-run the dry-run against live",
                    parameters=[PK], request=None,
-                   responses={200: ChangeDetailSerializer, **_errors(403, 404, 409)})
-    def post(self, request: Request, pk: int) -> Response:
-        change = selectors.access_change(user=request.user, pk=pk)
-        change = services.change_submit(actor=request.user, change=change, origin=origin_of(request))
-        return Response(change_detail(request, change))
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409, 502, 503)}))
+class ChangePlanView(ChangeActionView):
+    service = staticmethod(services.change_plan)
 
 
-class ChangeCancelView(APIBase):
-    @extend_schema(operation_id="changes_cancel", summary="Withdraw a change (author or staff)",
+@extend_schema_view(post=extend_schema(operation_id="changes_submit", summary="Submit for approval (draft -> pending_approval)",
+                   parameters=[PK], request=None,
+                   responses={200: ChangeDetailSerializer, **_errors(403, 404, 409)}))
+class ChangeSubmitView(ChangeActionView):
+    service = staticmethod(services.change_submit)
+
+
+@extend_schema_view(post=extend_schema(operation_id="changes_cancel", summary="Withdraw a change (author or staff)",
                    parameters=[PK], request=CommentSerializer,
-                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
-    def post(self, request: Request, pk: int) -> Response:
-        change = selectors.access_change(user=request.user, pk=pk)
-        data = parse(CommentSerializer, request.data, request)
-        change = services.change_cancel(actor=request.user, change=change, origin=origin_of(request), **data)
-        return Response(change_detail(request, change))
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)}))
+class ChangeCancelView(ChangeActionView):
+    input_serializer = CommentSerializer
+    service = staticmethod(services.change_cancel)
 
 
-class ChangeApproveView(APIBase):
-    @extend_schema(operation_id="changes_approve", summary="Approve exactly the plan with this fingerprint",
+@extend_schema_view(post=extend_schema(operation_id="changes_approve", summary="Approve exactly the plan with this fingerprint",
                    description="403 for the author, its editors and users without approve_change on the target; "
                                "409 when the fingerprint is stale (the body carries `current_fingerprint`) "
                                "or the change is not pending.",
                    parameters=[PK], request=ApproveSerializer,
-                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
-    def post(self, request: Request, pk: int) -> Response:
-        change = selectors.access_change(user=request.user, pk=pk)
-        data = parse(ApproveSerializer, request.data, request)
-        change = policy.change_approve(actor=request.user, change=change, origin=origin_of(request), **data)
-        return Response(change_detail(request, change))
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)}))
+class ChangeApproveView(ChangeActionView):
+    input_serializer = ApproveSerializer
+    service = staticmethod(policy.change_approve)
 
 
-class ChangeRejectView(APIBase):
-    @extend_schema(operation_id="changes_reject", summary="Reject a pending change, saying why",
+@extend_schema_view(post=extend_schema(operation_id="changes_reject", summary="Reject a pending change, saying why",
                    parameters=[PK], request=RejectSerializer,
-                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
-    def post(self, request: Request, pk: int) -> Response:
-        change = selectors.access_change(user=request.user, pk=pk)
-        data = parse(RejectSerializer, request.data, request)
-        change = policy.change_reject(actor=request.user, change=change, origin=origin_of(request), **data)
-        return Response(change_detail(request, change))
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)}))
+class ChangeRejectView(ChangeActionView):
+    input_serializer = RejectSerializer
+    service = staticmethod(policy.change_reject)
 
 
-class ChangeEmergencyView(APIBase):
-    @extend_schema(operation_id="changes_emergency", summary="Break glass: approve alone, as an emergency",
+@extend_schema_view(post=extend_schema(operation_id="changes_emergency", summary="Break glass: approve alone, as an emergency",
                    description="Needs emergency_change on the target. The change is flagged, the target's "
                                "reviewers are alerted, and it waits in the emergency review queue.",
                    parameters=[PK], request=EmergencySerializer,
-                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
-    def post(self, request: Request, pk: int) -> Response:
-        change = selectors.access_change(user=request.user, pk=pk)
-        data = parse(EmergencySerializer, request.data, request)
-        change = policy.change_emergency(actor=request.user, change=change, origin=origin_of(request), **data)
-        return Response(change_detail(request, change))
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)}))
+class ChangeEmergencyView(ChangeActionView):
+    input_serializer = EmergencySerializer
+    service = staticmethod(policy.change_emergency)
 
 
-class ChangeEmergencyReviewView(APIBase):
-    @extend_schema(operation_id="changes_emergency_review", summary="Review a break-glass change after the fact",
+@extend_schema_view(post=extend_schema(operation_id="changes_emergency_review", summary="Review a break-glass change after the fact",
                    parameters=[PK], request=EmergencyReviewSerializer,
-                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
-    def post(self, request: Request, pk: int) -> Response:
-        change = selectors.access_change(user=request.user, pk=pk)
-        data = parse(EmergencyReviewSerializer, request.data, request)
-        change = policy.emergency_review(actor=request.user, change=change, origin=origin_of(request), **data)
-        return Response(change_detail(request, change))
+                   responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)}))
+class ChangeEmergencyReviewView(ChangeActionView):
+    input_serializer = EmergencyReviewSerializer
+    service = staticmethod(policy.emergency_review)
 
 
 class EmergencyQueueView(generics.ListAPIView):
