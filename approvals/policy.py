@@ -18,6 +18,7 @@ from changes.audit import SYSTEM, RequestOrigin, audit_record
 from changes.errors import Conflict, InvalidTransition, NotPermitted, ValidationFailed
 from changes.lifecycle import in_author_set, lock_change, transition
 from changes.models import ChangeRequest, Target
+from changes.execution import execution_create
 from changes.notify import alert, reviewers_of
 
 from .models import Approval
@@ -217,6 +218,7 @@ def change_approve(
             approvers = list(approvals_valid(locked, now=now).values_list("approver__username", flat=True))
             transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_approved",
                        payload={"fingerprint": locked.fingerprint, "approvers": approvers, "required": required})
+            execution_create(change=locked)  # the outbox row, in the approving transaction
     return locked
 
 
@@ -266,6 +268,7 @@ def change_emergency(
                        action="change_submitted", payload={"fingerprint": locked.fingerprint, "emergency": True})
         transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_emergency_approved",
                    payload={"fingerprint": locked.fingerprint, "reason": locked.emergency_reason})
+        execution_create(change=locked)
         alert(event="emergency_change", change=locked, recipients=reviewers_of(locked.target),
               detail={"by": actor.get_username(), "reason": locked.emergency_reason,
                       "fingerprint": locked.fingerprint})

@@ -207,3 +207,58 @@ def canonical_event(fields: dict[str, Any]) -> bytes:
     """The bytes an event's hash covers: sorted-key compact JSON (the offline
     verifier recomputes exactly this)."""
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+
+
+class Execution(models.Model):
+    """One run of an approved change against its target: the outbox row written in
+    the transaction that approves the change, claimed by exactly one worker at a
+    time through a lease, and the record of what happened."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # waiting for a worker (or held: see hold_reason)
+        RUNNING = "running"  # a worker holds the lease
+        DONE = "done"  # the change reached a terminal state
+
+    change = models.OneToOneField(ChangeRequest, on_delete=models.PROTECT, related_name="execution")
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="executions")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    # Lease: who runs it and until when. The fencing token grows with every claim,
+    # so a worker that lost its lease cannot write over the one that took it.
+    lease_owner = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    token = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveIntegerField(default=0)
+    hold_reason = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    applied_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=20, blank=True)  # the change's terminal state
+    apply_result = models.JSONField(null=True, blank=True)  # the adapter's response
+    rollback_result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    log = models.JSONField(default=list, blank=True)  # every step: time, worker, what
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"execution of #{self.change_id} ({self.state})"
+
+
+class CheckResult(models.Model):
+    """One health check's result in one round of the bake (or of the rollback's verification)."""
+
+    execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="check_results")
+    phase = models.CharField(max_length=10, default="apply")  # apply | rollback
+    round = models.PositiveIntegerField()
+    name = models.CharField(max_length=300)
+    kind = models.CharField(max_length=20)
+    ok = models.BooleanField()
+    detail = models.TextField(blank=True)
+    duration_ms = models.FloatField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["execution", "phase", "round", "pk"]

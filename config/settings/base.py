@@ -124,6 +124,10 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 # Must exceed the longest apply + bake, or Redis redelivers a task still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_IGNORE_RESULT = True
+# The sweep re-publishes executions nobody claimed and resumes those whose worker died.
+CELERY_BEAT_SCHEDULE = {
+    "sweep-executions": {"task": "changes.sweep_executions", "schedule": env_int("CHANGEGATE_SWEEP_SECONDS", 10)},
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,357 @@
+"""Applying approved changes: the outbox, the lease, and the apply/verify/rollback
+run a worker performs. Every state change goes through `lifecycle.transition`
+while the worker proves, under a row lock, that it still holds the lease
+(fencing token), so a worker that stalled and lost its lease cannot write over
+the one that took over.
+
+Redis is only the wake-up: the Execution row written in the approving
+transaction is the truth, and `execution_sweep` re-enqueues whatever nobody
+picked up or whose worker died.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from dns_adapters.base import AdapterError, ConfigError, DriftError, Plan, TransientError
+
+from .adapters import adapter_for
+from .audit import SYSTEM, audit_record
+from .lifecycle import lock_change, transition
+from .models import TERMINAL, ChangeRequest, CheckResult, Execution, Target
+from .notify import alert, reviewers_of
+
+logger = logging.getLogger(__name__)
+State = ChangeRequest.State
+
+LEASE_SECONDS = 60
+MAX_TRANSIENT_ATTEMPTS = 5
+RETRY_DELAY_SECONDS = 2
+# A pending execution nobody claimed for this long is re-published by the sweep.
+UNCLAIMED_AFTER_SECONDS = 15
+
+
+class LeaseLost(Exception):
+    """Another worker holds this execution now; stop without writing anything."""
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# ---------------------------------------------------------------------------
+# Outbox
+
+
+def execution_create(*, change: ChangeRequest) -> Execution:
+    """Write the outbox row for an approved change and publish a wake-up after
+    commit. Must run inside the approving transaction."""
+    execution = Execution.objects.create(change=change, target=change.target, enqueued_at=timezone.now())
+    transaction.on_commit(lambda: publish(execution.pk))
+    return execution
+
+
+def publish(execution_id: int, *, countdown: float = 0) -> None:
+    """Wake a worker. A broker outage is logged, not raised: the sweep re-publishes."""
+    from .tasks import apply_change
+
+    try:
+        apply_change.apply_async((execution_id,), countdown=countdown)
+    except Exception:  # kombu/redis errors of every kind; the row is the truth
+        logger.warning("could not publish execution %s; the sweep will", execution_id, exc_info=True)
+
+
+def execution_sweep(*, now: Any = None) -> list[int]:
+    """Re-publish executions that nobody claimed, that are held, or whose lease
+    expired (their worker died). Returns the ids published."""
+    now = now or timezone.now()
+    stale = Execution.objects.filter(
+        Q(state=Execution.State.PENDING, enqueued_at__lt=now - timedelta(seconds=UNCLAIMED_AFTER_SECONDS))
+        | Q(state=Execution.State.PENDING, hold_reason__gt="")
+        | Q(state=Execution.State.RUNNING, lease_expires_at__lt=now)
+    )
+    ids = list(stale.values_list("pk", flat=True))
+    if ids:
+        Execution.objects.filter(pk__in=ids, state=Execution.State.PENDING).update(enqueued_at=now)
+    for execution_id in ids:
+        publish(execution_id)
+    return ids
+
+
+# ---------------------------------------------------------------------------
+# Lease
+
+
+@dataclass
+class Lease:
+    execution_id: int
+    worker: str
+    token: int
+
+
+def execution_claim(*, execution_id: int, worker: str, lease_seconds: int = LEASE_SECONDS) -> Lease | None:
+    """Take the lease if the execution is free and first in line on its target.
+    None means: someone else has it, it is done, or it must wait its turn."""
+    now = timezone.now()
+    with transaction.atomic():
+        execution = Execution.objects.filter(pk=execution_id).first()
+        if execution is None or execution.state == Execution.State.DONE:
+            return None
+        # The target row lock serializes claims: one change at a time per target.
+        Target.objects.select_for_update().get(pk=execution.target_id)
+        busy = Execution.objects.filter(
+            target_id=execution.target_id, state=Execution.State.RUNNING, lease_expires_at__gte=now
+        ).exclude(pk=execution_id)
+        earlier = Execution.objects.filter(
+            target_id=execution.target_id, state__in=[Execution.State.PENDING, Execution.State.RUNNING],
+            pk__lt=execution_id,
+        )
+        if busy.exists() or earlier.exists():
+            return None  # approval order: the earlier one runs first, then wakes us
+        claimed = (
+            Execution.objects.filter(pk=execution_id)
+            .filter(Q(state=Execution.State.PENDING) | Q(state=Execution.State.RUNNING, lease_expires_at__lt=now))
+            .update(state=Execution.State.RUNNING, lease_owner=worker, token=F("token") + 1,
+                    lease_expires_at=now + timedelta(seconds=lease_seconds), attempts=F("attempts") + 1,
+                    hold_reason="")
+        )
+        if claimed != 1:
+            return None
+        token = Execution.objects.values_list("token", flat=True).get(pk=execution_id)
+        Execution.objects.filter(pk=execution_id, started_at__isnull=True).update(started_at=now)
+    return Lease(execution_id=execution_id, worker=worker, token=token)
+
+
+def _fenced(lease: Lease) -> Execution:
+    """Lock the execution row and prove the lease is still ours. Call inside a transaction."""
+    execution = Execution.objects.select_for_update().get(pk=lease.execution_id)
+    if execution.token != lease.token or execution.lease_owner != lease.worker:
+        raise LeaseLost(f"execution {lease.execution_id} was taken over (token {execution.token})")
+    return execution
+
+
+def lease_renew(lease: Lease, *, lease_seconds: int = LEASE_SECONDS) -> None:
+    renewed = Execution.objects.filter(pk=lease.execution_id, token=lease.token, lease_owner=lease.worker).update(
+        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
+    )
+    if renewed != 1:
+        raise LeaseLost(f"execution {lease.execution_id} was taken over")
+
+
+def _log(execution: Execution, lease: Lease, what: str, **detail: Any) -> None:
+    execution.log = [*execution.log, {"at": timezone.now().isoformat(), "worker": lease.worker, "what": what, **detail}]
+
+
+def _move(lease: Lease, to: str, *, action: str, payload: dict[str, Any] | None = None,
+          execution_fields: dict[str, Any] | None = None) -> ChangeRequest:
+    """Fenced state change of the change (and its execution) in one transaction."""
+    with transaction.atomic():
+        execution = _fenced(lease)
+        change = lock_change(execution.change)
+        payload = {"execution": execution.pk, "worker": lease.worker, "token": lease.token, **(payload or {})}
+        transition(change, to, actor=None, origin=SYSTEM, action=action, payload=payload)
+        for field, value in (execution_fields or {}).items():
+            setattr(execution, field, value)
+        _log(execution, lease, action, to=to)
+        if to in TERMINAL or to == State.DRIFTED:
+            execution.state, execution.outcome, execution.finished_at = Execution.State.DONE, to, timezone.now()
+            execution.lease_expires_at = None
+            transaction.on_commit(lambda: _wake_next(change.target_id))
+        execution.save()
+        if to in NOTIFY:
+            recipients = [change.author, *reviewers_of(change.target)]
+            alert(event=to, change=change, recipients=recipients, detail=payload)
+    return change
+
+
+NOTIFY = {State.APPLIED, State.DRIFTED, State.ROLLED_BACK, State.ROLLBACK_FAILED, State.APPLY_FAILED}
+
+
+def _release(lease: Lease, *, hold_reason: str = "", error: str = "") -> None:
+    """Give the lease back without finishing (a hold or a transient failure)."""
+    with transaction.atomic():
+        execution = _fenced(lease)
+        execution.state, execution.lease_expires_at = Execution.State.PENDING, None
+        execution.hold_reason, execution.error = hold_reason[:300], error
+        execution.enqueued_at = timezone.now()
+        _log(execution, lease, "released", hold_reason=hold_reason, error=error)
+        execution.save()
+        if hold_reason:
+            audit_record(actor=None, origin=SYSTEM, action="execution_held", change=execution.change,
+                         payload={"execution": execution.pk, "reason": hold_reason})
+
+
+def _wake_next(target_id: int) -> None:
+    following = Execution.objects.filter(target_id=target_id, state=Execution.State.PENDING).order_by("pk").first()
+    if following is not None:
+        publish(following.pk)
+
+
+# ---------------------------------------------------------------------------
+# The run
+
+
+def execution_run(*, execution_id: int, worker: str | None = None, bake: Any = None) -> str:
+    """Claim the execution and drive its change to a terminal state (or a hold).
+    Safe to call any number of times for the same execution, from any worker:
+    it resumes from the change's state and every apply is a compare-and-swap."""
+    worker = worker or worker_id()
+    lease = execution_claim(execution_id=execution_id, worker=worker)
+    if lease is None:
+        return "not-claimed"
+    execution = Execution.objects.select_related("change__target").get(pk=execution_id)
+    change = execution.change
+    if change.state in TERMINAL or change.state == State.DRIFTED or change.state == State.CANCELLED:
+        with transaction.atomic():
+            done = _fenced(lease)
+            done.state, done.outcome, done.finished_at = Execution.State.DONE, change.state, timezone.now()
+            done.save()
+        _wake_next(change.target_id)
+        return change.state
+    target = change.target
+    if target.frozen:
+        _release(lease, hold_reason=f"target {target.name} is frozen")
+        return "held"
+    plan = Plan.from_json(change.plan)
+    adapter = adapter_for(target)
+    try:
+        return _drive(lease, change, plan, adapter, bake=bake)
+    except LeaseLost:
+        logger.warning("lease lost on execution %s; stopping", execution_id)
+        return "lease-lost"
+    finally:
+        adapter.close()
+
+
+def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bake: Any) -> str:
+    state = change.state
+    if state == State.APPROVED:
+        # The re-plan just before applying: the zone must still be what was approved.
+        try:
+            live = adapter.read(plan.keys())
+        except TransientError as exc:
+            return _transient(lease, f"re-plan read failed: {exc.message}")
+        moved = [str(s.key) for s in plan.steps if live.get(s.key) != s.before]
+        if moved:
+            return _drifted(lease, change, moved, {str(k): (v.to_json() if v else None) for k, v in live.items()})
+        change = _move(lease, State.APPLYING, action="apply_started", payload={"fingerprint": change.fingerprint})
+        state = change.state
+    if state == State.APPLYING:
+        try:
+            result = adapter.apply(plan)
+        except DriftError as exc:
+            return _drifted(lease, change, [str(k) for k in exc.keys],
+                            {str(k): (v.to_json() if v else None) for k, v in exc.live.items()})
+        except ConfigError as exc:
+            _move(lease, State.APPLY_FAILED, action="apply_failed", payload={"error": exc.message},
+                  execution_fields={"error": exc.message})
+            return State.APPLY_FAILED
+        except TransientError as exc:
+            return _transient(lease, exc.message, fail_to=State.APPLY_FAILED)
+        change = _move(lease, State.VERIFYING, action="change_applied",
+                       payload={"result": result.to_json(), "fingerprint": change.fingerprint},
+                       execution_fields={"apply_result": result.to_json(), "applied_at": timezone.now()})
+        state = change.state
+    if state == State.VERIFYING:
+        ok, failed = _bake(lease, change, plan, adapter, bake=bake, phase="apply")
+        if ok:
+            _move(lease, State.APPLIED, action="change_verified", payload={"checks": "passed"})
+            return State.APPLIED
+        change = _move(lease, State.ROLLING_BACK, action="rollback_started",
+                       payload={"failed_checks": [f.to_json() for f in failed]})
+        state = change.state
+    if state == State.ROLLING_BACK:
+        return _rollback(lease, change, plan, adapter)
+    return state
+
+
+def _transient(lease: Lease, message: str, *, fail_to: str | None = None) -> str:
+    attempts = Execution.objects.values_list("attempts", flat=True).get(pk=lease.execution_id)
+    if fail_to is not None and attempts >= MAX_TRANSIENT_ATTEMPTS:
+        _move(lease, fail_to, action="apply_failed", payload={"error": message, "attempts": attempts},
+              execution_fields={"error": message})
+        return fail_to
+    _release(lease, error=message)
+    publish(lease.execution_id, countdown=RETRY_DELAY_SECONDS * attempts)
+    return "retrying"
+
+
+def _drifted(lease: Lease, change: ChangeRequest, moved: list[str], live: dict[str, Any]) -> str:
+    from approvals.policy import approvals_invalidate
+
+    with transaction.atomic():
+        _fenced(lease)
+        approvals_invalidate(change=change, reason="the live zone drifted from the approved plan")
+    _move(lease, State.DRIFTED, action="change_drifted", payload={"moved": moved, "live": live},
+          execution_fields={"error": f"drift: {', '.join(moved)}"})
+    return State.DRIFTED
+
+
+def _store_round(lease: Lease, phase: str, round_no: int, outcomes: list[Any]) -> None:
+    lease_renew(lease)
+    CheckResult.objects.bulk_create([
+        CheckResult(execution_id=lease.execution_id, phase=phase, round=round_no, name=o.name[:300], kind=o.kind,
+                    ok=o.ok, detail=o.detail, duration_ms=o.duration_ms)
+        for o in outcomes
+    ])
+
+
+def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bake: Any, phase: str) -> tuple[bool, list[Any]]:
+    from . import checks
+
+    policy = checks.BakePolicy(bake_seconds=float(change.target.bake_seconds))
+    declared = [*change.target.health_checks, *change.health_checks]
+    result = (bake or checks.bake)(
+        adapter=adapter, plan=plan, checks=declared, policy=policy,
+        on_round=lambda round_no, outcomes: _store_round(lease, phase, round_no, outcomes),
+    )
+    return result.ok, list(result.failed)
+
+
+def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any) -> str:
+    inverse = plan.inverse()
+    error = ""
+    for attempt in range(1, MAX_TRANSIENT_ATTEMPTS + 1):
+        try:
+            result = adapter.apply(inverse)
+            break
+        except TransientError as exc:
+            error = exc.message
+            lease_renew(lease)
+            time.sleep(min(RETRY_DELAY_SECONDS * attempt, 10))  # retry backoff against a flapping server
+        except AdapterError as exc:  # drift or refusal: somebody else's change is live now
+            error = exc.message
+            result = None
+            break
+    else:
+        result = None
+    if result is None:
+        try:
+            live = adapter.read(plan.keys())
+        except AdapterError:
+            live = {}
+        _move(lease, State.ROLLBACK_FAILED, action="rollback_failed",
+              payload={"error": error, "live": {str(k): (v.to_json() if v else None) for k, v in live.items()},
+                       "plan": plan.to_json()},
+              execution_fields={"error": error})
+        return State.ROLLBACK_FAILED
+    report = adapter.verify(inverse)
+    if not report.ok:
+        failures = [f"{c.server} {c.key}" for c in report.failures()]
+        _move(lease, State.ROLLBACK_FAILED, action="rollback_failed",
+              payload={"error": "rollback did not verify", "failures": failures},
+              execution_fields={"rollback_result": result.to_json(), "error": "rollback did not verify"})
+        return State.ROLLBACK_FAILED
+    _move(lease, State.ROLLED_BACK, action="change_rolled_back", payload={"result": result.to_json()},
+          execution_fields={"rollback_result": result.to_json()})
+    return State.ROLLED_BACK

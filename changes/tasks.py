@@ -1,0 +1,17 @@
+"""Celery tasks: thin wrappers over changes.execution (the rules live there)."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from .execution import execution_run, execution_sweep
+
+
+@shared_task(name="changes.apply_change", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def apply_change(execution_id: int) -> str:
+    return execution_run(execution_id=execution_id)
+
+
+@shared_task(name="changes.sweep_executions", ignore_result=True)
+def sweep_executions() -> int:
+    return len(execution_sweep())

@@ -1,0 +1,140 @@
+"""The apply pipeline in-process (the Celery worker process has its own tests):
+outbox, lease, re-plan, CAS apply, bake, rollback, against a real named."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import dns.query
+import dns.tsigkeyring
+import dns.update
+import pytest
+from django.utils import timezone
+
+from approvals.policy import approvals_valid, change_approve
+from changes.adapters import adapter_for
+from changes.execution import LeaseLost, _move, execution_claim, execution_run, execution_sweep
+from changes.models import AuditEvent, ChangeRequest, CheckResult, Execution
+from changes.services import change_create, change_submit, target_update_policy
+from dns_adapters.local_named import free_port
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+State = ChangeRequest.State
+WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
+
+
+@pytest.fixture
+def fast_target(dns_target, staff):
+    return target_update_policy(actor=staff, target=dns_target, bake_seconds=0)
+
+
+def approved(author, reviewer, target, items=WWW, **kwargs):
+    change = change_create(actor=author, target=target, title="t", reason="r", items=items, **kwargs)
+    change = change_submit(actor=author, change=change)
+    return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
+
+
+def zone(target):
+    adapter = adapter_for(target)
+    try:
+        return {k: v for k, v in adapter.read_zone().items() if k.rdtype != "SOA"}
+    finally:
+        adapter.close()
+
+
+def outside(named_server, target, build):
+    update = dns.update.UpdateMessage(target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    build(update)
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+
+
+def run(change):
+    return execution_run(execution_id=change.execution.pk, worker="test-worker")
+
+
+def test_approval_writes_the_outbox_row_in_the_same_transaction(author, reviewer, fast_target):
+    change = approved(author, reviewer, fast_target)
+    execution = Execution.objects.get(change=change)
+    assert execution.state == Execution.State.PENDING and execution.enqueued_at is not None
+
+
+def test_happy_path_applies_once_and_the_zone_holds_after(author, reviewer, fast_target):
+    change = approved(author, reviewer, fast_target)
+    assert run(change) == State.APPLIED
+    live = zone(fast_target)
+    assert [v.rdatas for k, v in live.items() if k.name.startswith("www.") and k.rdtype == "A"] == [("192.0.2.99",)]
+    assert AuditEvent.objects.filter(change=change, action="change_applied").count() == 1
+    execution = Execution.objects.get(change=change)
+    assert (execution.state, execution.outcome, execution.apply_result["applied"]) == ("done", "applied", True)
+    assert CheckResult.objects.filter(execution=execution, kind="verify", ok=True).exists()
+    # A redelivered task is a no-op.
+    assert run(change) == "not-claimed"
+    assert AuditEvent.objects.filter(change=change, action="change_applied").count() == 1
+
+
+def test_outside_change_between_approval_and_apply_is_drift(author, reviewer, fast_target, named_server):
+    change = approved(author, reviewer, fast_target)
+    outside(named_server, fast_target, lambda u: u.replace("www", 300, "A", "203.0.113.50"))
+    assert run(change) == State.DRIFTED
+    assert [v.rdatas for k, v in zone(fast_target).items() if k.name.startswith("www.") and k.rdtype == "A"] == [
+        ("203.0.113.50",)]
+    assert approvals_valid(ChangeRequest.objects.get(pk=change.pk)).count() == 0
+
+
+def test_failing_declared_check_rolls_back_to_before_exactly(author, reviewer, fast_target):
+    before = zone(fast_target)
+    dead = {"type": "tcp", "host": "127.0.0.1", "port": free_port(), "timeout": 0.5}
+    change = approved(author, reviewer, fast_target, health_checks=[dead])
+    assert run(change) == State.ROLLED_BACK
+    assert zone(fast_target) == before
+    failed = CheckResult.objects.filter(execution__change=change, kind="tcp", ok=False)
+    assert failed.count() >= 1
+
+
+def test_two_approved_changes_on_one_rrset_one_applies_the_other_drifts(author, reviewer, fast_target):
+    first = approved(author, reviewer, fast_target)
+    second = approved(author, reviewer, fast_target,
+                      items=[{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.77"]}])
+    assert run(second) == "not-claimed"  # approval order: the first goes first
+    assert run(first) == State.APPLIED
+    assert run(second) == State.DRIFTED
+    assert [v.rdatas for k, v in zone(fast_target).items() if k.name.startswith("www.") and k.rdtype == "A"] == [
+        ("192.0.2.99",)]
+
+
+def test_frozen_target_holds_the_change_with_the_reason(author, reviewer, fast_target, staff):
+    change = approved(author, reviewer, fast_target)
+    target_update_policy(actor=staff, target=fast_target, frozen=True)
+    assert run(change) == "held"
+    execution = Execution.objects.get(change=change)
+    assert "frozen" in execution.hold_reason
+    assert ChangeRequest.objects.get(pk=change.pk).state == State.APPROVED
+    assert execution.pk in execution_sweep()  # held executions are retried by the sweep
+    target_update_policy(actor=staff, target=fast_target, frozen=False)
+    assert run(change) == State.APPLIED
+
+
+def test_a_worker_that_lost_its_lease_cannot_write(author, reviewer, fast_target):
+    change = approved(author, reviewer, fast_target)
+    stale = execution_claim(execution_id=change.execution.pk, worker="slow")
+    Execution.objects.filter(pk=change.execution.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert execution_sweep() == [change.execution.pk]  # an expired lease is resumed
+    assert run(change) == State.APPLIED  # a second worker takes over
+    with pytest.raises(LeaseLost):
+        _move(stale, State.APPLYING, action="apply_started")
+    assert AuditEvent.objects.filter(change=change, action="change_applied").count() == 1
+
+
+def test_resuming_after_a_crash_mid_apply_never_applies_twice(author, reviewer, fast_target):
+    change = approved(author, reviewer, fast_target)
+    lease = execution_claim(execution_id=change.execution.pk, worker="crashed")
+    _move(lease, State.APPLYING, action="apply_started")
+    adapter = adapter_for(fast_target)
+    from dns_adapters.base import Plan
+
+    adapter.apply(Plan.from_json(ChangeRequest.objects.get(pk=change.pk).plan))  # sent; then the worker died
+    adapter.close()
+    Execution.objects.filter(pk=change.execution.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert run(change) == State.APPLIED
+    execution = Execution.objects.get(pk=change.execution.pk)
+    assert execution.apply_result["applied"] is False  # the CAS saw `after` live: nothing sent twice
