@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -26,6 +27,7 @@ from django.utils import timezone
 from dns_adapters.base import AdapterError, ConfigError, DriftError, Plan, TransientError
 
 from .adapters import adapter_for
+from .faults import crashpoint
 from .audit import SYSTEM, audit_record
 from .lifecycle import lock_change, transition
 from .models import TERMINAL, ChangeRequest, CheckResult, Execution, Target
@@ -34,11 +36,11 @@ from .notify import alert, reviewers_of
 logger = logging.getLogger(__name__)
 State = ChangeRequest.State
 
-LEASE_SECONDS = 60
 MAX_TRANSIENT_ATTEMPTS = 5
-RETRY_DELAY_SECONDS = 2
-# A pending execution nobody claimed for this long is re-published by the sweep.
-UNCLAIMED_AFTER_SECONDS = 15
+
+
+def _setting(name: str) -> int:
+    return int(getattr(settings, name))
 
 
 class LeaseLost(Exception):
@@ -76,7 +78,7 @@ def execution_sweep(*, now: Any = None) -> list[int]:
     expired (their worker died). Returns the ids published."""
     now = now or timezone.now()
     stale = Execution.objects.filter(
-        Q(state=Execution.State.PENDING, enqueued_at__lt=now - timedelta(seconds=UNCLAIMED_AFTER_SECONDS))
+        Q(state=Execution.State.PENDING, enqueued_at__lt=now - timedelta(seconds=_setting("CHANGEGATE_UNCLAIMED_AFTER_SECONDS")))
         | Q(state=Execution.State.PENDING, hold_reason__gt="")
         | Q(state=Execution.State.RUNNING, lease_expires_at__lt=now)
     )
@@ -99,10 +101,11 @@ class Lease:
     token: int
 
 
-def execution_claim(*, execution_id: int, worker: str, lease_seconds: int = LEASE_SECONDS) -> Lease | None:
+def execution_claim(*, execution_id: int, worker: str, lease_seconds: int | None = None) -> Lease | None:
     """Take the lease if the execution is free and first in line on its target.
     None means: someone else has it, it is done, or it must wait its turn."""
     now = timezone.now()
+    lease_seconds = lease_seconds or _setting("CHANGEGATE_LEASE_SECONDS")
     with transaction.atomic():
         execution = Execution.objects.filter(pk=execution_id).first()
         if execution is None or execution.state == Execution.State.DONE:
@@ -140,9 +143,9 @@ def _fenced(lease: Lease) -> Execution:
     return execution
 
 
-def lease_renew(lease: Lease, *, lease_seconds: int = LEASE_SECONDS) -> None:
+def lease_renew(lease: Lease) -> None:
     renewed = Execution.objects.filter(pk=lease.execution_id, token=lease.token, lease_owner=lease.worker).update(
-        lease_expires_at=timezone.now() + timedelta(seconds=lease_seconds)
+        lease_expires_at=timezone.now() + timedelta(seconds=_setting("CHANGEGATE_LEASE_SECONDS"))
     )
     if renewed != 1:
         raise LeaseLost(f"execution {lease.execution_id} was taken over")
@@ -247,6 +250,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bak
         change = _move(lease, State.APPLYING, action="apply_started", payload={"fingerprint": change.fingerprint})
         state = change.state
     if state == State.APPLYING:
+        crashpoint("before_send")
         try:
             result = adapter.apply(plan)
         except DriftError as exc:
@@ -258,6 +262,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bak
             return State.APPLY_FAILED
         except TransientError as exc:
             return _transient(lease, exc.message, fail_to=State.APPLY_FAILED)
+        crashpoint("after_send")
         change = _move(lease, State.VERIFYING, action="change_applied",
                        payload={"result": result.to_json(), "fingerprint": change.fingerprint},
                        execution_fields={"apply_result": result.to_json(), "applied_at": timezone.now()})
@@ -282,7 +287,7 @@ def _transient(lease: Lease, message: str, *, fail_to: str | None = None) -> str
               execution_fields={"error": message})
         return fail_to
     _release(lease, error=message)
-    publish(lease.execution_id, countdown=RETRY_DELAY_SECONDS * attempts)
+    publish(lease.execution_id, countdown=_setting("CHANGEGATE_RETRY_DELAY_SECONDS") * attempts)
     return "retrying"
 
 
@@ -298,6 +303,7 @@ def _drifted(lease: Lease, change: ChangeRequest, moved: list[str], live: dict[s
 
 
 def _store_round(lease: Lease, phase: str, round_no: int, outcomes: list[Any]) -> None:
+    crashpoint("during_checks")
     lease_renew(lease)
     CheckResult.objects.bulk_create([
         CheckResult(execution_id=lease.execution_id, phase=phase, round=round_no, name=o.name[:300], kind=o.kind,
@@ -328,7 +334,7 @@ def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any) -> 
         except TransientError as exc:
             error = exc.message
             lease_renew(lease)
-            time.sleep(min(RETRY_DELAY_SECONDS * attempt, 10))  # retry backoff against a flapping server
+            time.sleep(min(_setting("CHANGEGATE_RETRY_DELAY_SECONDS") * attempt, 10))  # retry backoff against a flapping server
         except AdapterError as exc:  # drift or refusal: somebody else's change is live now
             error = exc.message
             result = None

@@ -124,6 +124,11 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 # Must exceed the longest apply + bake, or Redis redelivers a task still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_IGNORE_RESULT = True
+# Apply pipeline timing (seconds). The lease must outlast the longest step between two
+# renewals (one bake round, one UPDATE); a dead worker's change resumes after it.
+CHANGEGATE_LEASE_SECONDS = env_int("CHANGEGATE_LEASE_SECONDS", 60)
+CHANGEGATE_UNCLAIMED_AFTER_SECONDS = env_int("CHANGEGATE_UNCLAIMED_AFTER_SECONDS", 15)
+CHANGEGATE_RETRY_DELAY_SECONDS = env_int("CHANGEGATE_RETRY_DELAY_SECONDS", 2)
 # The sweep re-publishes executions nobody claimed and resumes those whose worker died.
 CELERY_BEAT_SCHEDULE = {
     "sweep-executions": {"task": "changes.sweep_executions", "schedule": env_int("CHANGEGATE_SWEEP_SECONDS", 10)},

@@ -7,3 +7,12 @@ EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 # Nothing in the suite may publish to a shared broker by accident: tests that run a
 # real worker start their own redis-server and point the app at it.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
+
+# A file, not memory, for the SQLite test database: the Celery worker processes the
+# integration tests start must see the same database as the test process.
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
+# Short lease and immediate sweep so crash recovery is seen within seconds.
+CHANGEGATE_LEASE_SECONDS = 3
+CHANGEGATE_UNCLAIMED_AFTER_SECONDS = 0
+CHANGEGATE_RETRY_DELAY_SECONDS = 0

@@ -58,7 +58,7 @@ class _Server(socketserver.ThreadingTCPServer):
 @pytest.fixture
 def tcp_listener() -> Iterator[int]:
     server = _Server(("127.0.0.1", 0), _Hold)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield server.server_address[1]
     server.shutdown()
@@ -79,7 +79,7 @@ class _Web(BaseHTTPRequestHandler):
     flaps = 0  # /flap answers 503 the first time, then 200
     barrier: threading.Barrier | None = None
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - BaseHTTPRequestHandler's name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
     def _send(self, status: int, body: bytes, **headers: str) -> None:
@@ -90,7 +90,7 @@ class _Web(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         if self.path == "/ok":
             self._send(200, b"ok")
         elif self.path == "/down":
@@ -125,7 +125,7 @@ def web(web_handler: type[_Web]) -> Iterator[str]:
     """An HTTP server on loopback; yields its base URL."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), web_handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -148,7 +148,7 @@ def failing_resolver(request) -> Iterator[tuple[str, str]]:
     """A UDP DNS server on loopback that answers every query with one error rcode."""
     handler = type("Responder", (_RcodeResponder,), {"rcode": request.param})
     server = socketserver.ThreadingUDPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}", dns.rcode.to_text(request.param)
     server.shutdown()
