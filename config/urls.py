@@ -10,4 +10,6 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/v1/", include("changes.urls")),
     path("healthz", change_views.healthz, name="healthz"),
+    path("readyz", change_views.readyz, name="readyz"),
+    path("metrics", change_views.metrics, name="metrics"),
 ]

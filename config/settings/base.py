@@ -134,10 +134,20 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-executions": {"task": "changes.sweep_executions", "schedule": env_int("CHANGEGATE_SWEEP_SECONDS", 10)},
 }
 
+# One line per record with the change id (changes.logs.log_context); LOG_JSON=true
+# writes one JSON object per line instead. Both redact URL passwords.
+LOG_JSON = env_bool("LOG_JSON", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"change": {"()": "changes.logs.ChangeContextFilter"}},
+    "formatters": {
+        "plain": {"()": "changes.logs.PlainFormatter"},
+        "json": {"()": "changes.logs.JSONFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain",
+                    "filters": ["change"]},
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }

@@ -1,3 +1,5 @@
+import os
+
 from .base import *  # noqa: F401,F403
 from .base import env_str
 
@@ -11,7 +13,8 @@ CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "memory://")
 # A file, not memory, for the SQLite test database: the Celery worker processes the
 # integration tests start must see the same database as the test process.
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}  # noqa: F405
+    # One file per test run, so two runs at once (two terminals, xdist) never share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}  # noqa: F405
 # Short lease and immediate sweep so crash recovery is seen within seconds.
 CHANGEGATE_LEASE_SECONDS = 3
 CHANGEGATE_UNCLAIMED_AFTER_SECONDS = 0
