@@ -219,6 +219,8 @@ def change_approve(
             transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_approved",
                        payload={"fingerprint": locked.fingerprint, "approvers": approvers, "required": required})
             execution_create(change=locked)  # the outbox row, in the approving transaction
+            alert(event="approved", change=locked, recipients=[locked.author, *reviewers_of(locked.target)],
+                  detail={"approvers": approvers, "fingerprint": locked.fingerprint})
     return locked
 
 

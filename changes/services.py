@@ -417,3 +417,29 @@ def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Req
         transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",
                     payload={"comment": comment})
     return locked
+
+
+def change_propose_rollback(
+    *, actor: AbstractBaseUser, change: ChangeRequest, reason: Any, origin: RequestOrigin = SYSTEM
+) -> ChangeRequest:
+    """A manual rollback of an applied change is a new change (four eyes like any
+    other): its items put every RRset back to the applied plan's `before`, and its
+    plan is read against live now, so anything that moved since shows in the diff."""
+    require_target_permission(actor, "submit_change", change.target)
+    if change.state != State.APPLIED:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; only applied changes can be rolled back")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationFailed([{"index": None, "field": "reason", "message": "say why the change is rolled back"}])
+    plan = Plan.from_json(change.plan)
+    items = []
+    for step in plan.steps:
+        if step.before is None:
+            items.append({"op": "delete", "name": step.key.name, "type": step.key.rdtype})
+        else:
+            items.append({"op": "upsert", "name": step.key.name, "type": step.key.rdtype, "ttl": step.before.ttl,
+                          "records": list(step.before.rdatas)})
+    return change_create(
+        actor=actor, target=change.target, title=f"Roll back #{change.pk}: {change.title}"[:TITLE_MAX],
+        reason=f"Rollback of change #{change.pk}. {reason.strip()}", items=items, allow_apex=change.allow_apex,
+        health_checks=change.health_checks, origin=origin,
+    )

@@ -16,5 +16,6 @@ urlpatterns = [
     path("changes/<int:pk>/emergency/", views.ChangeEmergencyView.as_view(), name="change-emergency"),
     path("changes/<int:pk>/emergency-review/", views.ChangeEmergencyReviewView.as_view(),
          name="change-emergency-review"),
+    path("changes/<int:pk>/rollback/", views.ChangeRollbackView.as_view(), name="change-rollback"),
     path("emergency-queue/", views.EmergencyQueueView.as_view(), name="emergency-queue"),
 ]

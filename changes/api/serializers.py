@@ -418,8 +418,9 @@ class CommentSerializer(StrictInputSerializer):
 
 
 class EmergencySerializer(StrictInputSerializer):
-    reason = StrictCharField(allow_blank=True, max_length=4000,
-                             help_text="Why this cannot wait for a second person (required).")
+    """A required written reason: for break-glass, or for a manual rollback."""
+
+    reason = StrictCharField(allow_blank=True, max_length=4000, help_text="Why (required).")
 
 
 class EmergencyReviewSerializer(StrictInputSerializer):

@@ -323,6 +323,20 @@ class ChangeEmergencyReviewView(ChangeActionView):
     service = staticmethod(policy.emergency_review)
 
 
+class ChangeRollbackView(APIBase):
+    @extend_schema(operation_id="changes_rollback", summary="Propose the manual rollback of an applied change",
+                   description="Creates a new change (a draft) whose items put every RRset back to the applied "
+                               "plan's `before`; it needs submitting and four-eyes approval like any other.",
+                   parameters=[PK], request=EmergencySerializer,
+                   responses={201: ChangeDetailSerializer, **_errors(400, 403, 404, 409, 502, 503)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(EmergencySerializer, request.data, request)
+        rollback = services.change_propose_rollback(actor=request.user, change=change, origin=origin_of(request),
+                                                    **data)
+        return Response(change_detail(request, rollback), status=status.HTTP_201_CREATED)
+
+
 class EmergencyQueueView(generics.ListAPIView):
     """Break-glass changes without their after-the-fact review, oldest first."""
 

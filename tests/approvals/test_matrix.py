@@ -184,6 +184,7 @@ ENDPOINTS: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {
     "change_emergency_review": ("post", "/api/v1/changes/{change}/emergency-review/", State.PENDING_APPROVAL,
                                 {"comment": "checked"}),
     "emergency_queue": ("get", "/api/v1/emergency-queue/", State.PENDING_APPROVAL, None),
+    "change_rollback": ("post", "/api/v1/changes/{change}/rollback/", State.PENDING_APPROVAL, {"reason": "undo"}),
 }
 
 # endpoint -> expected status class per role, as "on the own target/on the other
@@ -213,6 +214,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "change_emergency":     ("403/404", "403/404", "403/404", "403/404", "404/404", "404/404"),
     "change_emergency_review": ("403/404", "403/404", "409/404", "403/404", "404/404", "404/404"),
     "emergency_queue":      ("out/out", "out/out", "out/out", "out/out", "out/out", "out/out"),
+    # Only applied changes can be rolled back; proposing one needs submit_change.
+    "change_rollback":      ("409/404", "409/404", "403/404", "403/404", "404/404", "404/404"),
 }
 
 CASES = [

@@ -138,3 +138,35 @@ def test_resuming_after_a_crash_mid_apply_never_applies_twice(author, reviewer, 
     assert run(change) == State.APPLIED
     execution = Execution.objects.get(pk=change.execution.pk)
     assert execution.apply_result["applied"] is False  # the CAS saw `after` live: nothing sent twice
+
+
+def test_manual_rollback_is_a_new_four_eyes_change(author, reviewer, fast_target):
+    from changes.services import change_propose_rollback
+
+    change = approved(author, reviewer, fast_target)
+    assert run(change) == State.APPLIED
+    undo = change_propose_rollback(actor=author, change=ChangeRequest.objects.get(pk=change.pk), reason="pay.example 502s")
+    assert undo.state == State.DRAFT and "Rollback of change" in undo.reason
+    (step,) = undo.plan["steps"]
+    assert step["before"]["rdatas"] == ["192.0.2.99"]
+    assert step["after"]["rdatas"] == ["192.0.2.10", "192.0.2.11"]
+    undo = approved_existing(author, reviewer, undo)
+    assert run(undo) == State.APPLIED
+    assert [v.rdatas for k, v in zone(fast_target).items() if k.name.startswith("www.") and k.rdtype == "A"] == [
+        ("192.0.2.10", "192.0.2.11")]
+
+
+def approved_existing(author, reviewer, change):
+    change = change_submit(actor=author, change=change)
+    return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
+
+
+def test_approval_alerts_the_author_and_reviewers(author, reviewer, fast_target):
+    from django.core import mail
+
+    author.email, reviewer.email = "alice@example.test", "bob@example.test"
+    author.save()
+    reviewer.save()
+    approved(author, reviewer, fast_target)
+    (message,) = [m for m in mail.outbox if "approved" in m.subject]
+    assert sorted(message.to) == ["alice@example.test", "bob@example.test"]

@@ -33,6 +33,7 @@ OPERATIONS = {
     ("/api/v1/changes/{id}/reject/", "post"): "changes_reject",
     ("/api/v1/changes/{id}/emergency/", "post"): "changes_emergency",
     ("/api/v1/changes/{id}/emergency-review/", "post"): "changes_emergency_review",
+    ("/api/v1/changes/{id}/rollback/", "post"): "changes_rollback",
     ("/api/v1/emergency-queue/", "get"): "emergency_queue",
 }
 
