@@ -19,6 +19,7 @@ import json
 import os
 import stat
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -635,6 +636,38 @@ def cmd_pending(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Where a change stops moving on its own (drifted waits for a person).
+END_STATES = frozenset({"applied", "apply_failed", "rolled_back", "rollback_failed", "rejected", "cancelled",
+                        "drifted"})
+
+
+def cmd_wait(client: Client, args: argparse.Namespace) -> int:
+    """Follow a change to its end state; exit 0 only if it ended applied."""
+    deadline = time.monotonic() + args.timeout
+    last = None
+    tty = sys.stderr.isatty()
+    while True:
+        change = client.get(f"/api/v1/changes/{args.id}/")
+        state = change.get("state")
+        if state != last and not args.json:
+            line = f"#{args.id} {state}"
+            print(("\r\033[K" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+            last = state
+        if state in END_STATES:
+            break
+        if time.monotonic() > deadline:
+            print(f"\nerror: change #{args.id} still {state} after {args.timeout:g}s", file=sys.stderr)
+            return EXIT_REFUSED
+        time.sleep(args.interval)  # polling interval of a progress display
+    if tty and not args.json:
+        print(file=sys.stderr)
+    if args.json:
+        print_json(change)
+    else:
+        print(f"change #{args.id} ended {state}")
+    return EXIT_OK if state == "applied" else EXIT_REFUSED
+
+
 def cmd_live(client: Client, args: argparse.Namespace) -> int:
     data = client.get(f"/api/v1/targets/{quote(args.target, safe='')}/live/",
                       name=args.name, type=args.type.upper())
@@ -779,6 +812,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pending = command("pending", cmd_pending, "list the pending changes waiting for your review")
     pending.add_argument("--target", help="target name or id")
+
+    wait = command("wait", cmd_wait, "follow a change to its end state (exit 0 only if applied)")
+    wait.add_argument("id", type=int)
+    wait.add_argument("--timeout", type=float, default=600, help="give up after this many seconds (default 600)")
+    wait.add_argument("--interval", type=float, default=1.0, help="seconds between polls (default 1)")
 
     live = command("live", cmd_live, "read the live records of a name from the zone")
     live.add_argument("--target", required=True, help="target name or id")

@@ -140,3 +140,32 @@ def test_redis_restarted_empty_loses_nothing(author, reviewer, target, worker, b
     worker()
     for change in changes:
         assert wait_terminal(change, sweep=True) == State.APPLIED
+
+
+def test_cli_wait_follows_the_change_to_applied(author, reviewer, target, worker, live_server, capsys):
+    from rest_framework.authtoken.models import Token
+
+    from changes import cli
+
+    token = Token.objects.create(user=author).key
+    worker()
+    change = approve(reviewer, propose(author, target, "192.0.2.97"))
+    code = cli.main(["--url", live_server.url, "--token", token, "wait", str(change.pk), "--interval", "0.2",
+                     "--timeout", "60"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert f"change #{change.pk} ended applied" in out.out
+
+
+def test_cli_wait_exits_non_zero_when_rolled_back(author, reviewer, target, worker, live_server, capsys):
+    from rest_framework.authtoken.models import Token
+
+    from changes import cli
+
+    token = Token.objects.create(user=author).key
+    worker()
+    dead = [{"type": "tcp", "host": "127.0.0.1", "port": free_port(), "timeout": 0.5}]
+    change = approve(reviewer, propose(author, target, "192.0.2.96", health_checks=dead))
+    code = cli.main(["--url", live_server.url, "--token", token, "wait", str(change.pk), "--interval", "0.2"])
+    assert code == 1
+    assert "ended rolled_back" in capsys.readouterr().out
