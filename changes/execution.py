@@ -30,6 +30,7 @@ from .adapters import adapter_for
 from .faults import crashpoint
 from .audit import SYSTEM, audit_record
 from .lifecycle import lock_change, transition
+from .logs import log_context
 from .models import TERMINAL, ChangeRequest, CheckResult, Execution, Target
 from .notify import alert, reviewers_of
 
@@ -228,7 +229,10 @@ def execution_run(*, execution_id: int, worker: str | None = None, bake: Any = N
     plan = Plan.from_json(change.plan)
     adapter = adapter_for(target)
     try:
-        return _drive(lease, change, plan, adapter, bake=bake)
+        with log_context(change_id=change.pk):
+            logger.info("execution %s claimed by %s (token %s), change is %s", execution_id, worker, lease.token,
+                        change.state)
+            return _drive(lease, change, plan, adapter, bake=bake)
     except LeaseLost:
         logger.warning("lease lost on execution %s; stopping", execution_id)
         return "lease-lost"
@@ -243,7 +247,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bak
         try:
             live = adapter.read(plan.keys())
         except TransientError as exc:
-            return _transient(lease, f"re-plan read failed: {exc.message}")
+            return _transient(lease, f"re-plan read failed: {exc.message}", fail_to=State.APPLY_FAILED)
         moved = [str(s.key) for s in plan.steps if live.get(s.key) != s.before]
         if moved:
             return _drifted(lease, change, moved, {str(k): (v.to_json() if v else None) for k, v in live.items()})

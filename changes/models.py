@@ -116,7 +116,8 @@ S = ChangeRequest.State
 TRANSITIONS: dict[str, frozenset[str]] = {
     S.DRAFT: frozenset({S.PENDING_APPROVAL, S.CANCELLED}),
     S.PENDING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED, S.DRIFTED}),
-    S.APPROVED: frozenset({S.APPLYING, S.DRIFTED, S.CANCELLED}),
+    # approved -> apply_failed: the target could not even be read for the last re-plan.
+    S.APPROVED: frozenset({S.APPLYING, S.DRIFTED, S.CANCELLED, S.APPLY_FAILED}),
     S.APPLYING: frozenset({S.VERIFYING, S.APPLY_FAILED, S.DRIFTED}),
     S.VERIFYING: frozenset({S.APPLIED, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),

@@ -139,14 +139,15 @@ class LocalNamed:
         )
         return conf
 
-    def start(self) -> LocalNamed:
+    def start(self, *, port: int | None = None) -> LocalNamed:
+        """Start named; `port` reuses a known port (a restart the clients can follow)."""
         named = find_named()
         if named is None:
             raise FileNotFoundError("BIND 9 named not found (apt-get install bind9)")
         last_error = ""
         for _attempt in range(3):  # the free port can be taken between probe and bind
-            self.port = free_port()
-            conf = self._write_config()
+            self.port = port or free_port()
+            conf = self._rewrite_port() if port and (self.dir / "named.conf").exists() else self._write_config()
             log = open(self.dir / "named.log", "wb")  # noqa: SIM115 - lives as long as the process
             cmd = [named, "-g", "-c", str(conf)]
             if os.geteuid() == 0:
@@ -158,6 +159,15 @@ class LocalNamed:
             last_error = self.log_tail()
             self.stop(cleanup=False)
         raise RuntimeError(f"named did not start:\n{last_error}")
+
+    def _rewrite_port(self) -> Path:
+        """Keep zones and journals (the zone's current content) and only listen again."""
+        conf = self.dir / "named.conf"
+        text = conf.read_text()
+        start = text.index("listen-on port ") + len("listen-on port ")
+        end = text.index(" ", start)
+        conf.write_text(text[:start] + str(self.port) + text[end:])
+        return conf
 
     def _wait_ready(self) -> bool:
         """Poll SOA over TCP until every zone answers, or named exits, or time runs out."""

@@ -129,6 +129,8 @@ def point_app_at(app, url: str) -> None:
     """Make the in-process Celery app publish to `url` (fresh connection pools)."""
     from kombu import pools
 
+    # Celery prefers the environment variable over app.conf: drop it for this process.
+    os.environ.pop("CELERY_BROKER_URL", None)
     app.conf.broker_url = url
     pools.reset()  # kombu's process-wide pools are keyed by URL; a restarted server needs new ones
     app._pool = None

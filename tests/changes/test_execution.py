@@ -170,3 +170,49 @@ def test_approval_alerts_the_author_and_reviewers(author, reviewer, fast_target)
     approved(author, reviewer, fast_target)
     (message,) = [m for m in mail.outbox if "approved" in m.subject]
     assert sorted(message.to) == ["alice@example.test", "bob@example.test"]
+
+
+@pytest.fixture
+def own_named():
+    """A named of this test's own, to stop and start again on the same port."""
+    from dns_adapters.local_named import LocalNamed, default_zone_text
+    from tests.conftest import DEMO_RECORDS
+
+    server = LocalNamed({"down.test": default_zone_text("down.test", DEMO_RECORDS)})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def down_target(own_named, staff, author, reviewer):
+    from changes.services import target_register
+    from tests.conftest import grant
+
+    target = target_register(actor=staff, name="down.test", bake_seconds=0, config={
+        "zone": "down.test", "primary": own_named.primary, "tsig_key_file": str(own_named.key_file), "timeout": 1})
+    grant(author, "engineer", target)
+    grant(reviewer, "reviewer", target)
+    return target
+
+
+def test_dns_server_down_at_apply_time_fails_after_retries_zone_untouched(author, reviewer, down_target, own_named):
+    from changes.execution import MAX_TRANSIENT_ATTEMPTS
+
+    change = approved(author, reviewer, down_target)
+    port = own_named.port
+    own_named.stop(cleanup=False)
+    results = [run(change) for _ in range(MAX_TRANSIENT_ATTEMPTS)]
+    assert results == ["retrying"] * (MAX_TRANSIENT_ATTEMPTS - 1) + [State.APPLY_FAILED]
+    own_named.start(port=port)
+    assert [v.rdatas for k, v in zone(down_target).items() if k.name.startswith("www.") and k.rdtype == "A"] == [
+        ("192.0.2.10", "192.0.2.11")]
+
+
+def test_dns_server_back_before_the_retries_run_out_applies(author, reviewer, down_target, own_named):
+    change = approved(author, reviewer, down_target)
+    port = own_named.port
+    own_named.stop(cleanup=False)
+    assert run(change) == "retrying"
+    own_named.start(port=port)
+    assert run(change) == State.APPLIED
