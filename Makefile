@@ -30,6 +30,7 @@ test: install
 
 bench: install
 	$(VENV)/bin/python -m bench.dns_bench $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.apply_bench $(APPLY_BENCH_ARGS)
 
 services:
 	@scripts/ensure_services.sh redis postgres
