@@ -14,6 +14,7 @@ their own transaction so a DNS timeout never holds a database lock.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -23,7 +24,7 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
@@ -42,6 +43,7 @@ from dns_adapters.base import RRValue, Step
 from dns_adapters.presentation import PATCH_SYNTAX, RISKS, rrset_lines
 
 from .audit import RequestOrigin
+from .audit_export import CONTENT_TYPES, ExportQuery, change_evidence, events_exportable, events_jsonl
 from .errors import NotPermitted, ServiceError, ValidationFailed
 from .models import TERMINAL, AuditEvent, ChangeRequest, Origin, Target
 from .selectors import (
@@ -59,6 +61,7 @@ from .services import change_cancel, change_create, change_plan, change_submit, 
 FORM_TEMPLATE = "admin/changes/form_page.html"
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
 REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
+EVIDENCE_TEMPLATE = "admin/changes/changerequest/evidence.html"
 
 
 # ---------------------------------------------------------------------------
@@ -395,6 +398,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             path("<path:object_id>/replan/", wrap(self.replan_view), name="changes_changerequest_replan"),
             path("<path:object_id>/approve/", wrap(self.approve_view), name="changes_changerequest_approve"),
             path("<path:object_id>/reject/", wrap(self.reject_view), name="changes_changerequest_reject"),
+            path("<path:object_id>/evidence/", wrap(self.evidence_view), name="changes_changerequest_evidence"),
         ]
         return mine + super().get_urls()  # before the catch-all "<path:object_id>/"
 
@@ -461,6 +465,37 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             "media": self.media,
         }
         return TemplateResponse(request, CHANGE_TEMPLATE, context)
+
+    def evidence_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The printable evidence report: `change_evidence`, the same dict the API answers."""
+        change = access_change(user=request.user, pk=object_id)  # 404 for missing and for invisible
+        if not self.has_view_permission(request, change):
+            raise PermissionDenied
+        if request.method not in ("GET", "HEAD"):
+            return HttpResponseNotAllowed(["GET", "HEAD"])
+        evidence = change_evidence(change)
+        context = {
+            "title": f"Evidence: change #{change.pk}",
+            "change": change,
+            "evidence": evidence,
+            "steps": [
+                {"name": step["name"], "type": step["type"],
+                 "before": _rrset_text(step["name"], step["type"], RRValue.from_json(step["before"])),
+                 "after": _rrset_text(step["name"], step["type"], RRValue.from_json(step["after"]))}
+                for step in (evidence["plan"] or {}).get("steps", [])
+            ],
+            "execution_json": {
+                key: _pretty((evidence["execution"] or {}).get(key))
+                for key in ("apply_result", "rollback_result", "log")
+            },
+            "rollback_json": {
+                key: _pretty((evidence["rollback"] or {}).get(key)) for key in ("failed_checks", "result")
+            },
+            "items_json": _pretty(evidence["items"]),
+            "checks_json": _pretty(evidence["health_checks"] + evidence["target_health_checks"]),
+            "events": [(event, _pretty(event["payload"])) for event in evidence["events"]],
+        }
+        return TemplateResponse(request, EVIDENCE_TEMPLATE, context)
 
     def _action(self, request: HttpRequest, object_id: str, service: Callable[..., ChangeRequest],
                 done: str | Callable[[ChangeRequest], str], **arguments: Any) -> HttpResponse:
@@ -541,6 +576,11 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         return TemplateResponse(request, REJECT_SELECTED_TEMPLATE, context)
 
 
+def _pretty(value: Any) -> str:
+    """JSON for a <pre> on the evidence page (escaped by the template)."""
+    return "" if value is None else json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
 def _approved_message(change: ChangeRequest) -> str:
     if change.state == ChangeRequest.State.APPROVED:
         return f"Change #{change.pk} approved."
@@ -559,8 +599,30 @@ class AuditEventAdmin(admin.ModelAdmin):
     search_fields = ("actor_username", "action")
     list_select_related = ("change", "target")
     date_hierarchy = "created_at"
-    actions = None
+    actions = ("export_jsonl",)
     readonly_fields = [field.name for field in AuditEvent._meta.fields]
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        """Offer the export to whoever may export some target (the action checks per event)."""
+        try:
+            events_exportable(user=request.user)
+        except NotPermitted:
+            return False
+        return True
+
+    @admin.action(description="Export selected as JSON Lines", permissions=["export"])
+    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> HttpResponse | None:
+        """The selection in the export's line format (changes.audit_export), limited to the
+        events of targets the user may export. "Select all" exports the filtered changelist."""
+        try:
+            events = events_exportable(user=request.user).filter(pk__in=queryset.values("pk"))
+        except NotPermitted as exc:
+            messages.error(request, exc.message)
+            return None
+        response = StreamingHttpResponse(events_jsonl(events), content_type=CONTENT_TYPES["jsonl"])
+        response["Content-Disposition"] = f'attachment; filename="{ExportQuery().filename()}"'
+        response["Cache-Control"] = "no-store"
+        return response
 
     @admin.display(description="hash", ordering="hash")
     def hash_prefix(self, obj: AuditEvent) -> str:

@@ -33,6 +33,7 @@ from .lifecycle import lock_change, transition
 from .logs import log_context
 from .models import TERMINAL, ChangeRequest, CheckResult, Execution, Target
 from .notify import alert, reviewers_of
+from .oob import oob_baseline_apply
 
 logger = logging.getLogger(__name__)
 State = ChangeRequest.State
@@ -267,6 +268,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bak
         except TransientError as exc:
             return _transient(lease, exc.message, fail_to=State.APPLY_FAILED)
         crashpoint("after_send")
+        _baseline_follow(change.target, plan)
         change = _move(lease, State.VERIFYING, action="change_applied",
                        payload={"result": result.to_json(), "fingerprint": change.fingerprint},
                        execution_fields={"apply_result": result.to_json(), "applied_at": timezone.now()})
@@ -282,6 +284,20 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bak
     if state == State.ROLLING_BACK:
         return _rollback(lease, change, plan, adapter)
     return state
+
+
+def _baseline_follow(target: Target, plan: Plan) -> None:
+    """Move the out-of-band baseline along with a plan this worker just sent, so
+    changegate's own change is never reported as out-of-band. Done right after the
+    send, while the execution is still RUNNING (checks skip the target until then):
+    after the ROLLED_BACK move the execution is done, and a check in between would
+    compare the rolled-back zone with a baseline still holding the change. A
+    failure here must not fail the change, which is live: logged, and the next check
+    then reports it as out-of-band (erring on the side of telling)."""
+    try:
+        oob_baseline_apply(target=target, plan=plan)
+    except Exception:
+        logger.exception("could not move the out-of-band baseline of %s", target.name)
 
 
 def _transient(lease: Lease, message: str, *, fail_to: str | None = None) -> str:
@@ -306,14 +322,24 @@ def _drifted(lease: Lease, change: ChangeRequest, moved: list[str], live: dict[s
     return State.DRIFTED
 
 
-def _store_round(lease: Lease, phase: str, round_no: int, outcomes: list[Any]) -> None:
+def _store_round(lease: Lease, change: ChangeRequest, phase: str, round_no: int, outcomes: list[Any]) -> None:
     crashpoint("during_checks")
-    lease_renew(lease)
-    CheckResult.objects.bulk_create([
-        CheckResult(execution_id=lease.execution_id, phase=phase, round=round_no, name=o.name[:300], kind=o.kind,
-                    ok=o.ok, detail=o.detail, duration_ms=o.duration_ms)
-        for o in outcomes
-    ])
+    # The rows and their audit event in one transaction: the exported log carries
+    # every health-check result (PCI DSS 10.2.2), chained like everything else.
+    with transaction.atomic():
+        lease_renew(lease)
+        rows = CheckResult.objects.bulk_create([
+            CheckResult(execution_id=lease.execution_id, phase=phase, round=round_no, name=o.name[:300], kind=o.kind,
+                        ok=o.ok, detail=o.detail, duration_ms=o.duration_ms)
+            for o in outcomes
+        ])
+        audit_record(actor=None, origin=SYSTEM, action="checks_round", change=change,
+                     outcome="passed" if all(row.ok for row in rows) else "failed", payload={
+            "execution": lease.execution_id, "worker": lease.worker, "token": lease.token, "phase": phase,
+            "round": round_no, "ok": all(row.ok for row in rows),
+            "results": [{"name": row.name, "kind": row.kind, "ok": row.ok, "detail": row.detail,
+                         "duration_ms": row.duration_ms} for row in rows],
+        })
 
 
 def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bake: Any, phase: str) -> tuple[bool, list[Any]]:
@@ -323,7 +349,7 @@ def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bake
     declared = [*change.target.health_checks, *change.health_checks]
     result = (bake or checks.bake)(
         adapter=adapter, plan=plan, checks=declared, policy=policy,
-        on_round=lambda round_no, outcomes: _store_round(lease, phase, round_no, outcomes),
+        on_round=lambda round_no, outcomes: _store_round(lease, change, phase, round_no, outcomes),
     )
     return result.ok, list(result.failed)
 
@@ -355,6 +381,7 @@ def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any) -> 
                        "plan": plan.to_json()},
               execution_fields={"error": error})
         return State.ROLLBACK_FAILED
+    _baseline_follow(change.target, inverse)  # the primary holds it now, whether or not it verifies
     report = adapter.verify(inverse)
     if not report.ok:
         failures = [f"{c.server} {c.key}" for c in report.failures()]

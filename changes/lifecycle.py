@@ -37,7 +37,7 @@ def transition(
     previous = change.state
     change.state = to
     change.save()
-    audit_record(actor=actor, origin=origin, action=action, change=change,
+    audit_record(actor=actor, origin=origin, action=action, change=change, outcome=to,
                  payload={"from": previous, "to": to, **(payload or {})})
 
 

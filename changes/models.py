@@ -42,6 +42,15 @@ class Target(models.Model):
     webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON (optional).")
     rrset_count = models.PositiveIntegerField(null=True, blank=True)
     rrset_count_at = models.DateTimeField(null=True, blank=True)
+    # Out-of-band change detection (changes.oob): how often the whole zone is read
+    # and compared with its ZoneBaseline; 0 turns it off. `oob_checked_at` is the
+    # last attempt, failed ones included, so an unreachable zone is retried (and
+    # reported) once per interval, not on every sweep.
+    oob_interval_seconds = models.PositiveIntegerField(
+        default=300, validators=[MaxValueValidator(7 * 86400)],
+        help_text="Seconds between whole-zone reads for out-of-band changes; 0 = off.",
+    )
+    oob_checked_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -150,22 +159,44 @@ class AppendOnlyError(Exception):
     pass
 
 
+class AppendOnlyQuerySet(models.QuerySet):
+    """Bulk ORM writes would bypass the models' `save()`/`delete()`; refuse them
+    here too (the database triggers from migration 0004 refuse raw SQL)."""
+
+    def update(self, **kwargs: Any) -> int:
+        raise AppendOnlyError(f"{self.model._meta.verbose_name_plural} are append-only")
+
+    def delete(self) -> Any:
+        raise AppendOnlyError(f"{self.model._meta.verbose_name_plural} are append-only")
+
+    delete.queryset_only = True  # type: ignore[attr-defined]  # as Django's: no Manager.delete()
+
+
 class AuditEvent(models.Model):
     """Append-only, hash-chained record of everything that happened."""
 
     seq = models.PositiveBigIntegerField(unique=True)
     created_at = models.DateTimeField()
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    # The user id is a copy, not a live reference: deleting a user must neither
+    # rewrite (SET NULL would change a hashed field, and the UPDATE trigger refuses
+    # it) nor be blocked by the log. `actor_username` keeps the name readable.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False,
+    )
     actor_username = models.CharField(max_length=150, blank=True)  # survives deletion of the user
     origin = models.CharField(max_length=8, choices=Origin.choices)
     client_ip = models.GenericIPAddressField(null=True, blank=True)
     user_agent = models.CharField(max_length=300, blank=True)
     action = models.CharField(max_length=64)
     target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    target_name = models.CharField(max_length=253, blank=True)  # the name at the time, if renamed later
     change = models.ForeignKey(ChangeRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
+    outcome = models.CharField(max_length=64, blank=True)  # resulting state, or "ok"
     payload = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+
+    objects = AppendOnlyQuerySet.as_manager()
 
     class Meta:
         ordering = ["seq"]
@@ -177,6 +208,7 @@ class AuditEvent(models.Model):
         return canonical_event(self.hash_fields())
 
     def hash_fields(self) -> dict[str, Any]:
+        """Every field the hash covers; the export writes exactly these keys."""
         return {
             "seq": self.seq,
             "created_at": self.created_at.isoformat(),
@@ -187,7 +219,9 @@ class AuditEvent(models.Model):
             "user_agent": self.user_agent,
             "action": self.action,
             "target_id": self.target_id,
+            "target_name": self.target_name,
             "change_id": self.change_id,
+            "outcome": self.outcome,
             "payload": self.payload,
             "prev_hash": self.prev_hash,
         }
@@ -204,10 +238,49 @@ class AuditEvent(models.Model):
         raise AppendOnlyError("audit events are append-only")
 
 
+class AuditCheckpoint(models.Model):
+    """An Ed25519 signature over (seq, head hash, time) of the chain: whoever holds
+    the public key can tell a later export still extends this exact history.
+
+    Append-only like the events (same triggers)."""
+
+    seq = models.PositiveBigIntegerField(db_index=True)
+    head_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField()
+    key_id = models.CharField(max_length=16)  # first 16 hex of sha256(raw public key)
+    signature = models.TextField()  # base64 of the 64-byte Ed25519 signature
+    public_key = models.TextField()  # base64 of the raw 32-byte public key
+
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["seq", "id"]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.seq} {self.key_id}"
+
+    def signed_bytes(self) -> bytes:
+        return checkpoint_message(seq=self.seq, head_hash=self.head_hash, created_at=self.created_at.isoformat())
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise AppendOnlyError("audit checkpoints are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> Any:
+        raise AppendOnlyError("audit checkpoints are append-only")
+
+
 def canonical_event(fields: dict[str, Any]) -> bytes:
     """The bytes an event's hash covers: sorted-key compact JSON (the offline
     verifier recomputes exactly this)."""
     return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str).encode()
+
+
+def checkpoint_message(*, seq: int, head_hash: str, created_at: str) -> bytes:
+    """The bytes a checkpoint's signature covers (the offline verifier rebuilds them)."""
+    return json.dumps({"seq": seq, "head_hash": head_hash, "created_at": created_at},
+                      sort_keys=True, separators=(",", ":")).encode()
 
 
 class Execution(models.Model):
@@ -263,3 +336,37 @@ class CheckResult(models.Model):
 
     class Meta:
         ordering = ["execution", "phase", "round", "pk"]
+
+
+class ZoneBaseline(models.Model):
+    """What a target's zone holds as far as changegate knows: the last whole-zone
+    read, moved forward by every plan changegate itself applies or rolls back
+    (changes.oob). A difference between a fresh read and this is an out-of-band
+    change.
+
+    `records` maps "owner type" (as RRKey's str) -> {"ttl", "rdatas"}, the same
+    presentation form as a plan's steps, so a step's `after` is written in as is
+    and the diff shows before and after values. It is one JSON value per zone:
+    about 60 bytes per RRset, so 10,000 RRsets are ~0.6 MB and a 100,000-RRset
+    zone ~6 MB, rewritten whenever the zone changed. Beyond that, move to one row
+    per RRset (key, ttl, rdatas, digest) and rewrite only the keys that changed.
+    """
+
+    target = models.OneToOneField(Target, on_delete=models.CASCADE, related_name="zone_baseline")
+    taken_at = models.DateTimeField()  # last whole-zone read that confirmed or refreshed it
+    serial = models.PositiveBigIntegerField()  # SOA serial of that read
+    rrset_count = models.PositiveIntegerField()
+    # SHA-256 over the sorted "owner ttl type rdata" lines of `records`: anyone can
+    # recompute it from the stored records (and from the audit event that quotes it).
+    digest = models.CharField(max_length=64)
+    # SHA-256 over the canonical rdata wire of the zone as last read (blank after a
+    # plan moved the baseline): an equal fresh read is unchanged without parsing
+    # a single rdata.
+    wire_digest = models.CharField(max_length=64, blank=True)
+    # Bumped by every write: a check that read the zone while an apply moved the
+    # baseline compares against the wrong state and must give up.
+    revision = models.PositiveIntegerField(default=1)
+    records = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"baseline of {self.target_id} (serial {self.serial})"

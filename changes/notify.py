@@ -58,3 +58,27 @@ def _deliver(payload: dict[str, Any], emails: list[str], webhook: str) -> None:
             requests.post(webhook, json=payload, timeout=WEBHOOK_TIMEOUT).raise_for_status()
         except requests.RequestException:
             logger.exception("alert webhook failed", extra={"change_id": payload["change"]})
+
+
+def alert_target(*, event: str, target: Target, recipients: Iterable[AbstractBaseUser], detail: dict[str, Any]) -> None:
+    """Queue an alert about `target` itself (no change request behind it, e.g. an
+    out-of-band change) for after commit."""
+    emails = sorted({user.email for user in recipients if user.email})
+    payload = {"event": event, "target": target.name, **detail}
+    webhook = target.webhook_url
+    transaction.on_commit(lambda: _deliver_target(payload, emails, webhook))
+
+
+def _deliver_target(payload: dict[str, Any], emails: list[str], webhook: str) -> None:
+    subject = f"[changegate] {payload['event']} on {payload['target']}"
+    body = "\n".join(f"{key}: {value}" for key, value in payload.items())
+    if emails:
+        try:
+            send_mail(subject, body, getattr(settings, "DEFAULT_FROM_EMAIL", None), emails)
+        except Exception:  # a mail server outage must not hide the event: it is in the audit log
+            logger.exception("alert email failed", extra={"target": payload["target"]})
+    if webhook:
+        try:
+            requests.post(webhook, json=payload, timeout=WEBHOOK_TIMEOUT).raise_for_status()
+        except requests.RequestException:
+            logger.exception("alert webhook failed", extra={"target": payload["target"]})

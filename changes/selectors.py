@@ -157,3 +157,12 @@ def emergency_overdue(change: ChangeRequest, *, now: datetime | None = None) -> 
     if not change.emergency or change.emergency_reviewed_at is not None or change.emergency_at is None:
         return False
     return change.emergency_at + timedelta(hours=change.target.emergency_review_hours) < (now or timezone.now())
+
+
+def out_of_band_changes(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[AuditEvent]:
+    """Out-of-band changes ("changes on the system with no change request") on the
+    targets whose audit log `user` may export, newest first."""
+    if not user.is_authenticated or not user.is_active:
+        return AuditEvent.objects.none()
+    auditable = get_objects_for_user(user, "changes.export_audit", klass=Target, accept_global_perms=False)
+    return AuditEvent.objects.filter(action="out_of_band_change", target__in=auditable).order_by("-seq")

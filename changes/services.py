@@ -215,6 +215,7 @@ POLICY_RANGES = {
     "approval_lifetime_seconds": (60, 30 * 86400),
     "bake_seconds": (0, 86400),
     "emergency_review_hours": (1, 720),
+    "oob_interval_seconds": (0, 7 * 86400),  # 0 = no out-of-band change detection
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from .execution import execution_run, execution_sweep
+from .oob import oob_sweep
 
 
 @shared_task(name="changes.apply_change", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -15,3 +16,9 @@ def apply_change(execution_id: int) -> str:
 @shared_task(name="changes.sweep_executions", ignore_result=True)
 def sweep_executions() -> int:
     return len(execution_sweep())
+
+
+@shared_task(name="changes.check_out_of_band", ignore_result=True)
+def check_out_of_band() -> int:
+    """Read every due target's zone and report changes made behind changegate's back."""
+    return len(oob_sweep())

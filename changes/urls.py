@@ -18,4 +18,6 @@ urlpatterns = [
          name="change-emergency-review"),
     path("changes/<int:pk>/rollback/", views.ChangeRollbackView.as_view(), name="change-rollback"),
     path("emergency-queue/", views.EmergencyQueueView.as_view(), name="emergency-queue"),
+    path("changes/<int:pk>/evidence/", views.ChangeEvidenceView.as_view(), name="change-evidence"),
+    path("audit/export/", views.AuditExportView.as_view(), name="audit-export"),
 ]

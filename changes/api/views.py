@@ -9,20 +9,25 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import policy
 
-from .. import selectors, services
+from .. import audit_export, selectors, services
 from ..audit import RequestOrigin
 from ..models import ChangeRequest, Origin, Target
 from .serializers import (
+    AuditExportQuerySerializer,
+    EvidenceSerializer,
     EmergencyReviewSerializer,
     EmergencySerializer,
     ApproveSerializer,
@@ -349,3 +354,57 @@ class EmergencyQueueView(generics.ListAPIView):
                    responses={200: ChangeSummarySerializer(many=True), **_errors()})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Audit
+
+
+EXPORT_FILE = "The export file (attachment): JSON Lines or CSV, as `format` asks."
+
+
+class AuditExportView(APIBase):
+    """The audit log as a file, streamed: events of the targets you may export."""
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        # `format` is the export's own parameter here, not DRF's renderer override
+        # (which would answer 404 for ?format=csv); errors are JSON like everywhere.
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    @extend_schema(
+        operation_id="audit_export", summary="Export the audit log (JSON Lines or CSV, streamed)",
+        description="Needs export_audit on a target: you get the events of every target you hold it on "
+        "(superusers: all, including events without a target). One JSON object per line (sorted keys, ASCII), "
+        "each event with its `hash` and `prev_hash`, and a signed checkpoint's line right after the event it "
+        "covers. A time-range export with no other filter, by someone who may export every target, is one "
+        "contiguous piece of the chain: `changegate-audit verify FILE` checks it offline. Filtered exports "
+        "(target, actor, change) are selections whose lines verify one by one against a full export. "
+        "CSV: one row per event, the same keys as columns, the payload as compact JSON.",
+        parameters=[AuditExportQuerySerializer],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.BINARY, description=EXPORT_FILE),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description=EXPORT_FILE),
+            **_errors(400, 403),
+        },
+    )
+    def get(self, request: Request) -> StreamingHttpResponse:
+        query = audit_export.export_query(user=request.user, params=request.query_params)
+        response = StreamingHttpResponse(audit_export.export_stream(user=request.user, query=query),
+                                         content_type=query.content_type)
+        response["Content-Disposition"] = f'attachment; filename="{query.filename()}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ChangeEvidenceView(APIBase):
+    @extend_schema(
+        operation_id="changes_evidence", summary="The evidence report of one change",
+        description="Who requested it and why, the exact plan and fingerprint, every approval with the "
+        "fingerprint approved, rejections, the emergency flag and its review, the execution, every health-check "
+        "result, the rollback, and the change's audit events with their hashes.",
+        parameters=[PK], responses={200: EvidenceSerializer, **_errors(404)},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        return Response(audit_export.change_evidence(change))

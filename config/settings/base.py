@@ -129,10 +129,26 @@ CELERY_TASK_IGNORE_RESULT = True
 CHANGEGATE_LEASE_SECONDS = env_int("CHANGEGATE_LEASE_SECONDS", 60)
 CHANGEGATE_UNCLAIMED_AFTER_SECONDS = env_int("CHANGEGATE_UNCLAIMED_AFTER_SECONDS", 15)
 CHANGEGATE_RETRY_DELAY_SECONDS = env_int("CHANGEGATE_RETRY_DELAY_SECONDS", 2)
+# Out-of-band change detection: how often the beat looks for targets whose own
+# interval (Target.oob_interval_seconds) is up.
+CHANGEGATE_OOB_SWEEP_SECONDS = env_int("CHANGEGATE_OOB_SWEEP_SECONDS", 60)
+if CHANGEGATE_OOB_SWEEP_SECONDS < 1:
+    raise ImproperlyConfigured("CHANGEGATE_OOB_SWEEP_SECONDS must be a positive number of seconds")
 # The sweep re-publishes executions nobody claimed and resumes those whose worker died.
 CELERY_BEAT_SCHEDULE = {
     "sweep-executions": {"task": "changes.sweep_executions", "schedule": env_int("CHANGEGATE_SWEEP_SECONDS", 10)},
+    # A sweep nobody ran in time is dropped (expires), not piled up behind a stopped worker.
+    "check-out-of-band": {"task": "changes.check_out_of_band", "schedule": CHANGEGATE_OOB_SWEEP_SECONDS,
+                          "options": {"expires": CHANGEGATE_OOB_SWEEP_SECONDS}},
 }
+
+# Audit checkpoints: an Ed25519 private key (PEM or raw 32 bytes) in this file signs
+# (seq, head hash, time) every N events; unset = no checkpoints. N = 0 turns the
+# automatic ones off (changes.audit.audit_checkpoint_create still works on demand).
+CHANGEGATE_AUDIT_SIGNING_KEY_FILE = env_str("CHANGEGATE_AUDIT_SIGNING_KEY_FILE", "")
+CHANGEGATE_AUDIT_CHECKPOINT_EVERY = env_int("CHANGEGATE_AUDIT_CHECKPOINT_EVERY", 1000)
+if CHANGEGATE_AUDIT_CHECKPOINT_EVERY < 0:
+    raise ImproperlyConfigured("CHANGEGATE_AUDIT_CHECKPOINT_EVERY must be 0 (off) or a positive number of events")
 
 # One line per record with the change id (changes.logs.log_context); LOG_JSON=true
 # writes one JSON object per line instead. Both redact URL passwords.

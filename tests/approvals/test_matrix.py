@@ -185,6 +185,8 @@ ENDPOINTS: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {
                                 {"comment": "checked"}),
     "emergency_queue": ("get", "/api/v1/emergency-queue/", State.PENDING_APPROVAL, None),
     "change_rollback": ("post", "/api/v1/changes/{change}/rollback/", State.PENDING_APPROVAL, {"reason": "undo"}),
+    "change_evidence": ("get", "/api/v1/changes/{change}/evidence/", State.PENDING_APPROVAL, None),
+    "audit_export": ("get", "/api/v1/audit/export/?format=csv&target={target}", State.PENDING_APPROVAL, None),
 }
 
 # endpoint -> expected status class per role, as "on the own target/on the other
@@ -216,6 +218,10 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "emergency_queue":      ("out/out", "out/out", "out/out", "out/out", "out/out", "out/out"),
     # Only applied changes can be rolled back; proposing one needs submit_change.
     "change_rollback":      ("409/404", "409/404", "403/404", "403/404", "404/404", "404/404"),
+    "change_evidence":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404"),
+    # Only export_audit exports (403 for whoever holds it on no target); naming a target
+    # you may not export is a bad filter (400), whether it exists or not.
+    "audit_export":         ("403/403", "403/403", "403/403", "2xx/400", "403/403", "403/403"),
 }
 
 CASES = [
