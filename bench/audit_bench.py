@@ -192,7 +192,9 @@ class Generator:
                     action="change_created", target=self.target, target_name=self.target.name,
                     change=change, outcome="draft", payload=payload_for(s), prev_hash=prev_hash,
                 )
-                event.hash = event.compute_hash()  # what audit_record does
+                canonical = event.canonical()  # what audit_record does
+                event.canonical_text = canonical.decode("ascii")
+                event.hash = hashlib.sha256(canonical).hexdigest()
                 prev_hash = event.hash
                 events.append(event)
                 if self.checkpoint_every and s % self.checkpoint_every == 0:

@@ -114,7 +114,9 @@ def audit_record(
         payload=payload or {},
         prev_hash=head.hash,
     )
-    event.hash = event.compute_hash()
+    canonical = event.canonical()
+    event.canonical_text = canonical.decode("ascii")
+    event.hash = hashlib.sha256(canonical).hexdigest()
     event.save()
     AuditChainHead.objects.filter(id=1).update(seq=event.seq, hash=event.hash)
     every = settings.CHANGEGATE_AUDIT_CHECKPOINT_EVERY

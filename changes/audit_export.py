@@ -260,17 +260,41 @@ class _Checkpoints:
         return found
 
 
+def spliced_event_line(canonical: str, hash_: str) -> str:
+    """The event line built from the stored canonical text: the same bytes as
+    dumps_line(event_record(event)), without decoding the row. With sorted keys,
+    "hash" goes right before the top-level "origin" and "type" right before
+    "user_agent", the last key. The first ',"origin":' is the top-level key (every
+    value before it is a scalar, and a quote inside a string is always escaped);
+    the last ',"user_agent":' is the top-level one (it is the last key, and its
+    string value cannot hold an unescaped quote)."""
+    i = canonical.find(',"origin":')
+    j = canonical.rfind(',"user_agent":')
+    return f'{canonical[:i]},"hash":"{hash_}"{canonical[i:j]},"type":"event"{canonical[j:]}'
+
+
+def _event_lines(events: QuerySet[AuditEvent]) -> Iterator[tuple[int, str]]:
+    """(seq, line) per event: spliced from the stored canonical text, or encoded
+    from the decoded row for events written before that column existed."""
+    rows = events.order_by("seq").values_list("seq", "canonical_text", "hash").iterator(chunk_size=ITERATOR_CHUNK)
+    for seq, canonical, hash_ in rows:
+        if canonical is not None:
+            yield seq, spliced_event_line(canonical, hash_)
+        else:
+            (event,) = _rows(AuditEvent.objects.filter(seq=seq))
+            yield seq, dumps_line(event_record(event))
+
+
 def events_jsonl(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     """One JSON object per line, sorted keys, ASCII: an event line per event, and
     right after the event a checkpoint signs, that checkpoint's line."""
     checkpoints = _Checkpoints()
     lines: list[str] = []
     size = 0
-    for event in _rows(events):
-        line = dumps_line(event_record(event))
+    for seq, line in _event_lines(events):
         lines.append(line)
         size += len(line) + 1
-        for checkpoint in checkpoints.at(event.seq):
+        for checkpoint in checkpoints.at(seq):
             lines.append(dumps_line(checkpoint_record(checkpoint)))
         if size >= OUTPUT_CHUNK:
             yield ("\n".join(lines) + "\n").encode("ascii")
@@ -325,12 +349,27 @@ def events_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     """A header, then one row per event: the record's keys as columns, the
     payload as compact JSON text. Checkpoints are in the JSON Lines export only."""
     columns = csv_columns()
+    payload_at = columns.index("payload")
     out = _Lines()
     writer = csv.writer(out)
     writer.writerow(columns)
-    for event in _rows(events):
-        record = event_record(event)
-        writer.writerow([_cell(record.get(column)) for column in columns])
+    rows = events.order_by("seq").values_list("seq", "canonical_text", "hash").iterator(chunk_size=ITERATOR_CHUNK)
+    for seq, canonical, hash_ in rows:
+        if canonical is not None:
+            # The stored hashed text holds every field: no ORM decoding, and the
+            # payload cell is its compact JSON cut out as it stands (it starts with
+            # "{", so never a formula), only the scalars around it are parsed.
+            start = canonical.find(',"payload":')
+            end = canonical.rfind(',"prev_hash":')
+            record = json.loads(canonical[:start] + canonical[end:])
+            record["hash"] = hash_
+            cells = [_cell(record.get(column)) for column in columns]
+            cells[payload_at] = canonical[start + 11:end]
+        else:
+            (event,) = _rows(AuditEvent.objects.filter(seq=seq))
+            record = event_record(event)
+            cells = [_cell(record.get(column)) for column in columns]
+        writer.writerow(cells)
         if out.size >= OUTPUT_CHUNK:
             yield out.take()
     yield out.take()

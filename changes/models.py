@@ -195,6 +195,10 @@ class AuditEvent(models.Model):
     payload = models.JSONField(default=dict)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
+    # The exact ASCII bytes the hash covers, kept from write time so an export
+    # splices them into its line instead of decoding and re-encoding every row.
+    # Not hashed itself (it IS the hashed text); NULL on rows older than the column.
+    canonical_text = models.TextField(null=True, blank=True, editable=False)
 
     objects = AppendOnlyQuerySet.as_manager()
 

@@ -588,3 +588,55 @@ def test_the_printable_evidence_page_is_404_for_a_change_you_may_not_see(outside
     outsider.user_permissions.add(Permission.objects.get(codename="view_changerequest"))
     client.force_login(outsider)
     assert client.get(reverse("admin:changes_changerequest_evidence", args=[change.pk])).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_spliced_line_is_byte_identical_to_the_encoded_record(make_user):
+    """The fast path (stored canonical text) and the slow path (decode, encode)
+    give the same line for awkward payloads."""
+    from django.db import transaction
+
+    from changes.audit import RequestOrigin, audit_record
+    from changes.audit_export import dumps_line, spliced_event_line
+    from changes.models import AuditEvent
+
+    user = make_user('quoted"name')
+    payloads = [
+        {},
+        {"user_agent": ',"user_agent":"x"', "origin": ',"origin":"y"', "nested": {"type": "event", "hash": "h"}},
+        {"text": 'ünïcødé \u2028 " \\ \n', "n": [1, 2.5, None, True], "big": 10**20},
+    ]
+    with transaction.atomic():
+        for payload in payloads:
+            audit_record(actor=user, origin=RequestOrigin(kind="api", ip="::1", user_agent='ua "q" ,"origin":'),
+                         action="probe", payload=payload)
+    for event in AuditEvent.objects.filter(action="probe"):
+        from changes.audit import event_record
+
+        assert spliced_event_line(event.canonical_text, event.hash) == dumps_line(event_record(event))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_csv_from_stored_text_has_the_cells_of_the_decoded_rows(make_user):
+    """CSV rows are built from the stored hashed text; every cell must be what the
+    decoded event gives."""
+    import csv
+    import io
+
+    from django.db import transaction
+
+    from changes.audit import RequestOrigin, audit_record, event_record
+    from changes.audit_export import _cell, csv_columns, events_csv
+    from changes.models import AuditEvent
+
+    with transaction.atomic():
+        for n, payload in enumerate(({"a": "=cmd"}, {"ü": [1, 2.5, None]})):
+            audit_record(actor=make_user(f"user{n}"), origin=RequestOrigin(kind="cli", user_agent="@ua"),
+                         action="+probe", payload=payload)
+    rows = list(csv.reader(io.StringIO(b"".join(events_csv(AuditEvent.objects.all())).decode())))
+    columns = csv_columns()
+    assert rows[0] == columns
+    for event, row in zip(AuditEvent.objects.order_by("seq"), rows[1:], strict=True):
+        assert event.canonical_text is not None
+        record = event_record(event)
+        assert row == [_cell(record.get(column)) for column in columns]
