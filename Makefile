@@ -6,14 +6,16 @@ VENV ?= .venv
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 RUN_ARGS ?=
+FUZZ_EXAMPLES ?= 200
 
 export PYTHON VENV
 
-.PHONY: help install run test bench services clean-demo
+.PHONY: help install run test fuzz bench services clean-demo
 
 help:
 	@echo "make run                          start the demo (named, redis, celery, web on 127.0.0.1:8000)"
 	@echo "make test [PYTEST_ARGS='-k x']    run the test suite"
+	@echo "make fuzz [FUZZ_EXAMPLES=200]     schemathesis against the API, many examples per operation"
 	@echo "make bench [BENCH_ARGS=...]       run the benchmarks"
 	@echo "make install                      only install (apt as root, .venv, pip install -e '.[test]')"
 	@echo "make services                     ensure redis and PostgreSQL answer locally (as CI does)"
@@ -28,6 +30,10 @@ run: install
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The long schemathesis run; `make test` runs the same tests with 10 examples per operation.
+fuzz: install
+	CHANGEGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/changes/test_schemathesis.py $(PYTEST_ARGS)
+
 bench: install
 	$(VENV)/bin/python -m bench.dns_bench $(BENCH_ARGS)
 	$(VENV)/bin/python -m bench.apply_bench $(APPLY_BENCH_ARGS)
@@ -39,4 +45,5 @@ services:
 clean-demo:
 	@if [ -f var/devrun.pid ] && kill -0 "$$(cat var/devrun.pid)" 2>/dev/null; then \
 		echo "make run is still running (pid $$(cat var/devrun.pid)); stop it first" >&2; exit 1; fi
-	rm -rf var/named var/changegate.sqlite3 var/demo.env var/celerybeat-schedule* var/log var/devrun.pid
+	rm -rf var/named var/keys var/changegate.sqlite3 var/demo.env var/celerybeat-schedule* var/log var/devrun.pid \
+		var/audit-signing.pem var/audit-signing.pub var/audit-checkpoints.jsonl

@@ -11,7 +11,9 @@ from changes.models import ChangeRequest
 class Approval(models.Model):
     change = models.ForeignKey(ChangeRequest, on_delete=models.PROTECT, related_name="approvals")
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
-    # Copied from the change so the database itself can refuse self-approval.
+    # Copied from the change for the CHECK below. The CHECK alone trusts this copy;
+    # the author-set triggers (approvals.backstop, migration 0002) read the author and
+    # the editors from the change itself.
     author = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     fingerprint = models.CharField(max_length=64)
     comment = models.TextField(blank=True)

@@ -6,49 +6,31 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.contrib.contenttypes.models import ContentType
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from guardian.models import GroupObjectPermission, UserObjectPermission
-from guardian.shortcuts import assign_perm, remove_perm
 
 from changes.audit import SYSTEM, RequestOrigin, audit_record
-from changes.errors import Conflict, InvalidTransition, NotPermitted, ValidationFailed
+from changes.errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from changes.lifecycle import in_author_set, lock_change, transition
-from changes.models import ChangeRequest, Target
+from changes.models import ChangeRequest
 from changes.execution import execution_create
 from changes.notify import alert, reviewers_of
+# Roles, operator checks and grants live in the one permissions module; re-exported
+# here so every entry point can keep asking the policy.
+from changes.permissions import (  # noqa: F401
+    PERMISSIONS,
+    ROLES,
+    has_target_permission,
+    require_no_self_grant,
+    require_target_permission,
+    target_role_grant,
+    target_role_revoke,
+)
 
 from .models import Approval
-
-PERMISSIONS = ("view_target", "submit_change", "approve_change", "emergency_change", "export_audit")
-
-# What each role may do on a target, granted per target (`manage.py grant`). The one
-# table: the demo setup and the tests read it from here too.
-ROLES: dict[str, tuple[str, ...]] = {
-    "engineer": ("view_target", "submit_change"),
-    "reviewer": ("view_target", "approve_change"),
-    "auditor": ("view_target", "export_audit"),
-    "emergency": ("view_target", "emergency_change"),
-}
-
-
-def has_target_permission(user: AbstractBaseUser | AnonymousUser | None, perm: str, target: Target) -> bool:
-    """Per-object permission on the target (directly or via a group, django-guardian).
-    Model-wide grants do not count: access is given zone by zone."""
-    if perm not in PERMISSIONS:
-        raise ValueError(f"unknown target permission {perm}")
-    if user is None or not user.is_authenticated or not user.is_active:
-        return False
-    return user.has_perm(f"changes.{perm}", target)
-
-
-def require_target_permission(user: AbstractBaseUser | AnonymousUser | None, perm: str, target: Target) -> None:
-    if not has_target_permission(user, perm, target):
-        raise NotPermitted(f"you lack the {perm} permission on target {target.name}")
-
 
 # ---------------------------------------------------------------------------
 # Four eyes. The only code that creates approvals or moves a change to approved.
@@ -65,6 +47,20 @@ class StaleFingerprint(Conflict):
 
     def extra(self) -> dict[str, Any]:
         return {"current_fingerprint": self.current}
+
+
+class PlanStale(Conflict):
+    """The live zone no longer holds what the plan was read with: the diff the
+    reviewer saw is not the one that would be applied. The author must re-plan."""
+
+    code = "plan_stale"
+
+    def __init__(self, message: str, *, moved: list[str]) -> None:
+        super().__init__(message)
+        self.moved = moved
+
+    def extra(self) -> dict[str, Any]:
+        return {"moved": self.moved}
 
 
 def approvals_required(change: ChangeRequest) -> int:
@@ -93,73 +89,10 @@ def can_review(user: AbstractBaseUser | AnonymousUser | None, change: ChangeRequ
         return False
     try:
         _require_reviewer(user, change, "review")  # type: ignore[arg-type]
+        require_no_self_grant(approver=user, change=change)  # type: ignore[arg-type]
     except NotPermitted:
         return False
     return True
-
-
-def target_role_grant(
-    *, actor: AbstractBaseUser | None, target: Target, role: str, user: AbstractBaseUser | None = None,
-    group: Group | None = None, origin: RequestOrigin = SYSTEM,
-) -> list[str]:
-    """Give `user` or `group` the permissions of `role` (ROLES) on `target`; audited
-    as permission_granted. Superusers only (actor None = a management command).
-    Returns the permissions that were not held before."""
-    _check_role_request(actor, role, user, group)
-    with transaction.atomic():
-        held = _direct_perms(target, user, group)
-        added = [perm for perm in ROLES[role] if perm not in held]
-        for perm in added:
-            assign_perm(f"changes.{perm}", user or group, target)
-        audit_record(actor=actor, origin=origin, action="permission_granted", target=target,
-                     payload={"role": role, **_principal(user, group), "permissions": added})
-    return added
-
-
-def target_role_revoke(
-    *, actor: AbstractBaseUser | None, target: Target, role: str, user: AbstractBaseUser | None = None,
-    group: Group | None = None, origin: RequestOrigin = SYSTEM,
-) -> list[str]:
-    """Take `role` on `target` away from `user` or `group`; audited as
-    permission_revoked. A permission another role still held there also gives stays
-    (revoking reviewer from someone who is also an engineer keeps view_target).
-    Returns the permissions removed."""
-    _check_role_request(actor, role, user, group)
-    with transaction.atomic():
-        held = _direct_perms(target, user, group)
-        kept = {perm for other, perms in ROLES.items() if other != role and set(perms) <= held for perm in perms}
-        removed = [perm for perm in ROLES[role] if perm in held and perm not in kept]
-        for perm in removed:
-            remove_perm(f"changes.{perm}", user or group, target)
-        audit_record(actor=actor, origin=origin, action="permission_revoked", target=target,
-                     payload={"role": role, **_principal(user, group), "permissions": removed})
-    return removed
-
-
-def _check_role_request(actor: AbstractBaseUser | None, role: str, user: Any, group: Any) -> None:
-    if actor is not None and not (actor.is_active and actor.is_superuser):
-        raise NotPermitted("only superusers may grant or revoke roles")
-    errors = []
-    if role not in ROLES:
-        errors.append({"index": None, "field": "role", "message": f"unknown role {role!r}; one of {', '.join(ROLES)}"})
-    if (user is None) == (group is None):
-        errors.append({"index": None, "field": "user", "message": "give either a user or a group"})
-    if errors:
-        raise ValidationFailed(errors)
-
-
-def _direct_perms(target: Target, user: AbstractBaseUser | None, group: Group | None) -> set[str]:
-    # Only what was granted to this user or group itself (a user's group grants are
-    # the group's to revoke), read from guardian's tables: its shortcuts answer
-    # nothing for an inactive user, whose grants must still be revocable.
-    rows = (UserObjectPermission.objects.filter(user=user) if user is not None
-            else GroupObjectPermission.objects.filter(group=group))
-    return set(rows.filter(content_type=ContentType.objects.get_for_model(Target), object_pk=str(target.pk))
-               .values_list("permission__codename", flat=True))
-
-
-def _principal(user: AbstractBaseUser | None, group: Group | None) -> dict[str, str]:
-    return {"user": user.get_username()} if user is not None else {"group": group.name}  # type: ignore[union-attr]
 
 
 def approvals_invalidate(*, change: ChangeRequest, reason: str) -> int:
@@ -168,6 +101,15 @@ def approvals_invalidate(*, change: ChangeRequest, reason: str) -> int:
     return change.approvals.filter(invalidated_at__isnull=True).update(
         invalidated_at=timezone.now(), invalidated_reason=reason[:200]
     )
+
+
+def require_approval_mfa(origin: RequestOrigin) -> None:
+    """With CHANGEGATE_APPROVAL_REQUIRES_MFA, approving (four-eyes, break-glass and
+    its review) needs a session whose identity-provider sign-in reported multi-factor
+    authentication. API tokens, the CLI and commands never carry it."""
+    if settings.CHANGEGATE_APPROVAL_REQUIRES_MFA and not origin.mfa:
+        raise NotPermitted("approving needs a multi-factor sign-in: sign in through the identity provider with "
+                           "MFA and approve from that session (API tokens and passwords do not count)")
 
 
 def _require_reviewer(actor: AbstractBaseUser, change: ChangeRequest, verb: str) -> None:
@@ -184,13 +126,19 @@ def change_approve(
     """Approve exactly the plan with `fingerprint`. When the target's count of
     distinct valid approvals is reached, the change becomes approved in this same
     transaction. Raises NotPermitted (author set, no permission), StaleFingerprint,
-    InvalidTransition, Conflict (already approved by this person)."""
+    InvalidTransition, Conflict (already approved by this person), PlanStale (the
+    live zone moved since the plan was read), TargetUnavailable (it cannot be read)."""
+    require_approval_mfa(origin)
     if not isinstance(fingerprint, str) or not fingerprint.strip():
         raise ValidationFailed([{"index": None, "field": "fingerprint",
                                  "message": "the fingerprint of the plan you reviewed is required"}])
+    # The live re-read happens before the transaction: a DNS timeout must never hold
+    # the change's row lock.
+    checked = _require_plan_live(actor=actor, change=change, fingerprint=fingerprint.strip())
     with transaction.atomic():
         locked = lock_change(change)
         _require_reviewer(actor, locked, "approve")
+        require_no_self_grant(approver=actor, change=locked)
         if locked.state != ChangeRequest.State.PENDING_APPROVAL:
             raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only pending changes can be approved")
         if fingerprint.strip() != locked.fingerprint:
@@ -198,6 +146,11 @@ def change_approve(
                 f"the plan changed since you reviewed it; review the current plan {locked.fingerprint}",
                 current=locked.fingerprint,
             )
+        if checked != locked.fingerprint:
+            # The plan was replaced (or the checks above started to pass) between the
+            # live read and this lock: what was checked is not what would be approved.
+            raise Conflict(f"change #{locked.pk} changed while its plan was checked against the live zone; "
+                           "review it again")
         now = timezone.now()
         if approvals_valid(locked, now=now).filter(approver=actor).exists():
             raise Conflict(f"you already approved change #{locked.pk}")
@@ -222,6 +175,34 @@ def change_approve(
             alert(event="approved", change=locked, recipients=[locked.author, *reviewers_of(locked.target)],
                   detail={"approvers": approvers, "fingerprint": locked.fingerprint})
     return locked
+
+
+def _require_plan_live(*, actor: AbstractBaseUser, change: ChangeRequest, fingerprint: str) -> str | None:
+    """Re-read the live zone at the plan's keys and refuse when it no longer holds
+    the plan's `before` (the same comparison as the change page: one rule,
+    `change_live_drift`). Returns the fingerprint of the plan checked, or None when
+    the request will be refused anyway by the checks change_approve repeats under
+    the lock (so nobody can make the gateway query DNS for a change they may not
+    approve)."""
+    from changes.selectors import change_live_drift  # changes.selectors imports this module
+
+    current = ChangeRequest.objects.select_related("target").filter(pk=change.pk).first()
+    if (current is None or current.state != ChangeRequest.State.PENDING_APPROVAL
+            or current.fingerprint != fingerprint or not can_review(actor, current)):
+        return None
+    try:
+        rows = change_live_drift(current)
+    except TargetUnavailable as exc:
+        # Fail closed: an approval says "this diff against the live zone is right".
+        # If the zone cannot be read, nobody can confirm the diff shown is still the
+        # one that would be applied, so nothing is approved blind.
+        raise TargetUnavailable(f"the live zone could not be read to confirm the plan is current, so it cannot "
+                                f"be approved now: {exc.message}", permanent=exc.permanent) from None
+    moved = [f"{row['name']} {row['type']}" for row in rows if not row["matches"]]
+    if moved:
+        raise PlanStale(f"the live zone changed since the plan was read ({', '.join(moved)}); "
+                        f"change #{current.pk} must be re-planned before it can be approved", moved=moved)
+    return current.fingerprint
 
 
 def change_reject(
@@ -252,11 +233,13 @@ def change_emergency(
     """Approve a draft or pending change alone, as an emergency. Needs
     emergency_change on the target and a written reason; alerts the target's
     reviewers and puts the change in the after-the-fact review queue."""
+    require_approval_mfa(origin)
     if not isinstance(reason, str) or not reason.strip():
         raise ValidationFailed([{"index": None, "field": "reason", "message": "say why this cannot wait for a second person"}])
     with transaction.atomic():
         locked = lock_change(change)
         require_target_permission(actor, "emergency_change", locked.target)
+        require_no_self_grant(approver=actor, change=locked)
         if locked.state not in (ChangeRequest.State.DRAFT, ChangeRequest.State.PENDING_APPROVAL):
             raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only draft or pending changes can be forced")
         if not (locked.plan or {}).get("steps"):
@@ -282,6 +265,7 @@ def emergency_review(
 ) -> ChangeRequest:
     """The after-the-fact second pair of eyes on a break-glass change: anyone who
     may approve on the target, except the author set and whoever forced it."""
+    require_approval_mfa(origin)
     if not isinstance(comment, str) or not comment.strip():
         raise ValidationFailed([{"index": None, "field": "comment", "message": "say what you checked"}])
     with transaction.atomic():

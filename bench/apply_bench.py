@@ -69,6 +69,7 @@ def configure_environment(tmpdir: Path) -> str:
     os.environ["CHANGEGATE_UNCLAIMED_AFTER_SECONDS"] = "5"
     os.environ.setdefault("DJANGO_DEBUG", "false")  # no query log: production-like
     os.environ.setdefault("CHANGEGATE_VAR_DIR", str(tmpdir))
+    os.environ.setdefault("CHANGEGATE_KEY_DIR", str(tmpdir / "keys"))  # the gateway reads keys only from here
     os.environ.pop("CELERY_BROKER_URL", None)  # the broker is the bench's own redis
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # this process; the workers log at INFO to their files
     return os.environ["DATABASE_URL"]
@@ -172,7 +173,7 @@ class Pipeline:
         names = self.zone_names()
         zones = {self.zone(i): default_zone_text(self.zone(i), zone_records(names)) for i in range(self.args.zones)}
         zones[RB_ZONE] = default_zone_text(RB_ZONE, zone_records(names))
-        self.named = LocalNamed(zones, start_timeout=60).start()
+        self.named = LocalNamed(zones, start_timeout=60, key_dir=os.environ["CHANGEGATE_KEY_DIR"]).start()
         self.redis = RedisServer().start()
         point_app_at(app, self.redis.url)
 

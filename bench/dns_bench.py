@@ -281,7 +281,8 @@ def bench_size(count: int, repeat: int, xfr_repeat: int) -> None:
             print(f"  (a), (c) skipped: dns_adapters.rfc2136 not importable ({exc})")
         else:
             adapter = RFC2136Adapter(
-                {"zone": ZONE, "primary": named.primary, "tsig_key_file": str(named.key_file), "timeout": 5}
+                {"zone": ZONE, "primary": named.primary, "tsig_key_file": str(named.key_file), "timeout": 5},
+                key_dir=named.dir,
             )
         if adapter is not None:
             try:

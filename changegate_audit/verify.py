@@ -3,7 +3,8 @@
 offline, with the standard library and `cryptography` only (no Django, no
 server code; this file also runs on its own as a script).
 
-    changegate-audit verify FILE [--pubkey KEY] [--checkpoint OLD] [--from-start]
+    changegate-audit verify FILE [--pubkey KEY] [--checkpoint OLD] [--extends OLD_EXPORT]
+                                 [--checkpoints PUBLISHED] [--from-start]
 
 The export (format `changegate-audit/1`, see docs/audit.md) is one JSON object
 per line:
@@ -17,7 +18,17 @@ per line:
 - checkpoint lines, `{"type": "checkpoint", "seq", "head_hash", "created_at",
   "key_id", "public_key", "signature"}`: an Ed25519 signature over
   `{"created_at", "head_hash", "seq"}` asserting that event `seq` has hash
-  `head_hash`.
+  `head_hash`;
+- column_mismatch lines, `{"type": "column_mismatch", "seq", "fields"}`: the
+  server found that its database row for event `seq` no longer says what the
+  hashed record says (the event line shows the hashed record). Always a failure.
+
+A chain that verifies on its own can still have been rewritten from some point
+on (every hash recomputed) or cut short. What the auditor kept outside the
+server's database shows it: `--extends` an earlier export (every event of it
+must be here unchanged, and none of its tail missing) and `--checkpoints` the
+file of checkpoints the server published (each must match this export's event
+at its seq, and none may lie beyond its end).
 
 The verifier recomputes every hash and every link and prints either
 `OK N events, head <hash>` (exit 0) or the first bad sequence number and why
@@ -65,15 +76,18 @@ INSERTED = "inserted"  # an extra event: a seq that appears twice, or a line the
 TRUNCATED = "truncated"  # the export ends before an event a checkpoint vouches for, or mid-line
 MALFORMED = "malformed"  # not JSON, not an object, unknown line type, a required key missing
 SIGNATURE = "signature"  # a checkpoint whose signature or key does not check out
-REASONS = (EDITED, MISSING, REORDERED, INSERTED, TRUNCATED, MALFORMED, SIGNATURE)
+TAMPERED = "tampered"  # the server's row for an event disagrees with its hashed record (column_mismatch line)
+REASONS = (EDITED, MISSING, REORDERED, INSERTED, TRUNCATED, MALFORMED, SIGNATURE, TAMPERED)
 
 EARLIER = "the earlier checkpoint (--checkpoint)"
+PUBLISHED = "the published checkpoint"  # label prefix of --checkpoints entries
 
 # Kinds of lines.
 _EVENT = "event"
 _CHECKPOINT = "checkpoint"
 _BAD = "bad"
 _PARTIAL = "partial"
+_MISMATCH = "column_mismatch"
 
 
 class UsageError(Exception):
@@ -105,6 +119,9 @@ class Result:
     checkpoints_verified: int = 0  # checkpoint lines of the file matched against their event
     checkpoints_outside: int = 0  # checkpoint lines before the export's first event (not comparable)
     earlier_checkpoint: int | None = None  # seq of --checkpoint, when it matched
+    checkpoints_published: int = 0  # --checkpoints entries matched against their event
+    published_outside: int = 0  # --checkpoints entries before the export's first event
+    extends: tuple[int, int] | None = None  # (first, last) seq of the --extends export it extends
     key_ids: set[str] = field(default_factory=set)  # keys that signed the file's checkpoints
     pinned_key: bool = False  # --pubkey was given
     failure: Failure | None = None
@@ -129,6 +146,13 @@ class Result:
         if self.earlier_checkpoint is not None:
             lines.append(f"the earlier checkpoint at seq {self.earlier_checkpoint} matches: "
                          "this export extends that history")
+        if self.checkpoints_published:
+            lines.append(f"{self.checkpoints_published} published checkpoints matched (--checkpoints)")
+        if self.published_outside:
+            lines.append(f"{self.published_outside} published checkpoint(s) before seq {self.first_seq} not compared")
+        if self.extends is not None:
+            lines.append(f"this export extends the earlier export (seq {self.extends[0]}..{self.extends[1]}): "
+                         "every event of it is here unchanged")
         if self.checkpoints_outside:
             lines.append(f"{self.checkpoints_outside} checkpoint(s) before seq {self.first_seq} not compared")
         if self.key_ids and not self.pinned_key:
@@ -279,6 +303,44 @@ def load_checkpoint_file(path: str) -> dict[str, Any]:
     return best
 
 
+def load_published_checkpoints(path: str) -> list[dict[str, Any]]:
+    """Every checkpoint line of a published checkpoint file (the JSON Lines file
+    CHANGEGATE_AUDIT_CHECKPOINT_FILE names, or what the webhook received, one per
+    line). Blank lines are skipped; anything else that is not a checkpoint line
+    makes the file unusable (exit 2)."""
+    found: list[dict[str, Any]] = []
+    try:
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, 1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw.decode("utf-8"))
+                except (UnicodeDecodeError, ValueError, RecursionError):
+                    raise UsageError(f"--checkpoints {path}: line {number} is not JSON") from None
+                if not isinstance(obj, dict) or obj.get("type") != "checkpoint":
+                    raise UsageError(f"--checkpoints {path}: line {number} is not a checkpoint line")
+                problem = checkpoint_structure_problem(obj)
+                if problem:
+                    raise UsageError(f"--checkpoints {path}: line {number}: {problem}")
+                found.append(obj)
+    except OSError as exc:
+        raise UsageError(f"--checkpoints {path}: {exc.strerror or exc}") from None
+    if not found:
+        raise UsageError(f"--checkpoints {path}: no checkpoint line in it")
+    return found
+
+
+def has_checkpoint_line(path: str) -> bool:
+    """Whether the file holds a checkpoint line (else an earlier export given as
+    --checkpoint is compared whole, as --extends)."""
+    try:
+        with open(path, "rb") as handle:
+            return any(b'"checkpoint"' in raw and b'"type"' in raw for raw in handle)
+    except OSError as exc:
+        raise UsageError(f"--checkpoint {path}: {exc.strerror or exc}") from None
+
+
 # ---------------------------------------------------------------------------
 # Reading lines
 
@@ -316,6 +378,12 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[int, str, Any, str]]:
             yield (number, _BAD, obj, problem) if problem else (number, _EVENT, obj, "")
         elif kind == "checkpoint":
             yield number, _CHECKPOINT, obj, ""
+        elif kind == _MISMATCH:
+            fields = obj.get("fields")
+            if type(obj.get("seq")) is not int or not isinstance(fields, list):
+                yield number, _BAD, obj, "column_mismatch line without an integer seq and a list of fields"
+            else:
+                yield number, _MISMATCH, obj, ""
         else:
             yield number, _BAD, obj, f"unknown line type {kind!r}"
 
@@ -389,6 +457,11 @@ class _Walk:
                 continue
             if kind == _PARTIAL:
                 return Failure(expected, TRUNCATED, problem, number)
+            if kind == _MISMATCH:
+                fields = ", ".join(str(name) for name in obj["fields"])
+                return Failure(obj["seq"], TAMPERED, f"the server's database row for event {obj['seq']} disagrees "
+                               f"with its hashed record in {fields}: its columns were edited behind the hash "
+                               "(the event line shows the hashed record)", number)
             if kind == _BAD:
                 seq = expected
                 if seq is None and isinstance(obj, dict) and type(obj.get("seq")) is int:
@@ -431,6 +504,8 @@ class _Walk:
         for _head, label in known:
             if label == EARLIER:
                 self.result.earlier_checkpoint = seq
+            elif label.startswith(PUBLISHED):
+                self.result.checkpoints_published += 1
             else:
                 self.result.checkpoints_verified += 1
         return None
@@ -502,16 +577,26 @@ class _Walk:
                            f"{self.earlier['seq']} of {EARLIER}: it cannot show that it extends that history")
         if first is not None:
             result.checkpoints_outside = sum(1 for seq, known in self.claims.items() if seq < first
-                                             for _head, label in known if label != EARLIER)
+                                             for _head, label in known
+                                             if label != EARLIER and not label.startswith(PUBLISHED))
+            result.published_outside = sum(1 for seq, known in self.claims.items() if seq < first
+                                           for _head, label in known if label.startswith(PUBLISHED))
         return None
 
 
 def verify_stream(open_stream: Callable[[], BinaryIO], *, pubkey: bytes | None = None,
-                  checkpoint: dict[str, Any] | None = None, from_start: bool = False) -> Result:
-    """Verify the export that `open_stream()` opens (called twice: two passes).
+                  checkpoint: dict[str, Any] | None = None, checkpoints: list[dict[str, Any]] | None = None,
+                  extends: Callable[[], BinaryIO] | None = None, from_start: bool = False) -> Result:
+    """Verify the export that `open_stream()` opens (called two or three times: passes).
 
     `pubkey`: raw 32-byte Ed25519 key every checkpoint must be signed with.
     `checkpoint`: a checkpoint from an earlier export this one must extend.
+    `checkpoints`: the published checkpoints (kept outside the server's database):
+    each one at or after the export's first event must match it, none may lie
+    beyond its end.
+    `extends`: opens an earlier export this one must extend: every event of it
+    unchanged here, the tail not dropped. Raises UsageError when that earlier
+    export is itself not intact.
     `from_start`: the export must begin the chain (seq 1 after 64 zeros)."""
     result = Result(pinned_key=pubkey is not None)
     with open_stream() as stream:
@@ -523,21 +608,117 @@ def verify_stream(open_stream: Callable[[], BinaryIO], *, pubkey: bytes | None =
                                      f"{EARLIER}: {problem[1]}")
             return result
         claims.setdefault(checkpoint["seq"], []).append((checkpoint["head_hash"], EARLIER))
+    for published in checkpoints or ():
+        label = f"{PUBLISHED} at seq {published['seq']} (--checkpoints)"
+        problem = checkpoint_problem(published, pubkey)
+        if problem is not None:
+            result.failure = Failure(published["seq"], problem[0], f"{label}: {problem[1]}")
+            return result
+        claims.setdefault(published["seq"], []).append((published["head_hash"], label))
     walk = _Walk(claims, bad_checkpoints, result, from_start, checkpoint)
     with open_stream() as stream:
         result.failure = walk.run(stream)
+    if result.failure is None and extends is not None:
+        with open_stream() as new, extends() as old:
+            result.failure = _extends_problem(new, old, result)
     return result
 
 
-def verify_file(path: str, **options: Any) -> Result:
+def _events_of(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    for number, kind, obj, _problem in _lines(stream):
+        if kind == _EVENT:
+            yield number, obj
+
+
+def _extends_problem(new: BinaryIO, old: BinaryIO, result: Result) -> Failure | None:
+    """Whether the (already verified) export `new` extends the earlier export `old`:
+    a merge of the two seq-ordered streams, constant memory. Every event of `old`
+    from `new`'s first seq on must be in `new` with the same hash (so the same
+    content: `new`'s hashes are verified), `new` must start no later than right
+    after `old`'s last event and chain onto it, and `new` must not end before
+    `old` does (a dropped tail). Fails at the first divergent seq."""
+    new_events = _events_of(new)
+    current = next(new_events, None)
+    first_old = last_old = last_old_hash = None
+    before_first: str | None = None  # hash of old's event just before new's first event
+    for number, old_event in _events_of_checked(old):
+        seq = old_event["seq"]
+        if first_old is None:
+            first_old = seq
+        last_old, last_old_hash = seq, old_event["hash"]
+        if current is None:
+            continue  # new is empty or exhausted: judged below, once old's last seq is known
+        if seq < current[1]["seq"]:
+            if seq == current[1]["seq"] - 1:
+                before_first = old_event["hash"]
+            continue  # before new's first event (a partial export of a later period)
+        while current is not None and current[1]["seq"] < seq:
+            current = next(new_events, None)
+        if current is None:
+            continue
+        line, event = current
+        if event["hash"] != old_event["hash"]:
+            return Failure(seq, EDITED, f"event {seq} differs from the earlier export (hash {old_event['hash']} "
+                           f"there, {event['hash']} here): the history was rewritten from seq {seq} on", line)
+    if last_old is None:
+        raise UsageError("the earlier export (--extends) holds no event")
+    first_new, last_new = result.first_seq, result.last_seq
+    if first_new is None or last_new is None or last_new < last_old:
+        ends = f"ends at seq {last_new}" if last_new is not None else "has no events"
+        start = (last_new or 0) + 1
+        return Failure(start, TRUNCATED, f"the earlier export reaches seq {last_old} but this export {ends}: "
+                       "its tail was dropped")
+    if first_new > last_old + 1:
+        return Failure(last_old + 1, MISSING, f"this export starts at seq {first_new}, after seq {last_old + 1}: "
+                       "it cannot show that it extends the earlier export")
+    if first_new > first_old:
+        anchor = last_old_hash if first_new == last_old + 1 else before_first
+        if result.first_prev_hash != anchor:
+            return Failure(first_new, EDITED, f"event {first_new} chains to prev_hash {result.first_prev_hash}, "
+                           f"not to event {first_new - 1} of the earlier export ({anchor})")
+    result.extends = (first_old, last_old)
+    return None
+
+
+def _events_of_checked(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The earlier export's events, each checked against its own hash and its
+    predecessor: an earlier export that is not intact proves nothing (exit 2)."""
+    prev: dict[str, Any] | None = None
+    for number, kind, obj, problem in _lines(stream):
+        if kind == _CHECKPOINT:
+            continue
+        if kind != _EVENT:
+            raise UsageError(f"the earlier export (--extends) is not intact: line {number}: {problem or kind}")
+        if event_hash(obj) != obj["hash"] or (prev is not None and (
+                obj["seq"] != prev["seq"] + 1 or obj["prev_hash"] != prev["hash"])):
+            raise UsageError(f"the earlier export (--extends) is not intact at seq {obj['seq']} (line {number}); "
+                             "verify it on its own first")
+        prev = obj
+        yield number, obj
+
+
+def _file_opener(path: str, label: str) -> Callable[[], BinaryIO]:
+    def opener() -> BinaryIO:
+        try:
+            return open(path, "rb", buffering=1 << 20)
+        except OSError as exc:
+            raise UsageError(f"{label}{path}: {exc.strerror or exc}") from None
+
+    return opener
+
+
+def verify_file(path: str, *, extends: str | None = None, **options: Any) -> Result:
+    """Verify the export in `path`; `extends` is the path of an earlier export (see verify_stream)."""
+    earlier = _file_opener(extends, "--extends ") if extends is not None else None
     try:
-        return verify_stream(lambda: open(path, "rb", buffering=1 << 20), **options)
+        return verify_stream(lambda: open(path, "rb", buffering=1 << 20), extends=earlier, **options)
     except OSError as exc:
         raise UsageError(f"{path}: {exc.strerror or exc}") from None
 
 
-def verify_bytes(data: bytes, **options: Any) -> Result:
-    return verify_stream(lambda: io.BytesIO(data), **options)
+def verify_bytes(data: bytes, *, extends: bytes | None = None, **options: Any) -> Result:
+    opener = (lambda: io.BytesIO(extends)) if extends is not None else None
+    return verify_stream(lambda: io.BytesIO(data), extends=opener, **options)
 
 
 # ---------------------------------------------------------------------------
@@ -561,17 +742,42 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("--checkpoint", metavar="OLD",
                         help="a checkpoint line kept from an earlier export (or that export): this export must "
                              "contain its event with its hash")
+    verify.add_argument("--extends", metavar="OLD_EXPORT",
+                        help="an earlier export you kept: every event of it must be in this export unchanged, "
+                             "and this export must reach at least as far (fails naming the first divergent seq)")
+    verify.add_argument("--checkpoints", metavar="PUBLISHED",
+                        help="the checkpoint file the server published outside its database "
+                             "(CHANGEGATE_AUDIT_CHECKPOINT_FILE, one checkpoint line per line): each must match "
+                             "this export's event at its seq, and none may lie beyond its end")
     verify.add_argument("--from-start", action="store_true",
                         help="the export must begin the chain (seq 1, prev_hash of 64 zeros)")
     return parser
+
+
+def _has_event_line(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return any(b'"event"' in raw for raw in handle)
+    except OSError as exc:
+        raise UsageError(f"--checkpoint {path}: {exc.strerror or exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         pubkey = load_public_key(args.pubkey) if args.pubkey else None
-        earlier = load_checkpoint_file(args.checkpoint) if args.checkpoint else None
-        result = verify_file(args.file, pubkey=pubkey, checkpoint=earlier, from_start=args.from_start)
+        extends = args.extends
+        earlier = None
+        if args.checkpoint:
+            # An earlier export taken without a signing key has no checkpoint
+            # line: compare it whole instead (what --extends does).
+            if extends is None and not has_checkpoint_line(args.checkpoint) and _has_event_line(args.checkpoint):
+                extends = args.checkpoint
+            else:
+                earlier = load_checkpoint_file(args.checkpoint)
+        published = load_published_checkpoints(args.checkpoints) if args.checkpoints else None
+        result = verify_file(args.file, pubkey=pubkey, checkpoint=earlier, checkpoints=published, extends=extends,
+                             from_start=args.from_start)
     except UsageError as exc:
         print(f"changegate-audit: {exc}", file=sys.stderr)
         return 2

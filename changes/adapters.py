@@ -7,6 +7,8 @@ from collections.abc import Callable
 from importlib import import_module
 from typing import Any
 
+from django.conf import settings
+
 from dns_adapters.base import DNSAdapter
 
 from .models import Target
@@ -26,8 +28,11 @@ def adapter_class(kind: str) -> type[DNSAdapter]:
 def adapter_for(target: Target) -> DNSAdapter:
     if _factory_override is not None:
         return _factory_override(target)
-    return adapter_class(target.kind)(target.config)
+    return adapter_class(target.kind)(target.config, key_dir=settings.CHANGEGATE_KEY_DIR)
 
 
 def validate_target_config(kind: str, config: Any) -> dict[str, Any]:
-    return adapter_class(kind).validate_config(config)
+    # The key directory comes from the deployment, never from the config a user
+    # sends: adapters do not import Django, so it is handed in here, on every
+    # build, and a key moved out of the directory after registration stops working.
+    return adapter_class(kind).validate_config(config, key_dir=settings.CHANGEGATE_KEY_DIR)

@@ -24,12 +24,11 @@ from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.forms import Form
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, reverse
+from django.urls import URLPattern, path, re_path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from guardian.admin import GuardedModelAdmin
 
 from approvals.policy import (
     approvals_of,
@@ -46,6 +45,7 @@ from .audit import RequestOrigin
 from .audit_export import CONTENT_TYPES, ExportQuery, change_evidence, events_exportable, events_jsonl
 from .errors import NotPermitted, ServiceError, ValidationFailed
 from .models import TERMINAL, AuditEvent, ChangeRequest, Origin, Target
+from .permissions import is_operator
 from .selectors import (
     access_change,
     change_diff,
@@ -54,6 +54,7 @@ from .selectors import (
     change_plan_of,
     changes_reviewable,
     changes_visible,
+    targets_reviewable,
     targets_visible,
 )
 from .services import change_cancel, change_create, change_plan, change_submit, target_register, target_update_policy
@@ -61,6 +62,7 @@ from .services import change_cancel, change_create, change_plan, change_submit, 
 FORM_TEMPLATE = "admin/changes/form_page.html"
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
 REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
+APPROVE_SELECTED_TEMPLATE = "admin/changes/changerequest/approve_selected.html"
 EVIDENCE_TEMPLATE = "admin/changes/changerequest/evidence.html"
 
 
@@ -122,7 +124,8 @@ class TargetRegisterForm(forms.Form):
     primary = forms.CharField(max_length=300, help_text="HOST:PORT of the primary that accepts signed UPDATEs.")
     tsig_key_file = forms.CharField(
         max_length=1000, label="TSIG key file",
-        help_text="Absolute path of a BIND-format key file on the gateway host. Only the path is stored.",
+        help_text="Absolute path of a BIND-format key file in the gateway's key directory (CHANGEGATE_KEY_DIR). "
+                  "Only the path is stored.",
     )
     nameservers = forms.CharField(
         max_length=2000, required=False,
@@ -150,7 +153,11 @@ class TargetRegisterForm(forms.Form):
 
 
 @admin.register(Target)
-class TargetAdmin(GuardedModelAdmin):
+class TargetAdmin(admin.ModelAdmin):
+    """Operators register targets and edit their policy. Not guardian's
+    GuardedModelAdmin: its object-permissions page wrote grants around the grant
+    service (unaudited, no second operator); roles are granted on the Grants page."""
+
     list_display = ("name", "kind", "zone", "required_approvals", "frozen", "rrset_count")
     list_filter = ("kind", "frozen")
     search_fields = ("name",)
@@ -169,10 +176,29 @@ class TargetAdmin(GuardedModelAdmin):
         return obj.config.get("zone", "")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
-        return targets_visible(user=request.user)
+        # Operators register and tune every target without holding a role on it.
+        return Target.objects.all() if is_operator(request.user) else targets_visible(user=request.user)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return is_operator(request.user)
+
+    def has_change_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
+        return is_operator(request.user)  # not changes.change_target: the operator role is the one rule
+
+    def has_view_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
+        return is_operator(request.user) or super().has_view_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
         return False  # the audit chain references every target
+
+    def get_urls(self) -> list[URLPattern]:
+        # guardian's object-permissions pages lived under <id>/permissions/; say
+        # plainly that they are gone instead of redirecting to a "not found" change page.
+        gone = re_path(r"^(?P<object_id>.+)/permissions/", self.admin_site.admin_view(self.permissions_gone_view))
+        return [gone, *super().get_urls()]
+
+    def permissions_gone_view(self, request: HttpRequest, object_id: str, **kwargs: Any) -> HttpResponse:
+        raise Http404("roles are granted on the Grants page")
 
     def save_model(self, request: HttpRequest, obj: Target, form: forms.ModelForm, change: bool) -> None:
         if not change:  # pragma: no cover - add_view below never reaches the model form
@@ -286,6 +312,8 @@ def _event_summary(event: AuditEvent) -> str:
         parts.append(f"plan {payload['fingerprint'][:12]}{steps}")
     if payload.get("comment"):
         parts.append(f"comment: {payload['comment']}")
+    if payload.get("reason"):
+        parts.append(f"reason: {payload['reason']}")
     return "; ".join(parts)
 
 
@@ -372,7 +400,8 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     show_facets = admin.ShowFacets.ALWAYS  # counts next to every filter choice (per state, ...)
     search_fields = ("title", "reason")
     date_hierarchy = "created_at"
-    # Each calls the policy per change; admin action permissions are model-level only.
+    # Offered to whoever may review somewhere (has_review_permission); each calls the
+    # policy per change, which decides (admin action permissions cannot be per object).
     actions = ("approve_selected", "reject_selected")
 
     @admin.display(description="risk flags")
@@ -386,6 +415,11 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     # read-only and every move is a button that calls one service.
     def has_change_permission(self, request: HttpRequest, obj: ChangeRequest | None = None) -> bool:
         return False
+
+    def has_review_permission(self, request: HttpRequest) -> bool:
+        """Offer the bulk approve/reject only to someone who may review somewhere
+        (approve_change on a target); the policy still decides per change."""
+        return targets_reviewable(user=request.user).exists()
 
     def has_delete_permission(self, request: HttpRequest, obj: ChangeRequest | None = None) -> bool:
         return False
@@ -516,7 +550,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         return self._action(request, object_id, change_submit, "submitted for approval")
 
     def cancel_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
-        return self._action(request, object_id, change_cancel, "cancelled")
+        return self._action(request, object_id, change_cancel, "cancelled", reason=request.POST.get("reason", ""))
 
     def replan_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._action(request, object_id, change_plan, "re-planned against the live zone")
@@ -529,18 +563,35 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._action(request, object_id, change_reject, "rejected", comment=request.POST.get("comment", ""))
 
-    @admin.action(description="Approve selected (current plans)")
-    def approve_selected(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> None:
-        for change in queryset.order_by("pk"):
-            try:
-                result = change_approve(actor=request.user, change=change, fingerprint=change.fingerprint,
-                                        origin=_admin_origin(request))
-            except ServiceError as exc:
-                messages.error(request, f"Change #{change.pk} not approved: {exc.message}")
-            else:
-                messages.success(request, _approved_message(result))
+    @admin.action(description="Approve selected (shows each plan first)", permissions=["review"])
+    def approve_selected(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> HttpResponse | None:
+        """First POST: a page showing each selected change's plan and fingerprint.
+        Confirming POST: each change is approved with the fingerprint that page showed
+        (`fingerprint_<pk>`), never with whatever is current by then, so a plan edited
+        in between is refused as stale by the policy."""
+        changes = list(queryset.order_by("pk"))
+        if request.POST.get("post") == "yes":
+            for change in changes:
+                try:
+                    result = change_approve(actor=request.user, change=change,
+                                            fingerprint=request.POST.get(f"fingerprint_{change.pk}", ""),
+                                            origin=_admin_origin(request))
+                except ServiceError as exc:
+                    messages.error(request, f"Change #{change.pk} not approved: {exc.message}")
+                else:
+                    messages.success(request, _approved_message(result))
+            return None  # back to the change list, with the messages
+        # Whether to offer each one; change_approve decides.
+        shown = [
+            {"change": change, "diff": plan_diff_html(change),
+             "reviewable": change.state == ChangeRequest.State.PENDING_APPROVAL and bool(change.fingerprint)
+             and can_review(request.user, change)}
+            for change in changes
+        ]
+        return self._bulk_page(request, APPROVE_SELECTED_TEMPLATE, action="approve_selected",
+                               title="Approve the selected changes", changes=shown)
 
-    @admin.action(description="Reject selected (asks for a comment)")
+    @admin.action(description="Reject selected (asks for a comment)", permissions=["review"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> HttpResponse | None:
         confirmed = request.POST.get("post") == "yes"
         form = BulkRejectForm(request.POST if confirmed else None)
@@ -560,20 +611,25 @@ class ChangeRequestAdmin(admin.ModelAdmin):
                     messages.success(request, f"Change #{change.pk} rejected.")
             else:
                 return None  # back to the change list, with the messages
+        return self._bulk_page(request, REJECT_SELECTED_TEMPLATE, action="reject_selected",
+                               title="Reject the selected changes", changes=list(queryset.order_by("pk")), form=form)
+
+    def _bulk_page(self, request: HttpRequest, template: str, *, action: str, title: str,
+                   **extra: Any) -> TemplateResponse:
+        """The confirmation page of a bulk action: it re-posts the selection and `action`."""
         opts = self.model._meta
         context = {
             **self.admin_site.each_context(request),
-            "title": "Reject the selected changes",
+            "title": title,
             "subtitle": None,
             "opts": opts,
             "app_label": opts.app_label,
-            "changes": list(queryset.order_by("pk")),
-            "form": form,
-            "action": "reject_selected",
+            "action": action,
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
             "media": self.media,
+            **extra,
         }
-        return TemplateResponse(request, REJECT_SELECTED_TEMPLATE, context)
+        return TemplateResponse(request, template, context)
 
 
 def _pretty(value: Any) -> str:
@@ -643,3 +699,7 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
         return False
+
+
+# Grants, users and groups: their own module, registered with this site.
+from . import admin_grants  # noqa: E402,F401

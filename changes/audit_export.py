@@ -11,6 +11,14 @@ only some targets) is a selection: each line still carries its `hash` and
 `prev_hash`, so every event can be checked line by line against a full export,
 but the file alone is not a chain.
 
+The stored canonical text is the record: both exports are built from it, never
+from the columns, and every row's columns are compared with it. A row whose
+columns disagree (someone edited them behind the hash) is not dropped and not
+"corrected": the JSON Lines export writes a `column_mismatch` line naming the
+fields right after the event's line, which makes `changegate-audit verify` fail
+(`tampered`), and the CSV export names them in its last column,
+`column_mismatch`.
+
 Constant memory: events are read with a server-side cursor in seq order
 (`iterator(chunk_size=...)`) and written out in chunks of about 64 KiB; nothing
 loads the table.
@@ -19,6 +27,7 @@ loads the table.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from collections import deque
@@ -31,13 +40,14 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 from django.db.models.base import ModelState
+from django.db.models.sql.constants import MULTI
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from approvals.policy import approvals_of, approvals_required, approvals_valid
 from dns_adapters.presentation import RISKS
 
-from .audit import checkpoint_record, event_record
+from .audit import checkpoint_record, column_mismatches, event_checked, event_record
 from .errors import NotPermitted, ValidationFailed
 from .models import AuditCheckpoint, AuditEvent, ChangeRequest, CheckResult, Execution, Target
 from .selectors import change_events
@@ -123,7 +133,14 @@ def parse_moment(value: str) -> datetime | None:
         moment = datetime.fromisoformat(text)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        # 9999-12-31T23:59:59-23:59 is a valid ISO string but past datetime.max in
+        # UTC, which the database and the file name need: unreadable, not a 500.
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return None
 
 
 def export_query(*, user: UserLike | None, params: Mapping[str, Any]) -> ExportQuery:
@@ -218,6 +235,34 @@ def export_stream(*, user: UserLike | None, query: ExportQuery) -> Iterator[byte
     return events_csv(events) if query.format == "csv" else events_jsonl(events)
 
 
+class _ChunkReader(io.RawIOBase):
+    """A readable binary stream over the export's chunks, for readers that want a
+    file (the verifier, run in place by `manage.py audit_verify`)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = chunk
+        size = min(len(buffer), len(self._pending))
+        buffer[:size] = self._pending[:size]
+        self._pending = self._pending[size:]
+        return size
+
+
+def export_stream_reader(*, user: UserLike | None, query: ExportQuery) -> io.BufferedReader:
+    """The export of `query` as a binary file object (JSON Lines)."""
+    return io.BufferedReader(_ChunkReader(export_stream(user=user, query=query)), OUTPUT_CHUNK)
+
+
 def _rows(events: QuerySet[AuditEvent]) -> Iterator[AuditEvent]:
     """The events in seq order from a server-side cursor, as read-only instances
     built without Model.__init__ (a third of the export's time otherwise): the
@@ -273,13 +318,76 @@ def spliced_event_line(canonical: str, hash_: str) -> str:
     return f'{canonical[:i]},"hash":"{hash_}"{canonical[i:j]},"type":"event"{canonical[j:]}'
 
 
+# The columns compared with the stored canonical text (every hashed field but seq,
+# which the query reads anyway).
+_COMPARED = ("created_at", "actor_id", "actor_username", "origin", "client_ip", "user_agent", "action", "target_id",
+             "target_name", "change_id", "outcome", "payload", "prev_hash")
+
+
+def _checked_rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[int, str | None, str, dict[str, Any] | None,
+                                                                   list[str]]]:
+    """(seq, canonical text, hash, hashed record, columns that disagree with it) per
+    event in seq order. For a row older than the canonical text column the record
+    is None (the caller encodes the row) and nothing can disagree."""
+    query = events.order_by("seq").values_list("seq", "canonical_text", "hash", *_COMPARED).query
+    compiler = query.get_compiler(using=events.db)
+    # The rows as the driver returns them, without the ORM's per-column converters
+    # (decoding the payload and parsing the time through Django cost more than the
+    # comparison itself): the same server-side cursor as iterator(). Only the two
+    # values that need it are decoded below.
+    chunks = compiler.execute_sql(MULTI, chunked_fetch=True, chunk_size=ITERATOR_CHUNK)
+    for chunk in chunks or ():
+        for seq, canonical, hash_, *values in chunk:
+            if canonical is None:
+                yield seq, None, hash_, None, []
+                continue
+            hashed = json.loads(canonical)
+            columns = dict(zip(_COMPARED, values))
+            columns["seq"] = seq
+            moment = _moment(columns["created_at"])
+            # The same moment is the hashed string (so the whole-row comparison
+            # below can be one dict comparison); anything else is compared as is.
+            columns["created_at"] = hashed["created_at"] if _is_moment(hashed["created_at"], moment) else moment
+            if isinstance(columns["payload"], str | bytes):  # JSON text (SQLite; PostgreSQL's jsonb as text)
+                columns["payload"] = json.loads(columns["payload"])
+            yield seq, canonical, hash_, hashed, column_mismatches(hashed, columns)
+
+
+def _is_moment(text: Any, moment: Any) -> bool:
+    try:
+        return datetime.fromisoformat(text) == moment
+    except (TypeError, ValueError):
+        return False
+
+
+def _moment(value: Any) -> Any:
+    """A timestamp column as the driver gives it: a datetime, or (SQLite) the text
+    Django wrote, in UTC without an offset."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+def mismatch_line(seq: int, fields: list[str]) -> str:
+    """The line that tells the verifier the server's row for `seq` disagrees with
+    its hashed record (the event line before it shows the hashed record)."""
+    return dumps_line({"type": "column_mismatch", "seq": seq, "fields": fields})
+
+
 def _event_lines(events: QuerySet[AuditEvent]) -> Iterator[tuple[int, str]]:
     """(seq, line) per event: spliced from the stored canonical text, or encoded
-    from the decoded row for events written before that column existed."""
-    rows = events.order_by("seq").values_list("seq", "canonical_text", "hash").iterator(chunk_size=ITERATOR_CHUNK)
-    for seq, canonical, hash_ in rows:
+    from the decoded row for events written before that column existed; after an
+    event whose columns disagree with its canonical text, its column_mismatch line."""
+    for seq, canonical, hash_, _hashed, bad in _checked_rows(events):
         if canonical is not None:
             yield seq, spliced_event_line(canonical, hash_)
+            if bad:
+                yield seq, mismatch_line(seq, bad)
         else:
             (event,) = _rows(AuditEvent.objects.filter(seq=seq))
             yield seq, dumps_line(event_record(event))
@@ -291,9 +399,13 @@ def events_jsonl(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     checkpoints = _Checkpoints()
     lines: list[str] = []
     size = 0
+    last = None
     for seq, line in _event_lines(events):
         lines.append(line)
         size += len(line) + 1
+        if seq == last:  # the event's column_mismatch line: its checkpoints are already written
+            continue
+        last = seq
         for checkpoint in checkpoints.at(seq):
             lines.append(dumps_line(checkpoint_record(checkpoint)))
         if size >= OUTPUT_CHUNK:
@@ -304,9 +416,11 @@ def events_jsonl(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
 
 
 def csv_columns() -> list[str]:
-    """The event keys of a JSON Lines record, in record order, without "type"."""
+    """The event keys of a JSON Lines record, in record order, without "type"; last,
+    `column_mismatch`: the fields whose database column disagrees with the hashed
+    record the row shows (empty for an intact row)."""
     blank = AuditEvent(seq=0, created_at=datetime(1970, 1, 1, tzinfo=UTC), payload={}, prev_hash="", hash="")
-    return [key for key in event_record(blank) if key != "type"]
+    return [key for key in event_record(blank) if key != "type"] + ["column_mismatch"]
 
 
 # A spreadsheet runs a cell that starts like a formula (CSV injection): user
@@ -353,16 +467,14 @@ def events_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     out = _Lines()
     writer = csv.writer(out)
     writer.writerow(columns)
-    rows = events.order_by("seq").values_list("seq", "canonical_text", "hash").iterator(chunk_size=ITERATOR_CHUNK)
-    for seq, canonical, hash_ in rows:
-        if canonical is not None:
-            # The stored hashed text holds every field: no ORM decoding, and the
-            # payload cell is its compact JSON cut out as it stands (it starts with
-            # "{", so never a formula), only the scalars around it are parsed.
+    for seq, canonical, hash_, hashed, bad in _checked_rows(events):
+        if canonical is not None and hashed is not None:
+            # The stored hashed text holds every field; the payload cell is its
+            # compact JSON cut out as it stands (it starts with "{", so never a
+            # formula).
             start = canonical.find(',"payload":')
             end = canonical.rfind(',"prev_hash":')
-            record = json.loads(canonical[:start] + canonical[end:])
-            record["hash"] = hash_
+            record = {**hashed, "hash": hash_, "column_mismatch": " ".join(bad)}
             cells = [_cell(record.get(column)) for column in columns]
             cells[payload_at] = canonical[start + 11:end]
         else:
@@ -387,8 +499,8 @@ def _person(user: AbstractBaseUser | None) -> dict[str, Any] | None:
     return {"id": user.pk, "username": user.get_username()} if user is not None else None
 
 
-def _event_person(event: AuditEvent) -> dict[str, Any]:
-    return {"id": event.actor_id, "username": event.actor_username}
+def _event_person(event: dict[str, Any]) -> dict[str, Any]:
+    return {"id": event["actor_id"], "username": event["actor_username"]}
 
 
 def _execution(execution: Execution | None) -> dict[str, Any] | None:
@@ -424,18 +536,18 @@ def _checks(execution: Execution | None) -> list[dict[str, Any]]:
     ]
 
 
-def _rollback(events: list[AuditEvent], execution: Execution | None) -> dict[str, Any] | None:
-    started = next((e for e in events if e.action == "rollback_started"), None)
+def _rollback(events: list[dict[str, Any]], execution: Execution | None) -> dict[str, Any] | None:
+    started = next((e for e in events if e["action"] == "rollback_started"), None)
     if started is None:
         return None
-    ended = next((e for e in events if e.action in ("change_rolled_back", "rollback_failed")), None)
+    ended = next((e for e in events if e["action"] in ("change_rolled_back", "rollback_failed")), None)
     return {
-        "started_at": _iso(started.created_at),
-        "failed_checks": started.payload.get("failed_checks", []),
-        "outcome": (ended.payload.get("to") or ended.action) if ended else None,
-        "finished_at": _iso(ended.created_at) if ended else None,
+        "started_at": started["created_at"],
+        "failed_checks": started["payload"].get("failed_checks", []),
+        "outcome": (ended["payload"].get("to") or ended["action"]) if ended else None,
+        "finished_at": ended["created_at"] if ended else None,
         "result": execution.rollback_result if execution else None,
-        "error": ended.payload.get("error", "") if ended else "",
+        "error": ended["payload"].get("error", "") if ended else "",
     }
 
 
@@ -445,11 +557,17 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
     which fingerprint when, rejections, the break-glass flag and its review, the
     execution with the adapter's answers, every health-check result, the
     rollback, and the change's audit events with their hashes. JSON-ready values.
-    No secret is stored anywhere it reads from (targets hold key file paths)."""
+    No secret is stored anywhere it reads from (targets hold key file paths).
+
+    The events are read from their stored canonical text (the hashed record), and
+    so are the rejections, cancellations and rollback told from them; an event
+    whose columns disagree with it is listed in `tampered_events` with the fields,
+    and `tampered` is true."""
     change = ChangeRequest.objects.select_related(
         "target", "author", "emergency_by", "emergency_reviewed_by").get(pk=change.pk)
-    events = list(change_events(change))
-    execution = Execution.objects.filter(change=change).first()
+    checked = [event_checked(event) for event in change_events(change)]
+    events = [c.record for c in checked]
+    execution = change.execution  # the latest attempt (a re-approved change has several)
     valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
     return {
         "generated_at": timezone.now().isoformat(),
@@ -478,13 +596,15 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
             for a in approvals_of(change)
         ],
         "rejections": [
-            {"seq": e.seq, "by": _event_person(e), "at": _iso(e.created_at), "comment": e.payload.get("comment", ""),
-             "fingerprint": e.payload.get("fingerprint", "")}
-            for e in events if e.action == "change_rejected"
+            {"seq": e["seq"], "by": _event_person(e), "at": e["created_at"],
+             "comment": e["payload"].get("comment", ""), "fingerprint": e["payload"].get("fingerprint", "")}
+            for e in events if e["action"] == "change_rejected"
         ],
         "cancellations": [
-            {"seq": e.seq, "by": _event_person(e), "at": _iso(e.created_at), "comment": e.payload.get("comment", "")}
-            for e in events if e.action == "change_cancelled"
+            # The reason a cancellation must give (older events: a comment).
+            {"seq": e["seq"], "by": _event_person(e), "at": e["created_at"],
+             "comment": e["payload"].get("reason", e["payload"].get("comment", ""))}
+            for e in events if e["action"] == "change_cancelled"
         ],
         "emergency": {
             "flag": change.emergency, "reason": change.emergency_reason, "by": _person(change.emergency_by),
@@ -494,5 +614,7 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
         "execution": _execution(execution),
         "checks": _checks(execution),
         "rollback": _rollback(events, execution),
-        "events": [event_record(event) for event in events],
+        "events": events,
+        "tampered": any(c.tampered for c in checked),
+        "tampered_events": [{"seq": c.record["seq"], "fields": list(c.tampered)} for c in checked if c.tampered],
     }

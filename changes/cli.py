@@ -542,7 +542,7 @@ def cmd_submit(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
-    return _transition(client, args, "cancel", {"comment": args.comment or ""})
+    return _transition(client, args, "cancel", {"reason": args.reason})
 
 
 def cmd_plan(client: Client, args: argparse.Namespace) -> int:
@@ -771,7 +771,7 @@ def build_parser() -> argparse.ArgumentParser:
     propose.add_argument("--check-tcp", action="append", metavar="HOST:PORT",
                          help="health check after applying: HOST:PORT must accept TCP connections")
     propose.add_argument("--allow-apex", action="store_true",
-                         help="allow changing the apex SOA or deleting the apex NS RRset")
+                         help="allow changing the apex SOA or NS RRset")
     propose.add_argument("--submit", action="store_true", help="submit for review right away")
     propose.set_defaults(patch_parts=[])
 
@@ -790,7 +790,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     cancel = command("cancel", cmd_cancel, "withdraw a change that has not started applying")
     cancel.add_argument("id", type=int)
-    cancel.add_argument("-m", "--comment", help="why it is withdrawn")
+    cancel.add_argument("-m", "--reason", "--comment", dest="reason", required=True,
+                        help="why it is withdrawn (required, audited)")
 
     plan = command("plan", cmd_plan, "re-run the dry run against the live zone")
     plan.add_argument("id", type=int)

@@ -179,6 +179,47 @@ def _move(lease: Lease, to: str, *, action: str, payload: dict[str, Any] | None 
     return change
 
 
+def _start_apply(lease: Lease, change: ChangeRequest) -> ChangeRequest:
+    """approved -> applying, but only while the approvals still count. Approvals
+    expire, and an approved change may wait long for its turn (a frozen target, a
+    queue): the check is made here, under the execution's fence and the change's row
+    lock, in the very transaction that starts the apply, so nothing between it and
+    the send can revive a lapsed approval. If they no longer count, the change goes
+    back for review (approved -> pending_approval) and this execution ends without
+    touching the target. A break-glass change is exempt: its authority is the
+    emergency record, not approvals."""
+    from approvals.policy import approvals_required, approvals_valid  # approvals.policy imports this module
+
+    with transaction.atomic():
+        execution = _fenced(lease)
+        locked = lock_change(execution.change)
+        if locked.state != State.APPROVED:  # pragma: no cover - _drive only calls this for approved changes
+            raise LeaseLost(f"change #{locked.pk} is {locked.state}, not approved")
+        if not locked.emergency:
+            valid = approvals_valid(locked).count()
+            required = approvals_required(locked)
+            if valid < required:
+                payload = {"execution": execution.pk, "worker": lease.worker, "token": lease.token,
+                           "fingerprint": locked.fingerprint, "valid_approvals": valid, "required": required,
+                           "why": "approvals expired or were invalidated before the apply started"}
+                transition(locked, State.PENDING_APPROVAL, actor=None, origin=SYSTEM, action="approval_lapsed",
+                           payload=payload)
+                _log(execution, lease, "approval_lapsed", to=State.PENDING_APPROVAL)
+                execution.state, execution.outcome = Execution.State.DONE, "approval_lapsed"
+                execution.finished_at, execution.lease_expires_at = timezone.now(), None
+                execution.save()
+                transaction.on_commit(lambda: _wake_next(locked.target_id))
+                alert(event="approval_lapsed", change=locked, recipients=[locked.author, *reviewers_of(locked.target)],
+                      detail=payload)
+                return locked
+        payload = {"execution": execution.pk, "worker": lease.worker, "token": lease.token,
+                   "fingerprint": locked.fingerprint}
+        transition(locked, State.APPLYING, actor=None, origin=SYSTEM, action="apply_started", payload=payload)
+        _log(execution, lease, "apply_started", to=State.APPLYING)
+        execution.save()
+    return locked
+
+
 NOTIFY = {State.APPLIED, State.DRIFTED, State.ROLLED_BACK, State.ROLLBACK_FAILED, State.APPLY_FAILED}
 
 
@@ -252,7 +293,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bak
         moved = [str(s.key) for s in plan.steps if live.get(s.key) != s.before]
         if moved:
             return _drifted(lease, change, moved, {str(k): (v.to_json() if v else None) for k, v in live.items()})
-        change = _move(lease, State.APPLYING, action="apply_started", payload={"fingerprint": change.fingerprint})
+        change = _start_apply(lease, change)
         state = change.state
     if state == State.APPLYING:
         crashpoint("before_send")

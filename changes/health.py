@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,49 @@ CHECK_FIELDS = {
 
 def _port(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 < value < 65536
+
+
+# RFC 3986 (section 3 and appendix A) character classes: the API documents `url` as
+# format "uri", so only a URI is stored and shown back (no spaces, no raw Unicode:
+# IDN hosts in their xn-- form, other text percent-encoded).
+_PCT = r"%[0-9A-Fa-f]{2}"
+_SAFE = r"A-Za-z0-9\-._~!$&'()*+,;="  # unreserved + sub-delims
+
+
+def _uri_part(extra: str) -> re.Pattern[str]:
+    return re.compile(rf"(?:[{_SAFE}{extra}]|{_PCT})*\Z")
+
+
+_URI_HOST, _URI_USER, _URI_PATH, _URI_QUERY = _uri_part(""), _uri_part(":"), _uri_part(":@/"), _uri_part(":@/?")
+
+
+def _http_uri(url: Any) -> bool:
+    """An absolute http(s) URI by RFC 3986, with a host."""
+    # urlsplit drops tabs and newlines before parsing: check the raw text first.
+    if not isinstance(url, str) or not _uri_part(":/?#\\[\\]@").match(url):
+        return False
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not 0..65535
+    except ValueError:  # "http://[::1" and the like
+        return False
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        return False
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    if hostport.startswith("["):
+        host, _, port = hostport[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        port = port.removeprefix(":")
+    else:
+        host, _, port = hostport.partition(":")
+        if not host or not _URI_HOST.match(host):
+            return False
+    return (port.isascii() and (port == "" or port.isdigit()) and _URI_USER.match(userinfo) is not None
+            and _URI_PATH.match(parts.path) is not None and _URI_QUERY.match(parts.query) is not None
+            and _URI_QUERY.match(parts.fragment) is not None)
 
 
 def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[dict[str, Any]]:
@@ -55,9 +99,9 @@ def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[di
             normalized.update(host=str(check.get("host", "")).strip(), port=check.get("port"))
         elif kind == "http":
             url = check.get("url")
-            parts = urlsplit(url) if isinstance(url, str) else None
-            if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
-                bad("url", "url must be an http:// or https:// URL")
+            if not _http_uri(url):
+                bad("url", "url must be an http:// or https:// URI (RFC 3986: no spaces, non-ASCII "
+                           "percent-encoded, IDN hosts as xn--)")
             status = check.get("expect_status", 200)
             if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
                 bad("expect_status", "expect_status must be an HTTP status 100..599")

@@ -61,6 +61,9 @@ class Target(models.Model):
             ("approve_change", "Can approve changes on this target"),
             ("emergency_change", "Can apply emergency changes on this target"),
             ("export_audit", "Can export the audit log of this target"),
+            # The operator role (changes.permissions): model-wide, never per target and
+            # never implied by is_staff.
+            ("operate_targets", "Operator: registers targets, edits their policy, grants roles"),
         ]
 
     def __str__(self) -> str:
@@ -119,6 +122,11 @@ class ChangeRequest(models.Model):
     def __str__(self) -> str:
         return f"#{self.pk} {self.title}"
 
+    @property
+    def execution(self) -> Execution | None:
+        """The latest attempt at applying this change; every attempt is kept."""
+        return self.executions.order_by("-pk").first()
+
 
 S = ChangeRequest.State
 # The lifecycle of DESIGN.md as data. A move not listed here is refused.
@@ -126,7 +134,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     S.DRAFT: frozenset({S.PENDING_APPROVAL, S.CANCELLED}),
     S.PENDING_APPROVAL: frozenset({S.APPROVED, S.REJECTED, S.CANCELLED, S.DRIFTED}),
     # approved -> apply_failed: the target could not even be read for the last re-plan.
-    S.APPROVED: frozenset({S.APPLYING, S.DRIFTED, S.CANCELLED, S.APPLY_FAILED}),
+    # approved -> pending_approval: its approvals lapsed before the worker started it.
+    S.APPROVED: frozenset({S.APPLYING, S.DRIFTED, S.CANCELLED, S.APPLY_FAILED, S.PENDING_APPROVAL}),
     S.APPLYING: frozenset({S.VERIFYING, S.APPLY_FAILED, S.DRIFTED}),
     S.VERIFYING: frozenset({S.APPLIED, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
@@ -275,6 +284,24 @@ class AuditCheckpoint(models.Model):
         raise AppendOnlyError("audit checkpoints are append-only")
 
 
+class AuditCheckpointPublication(models.Model):
+    """How far one off-database sink (the checkpoint file, the webhook) has received
+    the checkpoints: every checkpoint with a higher id is still to be sent. Only
+    moved forward after the sink confirmed (file written and fsynced, webhook 2xx),
+    so a failed publish is retried and never counted as done. Not evidence itself:
+    someone with the database can move it, and at worst stops future publishing,
+    never takes back what the sink already holds."""
+
+    sink = models.CharField(max_length=16, unique=True)  # "file" or "webhook"
+    checkpoint_id = models.PositiveBigIntegerField(default=0)  # the last AuditCheckpoint.pk delivered
+    failures = models.PositiveIntegerField(default=0)  # failed attempts since the last success
+    last_error = models.TextField(blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.sink} published through checkpoint #{self.checkpoint_id}"
+
+
 def canonical_event(fields: dict[str, Any]) -> bytes:
     """The bytes an event's hash covers: sorted-key compact JSON (the offline
     verifier recomputes exactly this)."""
@@ -297,7 +324,9 @@ class Execution(models.Model):
         RUNNING = "running"  # a worker holds the lease
         DONE = "done"  # the change reached a terminal state
 
-    change = models.OneToOneField(ChangeRequest, on_delete=models.PROTECT, related_name="execution")
+    # A foreign key, not one-to-one: a change whose attempt ended short of applying
+    # (drifted, or its approvals lapsed) is approved again and gets a new attempt.
+    change = models.ForeignKey(ChangeRequest, on_delete=models.PROTECT, related_name="executions")
     target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="executions")
     state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
     # Lease: who runs it and until when. The fencing token grows with every claim,
@@ -374,3 +403,83 @@ class ZoneBaseline(models.Model):
 
     def __str__(self) -> str:
         return f"baseline of {self.target_id} (serial {self.serial})"
+
+
+# ---------------------------------------------------------------------------
+# Who may do what (changes.permissions): grant requests and the history the
+# self-grant rule reads.
+
+
+class GrantRequest(models.Model):
+    """A request to give `role` on `target` to a user or a group. Roles that let a
+    person approve or break glass (reviewer, emergency) are only given when a
+    second operator approves the request (changes.permissions)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="grant_requests")
+    role = models.CharField(max_length=32)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                             related_name="+")
+    group = models.ForeignKey("auth.Group", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    reason = models.TextField()
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                     related_name="+")
+    requested_by_label = models.CharField(max_length=200, blank=True)  # "os:user@host" for a command
+    created_at = models.DateTimeField(auto_now_add=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=True) ^ models.Q(group__isnull=True), name="grant_request_one_principal"
+            ),
+            # The database refuses a decision by the requester (four eyes on grants).
+            models.CheckConstraint(
+                condition=models.Q(decided_by__isnull=True) | ~models.Q(decided_by=models.F("requested_by")),
+                name="grant_request_decider_is_not_requester",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        who = self.user or self.group
+        return f"{self.role} on {self.target} for {who} ({self.state})"
+
+
+class PrivilegeGain(models.Model):
+    """One row each time a user gained a privilege: a role on a target (target set),
+    or something that reaches every target (target null: superuser flag, a
+    model-wide permission, a group membership). Read by the rule that nobody
+    approves where they, or the author, just gave them rights."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    privilege = models.CharField(max_length=200)
+    granted_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+
+class AccountOrigin(models.Model):
+    """Who created each account (null: a command, `created_by_label` says which OS
+    user). A person's second account may not approve that person's changes."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True,
+                                related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_by_label = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)

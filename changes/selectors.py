@@ -38,6 +38,14 @@ def targets_visible(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Targe
     return get_objects_for_user(user, VISIBLE_WITH, klass=Target, any_perm=True, accept_global_perms=False)
 
 
+def targets_reviewable(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Target]:
+    """Targets where `user` holds approve_change (directly or through a group): where
+    they may review changes at all. Who may review one change is the policy's word."""
+    if not user.is_authenticated or not user.is_active:
+        return Target.objects.none()
+    return get_objects_for_user(user, "changes.approve_change", klass=Target, accept_global_perms=False)
+
+
 def changes_visible(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ChangeRequest]:
     return (
         ChangeRequest.objects.filter(target__in=targets_visible(user=user))

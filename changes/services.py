@@ -28,7 +28,8 @@ from .audit import SYSTEM, RequestOrigin, audit_record
 from .errors import InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from .health import validate_health_checks
 from .lifecycle import in_author_set, lock_change, lock_editable, transition
-from .models import EDITABLE, ChangeRequest, Target
+from .models import EDITABLE, TRANSITIONS, ChangeRequest, Target
+from .permissions import can_cancel, require_operator
 
 State = ChangeRequest.State
 TITLE_MAX = 200
@@ -159,9 +160,9 @@ def target_register(
     check_reachable: bool = True,
 ) -> Target:
     """Register a target after checking the adapter config and that the zone answers
-    (SOA over TCP with the key). Staff only (actor None = a management command)."""
-    if actor is not None and not (actor.is_active and actor.is_staff):
-        raise NotPermitted("only staff may register targets")
+    (SOA over TCP with the key). Operators only (actor None = a management command)."""
+    if actor is not None:
+        require_operator(actor, "register targets")
     errors = []
     if not isinstance(name, str) or not name.strip():
         errors.append({"index": None, "field": "name", "message": "name is required"})
@@ -210,6 +211,27 @@ def target_register(
     return target
 
 
+def target_rename(
+    *, actor: AbstractBaseUser | None, target: Target, name: Any, origin: RequestOrigin = SYSTEM
+) -> Target:
+    """Give a target a new (unique) name, e.g. to move an old registration aside.
+    Operators only (actor None = a management command); audited with both names."""
+    if actor is not None:
+        require_operator(actor, "rename targets")
+    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 253:
+        raise ValidationFailed([{"index": None, "field": "name", "message": "a name of 1..253 characters is required"}])
+    with transaction.atomic():
+        locked = Target.objects.select_for_update().get(pk=target.pk)
+        before, after = locked.name, name.strip()
+        if Target.objects.filter(name=after).exclude(pk=locked.pk).exists():
+            raise ValidationFailed([{"index": None, "field": "name", "message": f"target {after} already exists"}])
+        locked.name = after
+        locked.save(update_fields=["name", "updated_at"])
+        audit_record(actor=actor, origin=origin, action="target_renamed", target=locked,
+                     payload={"before": before, "after": after})
+    return locked
+
+
 POLICY_RANGES = {
     "required_approvals": (1, 10),
     "approval_lifetime_seconds": (60, 30 * 86400),
@@ -232,9 +254,8 @@ def target_update_policy(
     *, actor: AbstractBaseUser, target: Target, origin: RequestOrigin = SYSTEM, **changes: Any
 ) -> Target:
     """Change a target's policy (approvals, lifetimes, bake time, default checks,
-    frozen). Staff only; audited with the old and new values."""
-    if not (actor.is_active and actor.is_staff):
-        raise NotPermitted("only staff may change a target's policy")
+    frozen). Operators only; audited with the old and new values."""
+    require_operator(actor, "change a target's policy")
     allowed = {*POLICY_RANGES, "health_checks", "frozen", "webhook_url"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
@@ -409,14 +430,22 @@ def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Req
 
 
 def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM,
-                  comment: str = "") -> ChangeRequest:
-    """Withdraw a change that has not started applying. Author or staff."""
+                  reason: Any = None, comment: Any = None) -> ChangeRequest:
+    """Withdraw a change that has not started applying, saying why. The author, an
+    editor or an operator (`can_cancel`). `comment` is the reason's old name."""
+    reason = reason if reason not in (None, "") else comment
     with transaction.atomic():
         locked = lock_change(change)
-        if locked.author_id != actor.pk and not actor.is_staff:
-            raise NotPermitted("only the author or staff may cancel a change")
+        # Who you are before what you wrote: a 403 must not depend on the body.
+        if not can_cancel(actor, locked):
+            raise NotPermitted("only the author, an editor or an operator may cancel a change")
+        # Then the state: cancelling a finished change is a conflict whatever the body says.
+        if State.CANCELLED not in TRANSITIONS.get(locked.state, frozenset()):
+            raise InvalidTransition(f"change #{locked.pk} is {locked.state}; it cannot move to {State.CANCELLED}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationFailed([{"index": None, "field": "reason", "message": "say why the change is cancelled"}])
         transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",
-                    payload={"comment": comment})
+                    payload={"reason": reason.strip()})
     return locked
 
 

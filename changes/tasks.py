@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
+from .audit import audit_checkpoint_tick, audit_checkpoints_publish
 from .execution import execution_run, execution_sweep
 from .oob import oob_sweep
 
@@ -22,3 +23,10 @@ def sweep_executions() -> int:
 def check_out_of_band() -> int:
     """Read every due target's zone and report changes made behind changegate's back."""
     return len(oob_sweep())
+
+
+@shared_task(name="changes.audit_checkpoint", ignore_result=True)
+def audit_checkpoint() -> int:
+    """Sign the audit head if it moved, then publish pending checkpoints off the database."""
+    audit_checkpoint_tick()
+    return sum(audit_checkpoints_publish().values())

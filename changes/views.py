@@ -18,6 +18,7 @@ from config.env import env_secret
 
 from .logs import redact_urls
 from .metrics import CONTENT_TYPE, metrics_text
+from .permissions import is_operator
 
 # Seconds. A readiness probe must answer well inside the orchestrator's timeout.
 BROKER_TIMEOUT = 2.0
@@ -91,12 +92,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:
-    """Staff users always. With METRICS_TOKEN (or METRICS_TOKEN_FILE) set, also
+    """Operators always. With METRICS_TOKEN (or METRICS_TOKEN_FILE) set, also
     `Authorization: Bearer <token>`; without it, also anonymous requests made
     directly from loopback. A request that names a proxy (X-Forwarded-For,
     Forwarded) is not direct: a reverse proxy on the same host would otherwise
     make every client on the internet look local."""
-    if request.user.is_authenticated and request.user.is_staff:
+    if is_operator(request.user):
         return True
     token = env_secret("METRICS_TOKEN", "")
     if token:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -325,9 +326,10 @@ class DNSAdapter(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+    def validate_config(cls, config: Mapping[str, Any], *, key_dir: str | os.PathLike[str]) -> dict[str, Any]:
         """Return the normalized config or raise ItemValidationError naming the field
-        (index None). Secrets are never part of config: only file references."""
+        (index None). Secrets are never part of config: only file references, which
+        must lie inside `key_dir` (the deployment's key directory; see key_files)."""
 
     @abc.abstractmethod
     def check_reachable(self) -> int:

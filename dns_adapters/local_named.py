@@ -69,7 +69,8 @@ class LocalNamed:
 
     `zones` maps zone name -> zone-file text (see `default_zone_text`). Every zone
     allows update and transfer only with the generated TSIG key, whose BIND-format
-    file is `key_file`.
+    file is `key_file`: in `key_dir` if given (the gateway reads keys only from its
+    CHANGEGATE_KEY_DIR), else in the working directory.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class LocalNamed:
         workdir: str | os.PathLike[str] | None = None,
         key_name: str = "changegate-key",
         extra_keys: Iterable[str] = (),
+        key_dir: str | os.PathLike[str] | None = None,
         start_timeout: float = 30.0,
     ) -> None:
         self.zones = dict(zones)
@@ -86,7 +88,8 @@ class LocalNamed:
         self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="changegate-named-"))
         self.key_name = key_name
         self.secret = base64.b64encode(secrets.token_bytes(32)).decode()
-        self.key_file = self.dir / f"{key_name}.key"
+        self.key_dir = Path(key_dir) if key_dir else self.dir
+        self.key_file = self.key_dir / f"{key_name}.key"
         # Extra keys are known to named but not allowed to update: for "wrong key" tests.
         self.extra_keys = {name: base64.b64encode(secrets.token_bytes(32)).decode() for name in extra_keys}
         self.start_timeout = start_timeout
@@ -98,13 +101,14 @@ class LocalNamed:
         return f"127.0.0.1:{self.port}"
 
     def extra_key_file(self, name: str) -> Path:
-        return self.dir / f"{name}.key"
+        return self.key_dir / f"{name}.key"
 
     def zone_file(self, zone: str) -> Path:
         return self.dir / f"{zone.rstrip('.')}.db"
 
     def _write_config(self) -> Path:
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.key_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_key_file(self.key_file, self.key_name, self.secret)
         keys = [(self.key_name, self.secret)]
         for name, secret in self.extra_keys.items():

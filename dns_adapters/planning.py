@@ -173,8 +173,10 @@ def validate_items(
                 bad("type", "SOA exists only at the zone apex")
             elif not allow_apex:
                 bad("type", "changing the apex SOA needs the allow_apex flag")
-        if rdtype == "NS" and at_apex and op == "delete" and not allow_apex:
-            bad("op", "deleting the apex NS RRset needs the allow_apex flag")
+        if rdtype == "NS" and at_apex and not allow_apex:
+            # Replacing (or adding to) the apex NS set moves the whole zone to other
+            # servers just as surely as deleting it does.
+            bad("type", "changing the apex NS RRset needs the allow_apex flag")
         items.append(ChangeItem(op=op, name=name, rdtype=rdtype, ttl=ttl, rdatas=tuple(sorted(set(rdatas)))))
 
     if errors:

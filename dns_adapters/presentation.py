@@ -7,6 +7,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.rdataclass
+
 from .base import FieldError, ItemValidationError, Plan, RRValue, Step
 
 # "+ www 300 IN A 192.0.2.10": op, name, optional TTL, optional class, type, rdata.
@@ -101,6 +106,8 @@ def unified_diff(plan: Plan) -> str:
 
 RISKS = {
     "apex_ns_soa": "changes the zone apex NS or SOA",
+    "delegation": "delegates a name below the apex to other nameservers (NS)",
+    "dname": "redirects a whole subtree of names elsewhere (DNAME)",
     "dnssec": "changes DNSSEC delegation or keys (DS/DNSKEY/CDS/CDNSKEY)",
     "mail": "changes mail routing or mail authentication (MX, SPF, DMARC, DKIM)",
     "wildcard": "changes a wildcard name",
@@ -109,16 +116,63 @@ RISKS = {
 }
 DAY = 86400
 
+# Owner names whose every record (of any type: TXT, a CNAME or DNAME elsewhere, an
+# NS delegation) is mail authentication, matched on whole labels: DMARC (RFC 7489),
+# DKIM keys (RFC 6376), MTA-STS (RFC 8461), SMTP TLS reporting (RFC 8460).
+_MAIL_FIRST_LABELS = (("_dmarc",), ("_mta-sts",), ("_smtp", "_tls"))
+_MAIL_ANY_LABEL = b"_domainkey"
+# Records that are mail authentication by content, wherever they sit. Matched after
+# joining the TXT character-strings, as receivers do (RFC 7208 section 3.3, RFC 6376
+# section 3.6.2.2): '"v=sp" "f1 ..."' is an SPF record. The version tags are
+# case-insensitive. A DKIM key need not carry v=DKIM1 but must carry a p= tag
+# (RFC 6376 section 3.6.1), so any tag-list with p= counts (DMARC's p= too).
+_MAIL_VERSION_RE = re.compile(r"v\s*=\s*(?:spf1|dmarc1|dkim1|stsv1|tlsrptv1)\b", re.IGNORECASE)
+_DKIM_KEY_RE = re.compile(r"(?:^|;)\s*p\s*=", re.IGNORECASE)
+
+
+def _labels(name: str) -> tuple[bytes, ...]:
+    try:
+        return tuple(label.lower() for label in dns.name.from_text(name).labels)
+    except dns.exception.DNSException:
+        return tuple(label.encode().lower() for label in name.split("."))
+
+
+def _is_mail_name(name: str) -> bool:
+    labels = _labels(name)
+    if _MAIL_ANY_LABEL in labels:
+        return True
+    return any(labels[: len(first)] == tuple(x.encode() for x in first) for first in _MAIL_FIRST_LABELS)
+
+
+def _joined_texts(rdtype: str, value: RRValue | None) -> list[str]:
+    """Each TXT/SPF record as the one string a receiver reads (its
+    character-strings joined, escapes decoded)."""
+    texts = []
+    for rdata in value.rdatas if value else ():
+        try:
+            parsed = dns.rdata.from_text(dns.rdataclass.IN, rdtype, rdata)
+            texts.append(b"".join(parsed.strings).decode("utf-8", "replace"))
+        except (dns.exception.DNSException, ValueError):  # not expected from canonical rdata: judge the text
+            texts.append(rdata)
+    return texts
+
 
 def _is_mail_step(step: Step) -> bool:
-    if step.key.rdtype == "MX":
+    """MX, SPF, or any record at a mail-authentication name, or a TXT that reads as
+    SPF/DMARC/DKIM/MTA-STS/TLS-RPT before or after the change (removing one is as
+    risky as adding one).
+
+    Following CNAMEs inside the zone: a `_dmarc` or `_domainkey` CNAME is flagged by
+    its name; the TXT it points at is flagged by its content, since a receiver
+    ignores a DMARC/SPF record without its version tag and a DKIM key without p=,
+    so the record at the CNAME target cannot matter to mail unless its (joined)
+    content says so, before or after. Not seen from a plan alone: re-pointing an
+    intermediate CNAME in a chain (`_dmarc CNAME hop`, change `hop CNAME ...`)."""
+    if step.key.rdtype in ("MX", "SPF") or _is_mail_name(step.key.name):
         return True
-    labels = step.key.name.split(".")
     if step.key.rdtype == "TXT":
-        if labels[0] == "_dmarc" or "_domainkey" in labels:
-            return True
-        texts = (step.before.rdatas if step.before else ()) + (step.after.rdatas if step.after else ())
-        return any("v=spf1" in text.lower() for text in texts)
+        texts = _joined_texts("TXT", step.before) + _joined_texts("TXT", step.after)
+        return any(_MAIL_VERSION_RE.search(text) or _DKIM_KEY_RE.search(text) for text in texts)
     return False
 
 
@@ -128,8 +182,15 @@ def risk_flags(plan: Plan, *, zone_rrsets: int | None) -> list[str]:
     flags: set[str] = set()
     deletes = 0
     for step in plan.steps:
-        if step.key.name == plan.zone and step.key.rdtype in ("NS", "SOA"):
+        at_apex = step.key.name == plan.zone
+        if at_apex and step.key.rdtype in ("NS", "SOA"):
             flags.add("apex_ns_soa")
+        if step.key.rdtype == "NS" and not at_apex:
+            # A sub-delegation hands the name and everything below it to other
+            # servers, outside this gateway's control.
+            flags.add("delegation")
+        if step.key.rdtype == "DNAME":
+            flags.add("dname")
         if step.key.rdtype in ("DS", "DNSKEY", "CDS", "CDNSKEY"):
             flags.add("dnssec")
         if _is_mail_step(step):

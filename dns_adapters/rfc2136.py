@@ -11,6 +11,7 @@ server applies all of it or none of it.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import secrets
 import socket
@@ -50,6 +51,7 @@ from .base import (
     VerifyReport,
     ZoneSnapshot,
 )
+from .key_files import read_key_file
 from .planning import LiveRead, NameInfo, build_plan, keys_to_read, rrvalue, validate_items, zone_name
 
 DEFAULT_TIMEOUT = 5.0
@@ -98,31 +100,33 @@ def parse_hostport(text: Any) -> tuple[str, int]:
     return host, port_number
 
 
-def load_tsig_key(path: str | Path) -> dns.tsig.Key:
-    """Read a BIND-format key file. Error messages name the file, never the secret."""
+def load_tsig_key(path: str, *, key_dir: str | os.PathLike[str]) -> dns.tsig.Key:
+    """Read a BIND-format key file from inside `key_dir` (see `key_files`). Error
+    messages are fixed texts naming the path: never the secret, nor any other part
+    of the file (the path might have been somebody else's file)."""
+    data = read_key_file(path, key_dir=key_dir)
+    not_a_key = ConfigError(f"TSIG key file {path}: not a BIND key file")
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"TSIG key file {path} cannot be read: {exc.strerror}") from None
-    except (ValueError, UnicodeError):  # a NUL in the path, or a file that is not text
-        raise ConfigError(f"TSIG key file {path!r} cannot be read as a key file") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_a_key from None
     match = _KEY_RE.search(text)
     if not match:
-        raise ConfigError(f'TSIG key file {path} has no key "name" {{ ... }}; block')
+        raise not_a_key
     body = match.group("body")
     algo_match = _ALGO_RE.search(body)
     secret_match = _SECRET_RE.search(body)
     algorithm = algo_match.group("algo").lower() if algo_match else "hmac-sha256"
     if algorithm not in TSIG_ALGORITHMS:
-        raise ConfigError(f"TSIG key file {path}: unsupported algorithm {algorithm}")
+        raise ConfigError(f"TSIG key file {path}: not a BIND key file (unsupported algorithm)")
     if not secret_match:
-        raise ConfigError(f"TSIG key file {path}: no secret")
+        raise ConfigError(f"TSIG key file {path}: not a BIND key file (no secret)")
     try:
         return dns.tsig.Key(
             match.group("name"), "".join(secret_match.group("secret").split()), TSIG_ALGORITHMS[algorithm]
         )
     except Exception:  # binascii.Error and friends: do not echo any part of the secret
-        raise ConfigError(f"TSIG key file {path}: the secret is not valid base64") from None
+        raise ConfigError(f"TSIG key file {path}: not a BIND key file (the secret is not valid base64)") from None
 
 
 # ---------------------------------------------------------------------------
@@ -204,11 +208,12 @@ class RFC2136Adapter(DNSAdapter):
     """Config: zone, primary ("host:port"), tsig_key_file, nameservers (list of
     "host:port", default [primary]), timeout (seconds). The key's secret is read
     from the file when the adapter is built and is never part of config, repr,
-    errors or results."""
+    errors or results. `key_dir` is the one directory key files may come from: the
+    deployment's choice, never part of the (user-supplied) config."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], *, key_dir: str | os.PathLike[str]) -> None:
         try:
-            normalized = self.validate_config(config)
+            normalized = self.validate_config(config, key_dir=key_dir)
         except ItemValidationError as exc:
             raise ConfigError(exc.message) from None
         self.config = normalized
@@ -217,7 +222,7 @@ class RFC2136Adapter(DNSAdapter):
         self.primary = parse_hostport(normalized["primary"])
         self.nameservers = [parse_hostport(ns) for ns in normalized["nameservers"]]
         self.timeout = float(normalized["timeout"])
-        self._key = load_tsig_key(normalized["tsig_key_file"])
+        self._key = load_tsig_key(normalized["tsig_key_file"], key_dir=key_dir)
         self._keyring = {self._key.name: self._key}
         self._conn = _Connection(*self.primary, self.timeout)
         self._lock = threading.Lock()
@@ -228,7 +233,7 @@ class RFC2136Adapter(DNSAdapter):
     # -- configuration -------------------------------------------------------
 
     @classmethod
-    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+    def validate_config(cls, config: Mapping[str, Any], *, key_dir: str | os.PathLike[str]) -> dict[str, Any]:
         errors: list[FieldError] = []
         if not isinstance(config, Mapping):
             raise ItemValidationError([FieldError(None, "config", "config must be an object")])
@@ -257,7 +262,7 @@ class RFC2136Adapter(DNSAdapter):
             errors.append(FieldError(None, "tsig_key_file", "must be an absolute path"))
         else:
             try:
-                load_tsig_key(key_file)
+                load_tsig_key(key_file, key_dir=key_dir)
             except ConfigError as exc:
                 errors.append(FieldError(None, "tsig_key_file", exc.message))
         explicit = config.get("nameservers")

@@ -4,14 +4,19 @@
 Runs with the project's virtualenv python from the repository root:
 
 1. checks that the web port is free (clear error naming its owner when not);
-2. `manage.py migrate` on the default database (SQLite in var/ unless DATABASE_URL);
+2. `manage.py migrate` on the default database (SQLite in var/ unless DATABASE_URL),
+   then `manage.py audit_keygen --if-missing`: the audit checkpoint signing key
+   var/audit-signing.pem (public key var/audit-signing.pub) is made once and
+   kept; every process gets CHANGEGATE_AUDIT_SIGNING_KEY_FILE and
+   CHANGEGATE_AUDIT_CHECKPOINT_FILE (var/audit-checkpoints.jsonl) unless set;
 3. redis: reuses the one answering at CELERY_BROKER_URL (default 127.0.0.1:6379),
    else starts `redis-server` on that port, or on a free port when that one is
    taken by something that is not redis;
 4. a throwaway BIND 9 `named` (dns_adapters.local_named.LocalNamed) serving the
    demo zone `demo.test` with a TSIG key on a free loopback port; its directory
    var/named survives restarts (zone, journal and key are reused; --fresh-zone
-   starts over). Where it listens and the key file go to var/demo.env;
+   starts over). Its TSIG key is in var/keys (CHANGEGATE_KEY_DIR, the only place
+   the gateway reads keys from). Where it listens and the key file go to var/demo.env;
 5. `manage.py demo_setup` (demo users and role groups);
 6. a Celery worker, Celery beat and `manage.py runserver 127.0.0.1:8000 --noreload`;
 7. prints where to log in, then supervises: SIGINT/SIGTERM/SIGHUP (Ctrl-C) or any
@@ -47,6 +52,16 @@ from dns_adapters.local_named import LocalNamed, default_zone_text, find_named, 
 
 VAR = Path(os.environ.get("CHANGEGATE_VAR_DIR", str(ROOT / "var"))).resolve()
 NAMED_DIR = VAR / "named"
+# The gateway reads TSIG keys only from CHANGEGATE_KEY_DIR (default var/keys): the
+# demo key lives there, not beside named's files.
+KEY_DIR = Path(os.environ.get("CHANGEGATE_KEY_DIR") or str(VAR / "keys")).resolve()
+# Audit checkpoints are signed by default (issue 9): the Ed25519 key is made once
+# and kept across restarts, outside the TSIG key directory (a target's key file
+# can never name it); checkpoints are published to an append-only file beside it.
+AUDIT_KEY = Path(os.environ.get("CHANGEGATE_AUDIT_SIGNING_KEY_FILE") or str(VAR / "audit-signing.pem")).resolve()
+AUDIT_PUB = AUDIT_KEY.with_suffix(".pub")
+AUDIT_CHECKPOINTS = Path(os.environ.get("CHANGEGATE_AUDIT_CHECKPOINT_FILE")
+                         or str(VAR / "audit-checkpoints.jsonl")).resolve()
 LOG_DIR = VAR / "log"
 PID_FILE = VAR / "devrun.pid"
 CHILDREN_FILE = VAR / "devrun.children.json"
@@ -392,8 +407,9 @@ def start_named(sup: Supervisor, fresh: bool) -> LocalNamed:
         zone_text = default_zone_text(DEMO_ZONE, DEMO_RECORDS)
         for journal in NAMED_DIR.glob("*.jnl"):
             journal.unlink()
-    server = LocalNamed({DEMO_ZONE: zone_text}, workdir=NAMED_DIR, key_name=DEMO_KEY_NAME)
-    secret = _saved_secret(server.key_file)
+    server = LocalNamed({DEMO_ZONE: zone_text}, workdir=NAMED_DIR, key_name=DEMO_KEY_NAME, key_dir=KEY_DIR)
+    # Before the key directory existed the demo key lived in var/named: keep using it.
+    secret = _saved_secret(server.key_file) or _saved_secret(NAMED_DIR / f"{DEMO_KEY_NAME}.key")
     if secret:
         server.secret = secret  # same TSIG key across restarts
     sup.named = server
@@ -434,6 +450,10 @@ def wait_for_web(web: Child, url: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)  # readiness poll
 
 
+def _rel(path: Path) -> str:
+    return os.path.relpath(path, Path.cwd()) if path.is_relative_to(ROOT) else str(path)
+
+
 def banner(base_url: str, password: str, named: LocalNamed, broker: str) -> None:
     users = "\n".join(f"      {name:<6} {role}" for name, role in DEMO_USERS)
     rel_key = os.path.relpath(named.key_file, Path.cwd())
@@ -449,6 +469,8 @@ def banner(base_url: str, password: str, named: LocalNamed, broker: str) -> None
   DNS:       zone {DEMO_ZONE} on {named.primary}, TSIG key {named.key_name} in {rel_key}
              dig @127.0.0.1 -p {named.port} -k {rel_key} {DEMO_ZONE} AXFR
   Broker:    {broker}
+  Audit:     checkpoints signed by {_rel(AUDIT_KEY)} (public key {_rel(AUDIT_PUB)}), published to {_rel(AUDIT_CHECKPOINTS)}
+             changegate-audit verify EXPORT --pubkey {_rel(AUDIT_PUB)} --checkpoints {_rel(AUDIT_CHECKPOINTS)}
   Settings:  {DEMO_ENV.relative_to(ROOT) if DEMO_ENV.is_relative_to(ROOT) else DEMO_ENV}   logs: {LOG_DIR}/
 
   Ctrl-C stops everything.
@@ -472,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     env["PYTHONUNBUFFERED"] = "1"
     env["CHANGEGATE_VAR_DIR"] = str(VAR)
+    env["CHANGEGATE_KEY_DIR"] = str(KEY_DIR)
     py = sys.executable
     sup = Supervisor(env)
 
@@ -498,6 +521,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"Stop that process or pick another port: make run RUN_ARGS='--port {args.port + 1}'.")
 
         sup.run_once("migrate", [py, "manage.py", "migrate", "--noinput"])
+        sup.run_once("audit-key", [py, "manage.py", "audit_keygen", "--if-missing", str(AUDIT_KEY),
+                                   "--public-out", str(AUDIT_PUB)])
+        env["CHANGEGATE_AUDIT_SIGNING_KEY_FILE"] = str(AUDIT_KEY)
+        env["CHANGEGATE_AUDIT_CHECKPOINT_FILE"] = str(AUDIT_CHECKPOINTS)
         broker = ensure_redis(sup, env.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0"))
         named = start_named(sup, args.fresh_zone)
         base_url = f"http://127.0.0.1:{args.port}/"
@@ -506,6 +533,9 @@ def main(argv: list[str] | None = None) -> int:
             "CHANGEGATE_DEMO_DNS_PRIMARY": named.primary,
             "CHANGEGATE_DEMO_TSIG_KEY_NAME": named.key_name,
             "CHANGEGATE_DEMO_TSIG_KEY_FILE": str(named.key_file),
+            "CHANGEGATE_KEY_DIR": str(KEY_DIR),
+            "CHANGEGATE_AUDIT_SIGNING_KEY_FILE": str(AUDIT_KEY),
+            "CHANGEGATE_AUDIT_CHECKPOINT_FILE": str(AUDIT_CHECKPOINTS),
             "CELERY_BROKER_URL": broker,
             "CHANGEGATE_URL": base_url,
         }

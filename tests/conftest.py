@@ -58,6 +58,16 @@ def fresh_zone(named_server: LocalNamed) -> str:
         pytest.fail("out of spare zones: raise the count in tests/conftest.py")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cache() -> Iterator[None]:
+    """Django's cache holds the failed-token counts per client address
+    (accounts.authentication): every test starts from none, whatever ran before."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 # ---------------------------------------------------------------------------
 # Personas and targets (Django). Data is set up through services.
 
@@ -73,8 +83,29 @@ def make_user(db):
 
 
 @pytest.fixture
-def staff(make_user):
-    return make_user("operator", is_staff=True)
+def operator(make_user):
+    """The operator persona: may open the admin (is_staff) and holds the operator role,
+    the model-wide `changes.operate_targets` permission. Bootstrap, documented: the
+    role is added directly to the user's permissions, which `changes.identity_audit`
+    records as an audit event (actor: the OS user running the tests)."""
+    from django.contrib.auth.models import Permission
+
+    user = make_user("operator", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="changes", codename="operate_targets"))
+    return type(user).objects.get(pk=user.pk)  # a fresh instance: Django caches permissions
+
+
+@pytest.fixture
+def staff(operator):
+    """Old name of `operator`, kept for the tests that register targets with it.
+    Being staff alone grants nothing: see `plain_staff`."""
+    return operator
+
+
+@pytest.fixture
+def plain_staff(make_user):
+    """May open the admin and holds no role at all."""
+    return make_user("stu", is_staff=True)
 
 
 @pytest.fixture
@@ -103,22 +134,25 @@ def auditor(make_user):
 
 
 def grant(user, role: str, target) -> None:
-    """Give `user` (or a group) `role` on `target`, from the one role table in the policy."""
-    from guardian.shortcuts import assign_perm
+    """Give `user` (or a group) `role` on `target` through the grant service, as a
+    command would (actor None). Reviewer and emergency take the recorded bootstrap
+    path: test setup has no second operator to approve a grant request."""
+    from django.contrib.auth.models import Group
 
-    from approvals.policy import ROLES
+    from changes.permissions import FOUR_EYES_ROLES, target_role_grant
 
-    for perm in ROLES[role]:
-        assign_perm(f"changes.{perm}", user, target)
+    principal = {"group": user} if isinstance(user, Group) else {"user": user}
+    target_role_grant(actor=None, target=target, role=role, bootstrap=role in FOUR_EYES_ROLES,
+                      reason="test setup", **principal)
 
 
 @pytest.fixture
-def dns_target(db, named_server, fresh_zone, staff, author, reviewer, second_reviewer, auditor):
+def dns_target(db, named_server, fresh_zone, operator, author, reviewer, second_reviewer, auditor):
     """A registered target for a zone no other test touched, with roles granted."""
     from changes.services import target_register
 
     target = target_register(
-        actor=staff,
+        actor=operator,
         name=fresh_zone,
         config={"zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
                 "timeout": 3},

@@ -16,6 +16,7 @@ from django.http import Http404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
+from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
 from dns_adapters.base import OPS
@@ -27,6 +28,7 @@ from approvals.policy import approvals_of, approvals_required, approvals_valid
 from .. import selectors
 from ..health import CHECK_FIELDS
 from ..models import AuditEvent, ChangeRequest, Target
+from ..permissions import is_operator
 
 # ---------------------------------------------------------------------------
 # Errors (every non-2xx answer has this shape)
@@ -158,7 +160,8 @@ class TargetConfigSerializer(serializers.Serializer):
     zone = serializers.CharField()
     primary = serializers.CharField(help_text="ip:port of the primary that accepts signed UPDATEs.")
     tsig_key_file = serializers.CharField(
-        help_text="Absolute path of a BIND-format key file on the gateway. Never the secret itself."
+        help_text="Absolute path of a BIND-format key file inside the gateway's key directory "
+                  "(CHANGEGATE_KEY_DIR). Never the secret itself."
     )
     nameservers = serializers.ListField(
         child=serializers.CharField(), required=False, help_text="ip:port of every server to verify on; default [primary]."
@@ -194,7 +197,7 @@ class TargetSerializer(serializers.Serializer):
     nameservers = serializers.ListField(child=serializers.CharField(), source="config.nameservers")
     tsig_key_file = serializers.CharField(
         source="config.tsig_key_file", required=False,
-        help_text="Staff only: where the key lives on the gateway (never the secret).",
+        help_text="Operators only: where the key lives on the gateway (never the secret).",
     )
     required_approvals = serializers.IntegerField()
     approval_lifetime_seconds = serializers.IntegerField()
@@ -207,7 +210,7 @@ class TargetSerializer(serializers.Serializer):
         data = super().to_representation(instance)
         request = self.context.get("request")
         user = getattr(request, "user", None)
-        if not (user is not None and user.is_active and user.is_staff):
+        if not is_operator(user):
             data.pop("tsig_key_file", None)
         return data
 
@@ -417,6 +420,12 @@ class CommentSerializer(StrictInputSerializer):
     comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
+class CancelSerializer(StrictInputSerializer):
+    reason = StrictCharField(required=False, allow_blank=True, max_length=4000, help_text="Why (required).")
+    comment = StrictCharField(required=False, allow_blank=True, max_length=4000,
+                              help_text="Old name of `reason`, still accepted.")
+
+
 class EmergencySerializer(StrictInputSerializer):
     """A required written reason: for break-glass, or for a manual rollback."""
 
@@ -436,11 +445,24 @@ class RejectSerializer(StrictInputSerializer):
     comment = StrictCharField(allow_blank=True, max_length=2000, help_text="Why the change is rejected (required).")
 
 
+class QueryBooleanField(serializers.BooleanField):
+    """A boolean query parameter as OpenAPI writes one: `true` or `false`. DRF's
+    BooleanField would also take 0, "yes", "on"..., which the schema calls invalid."""
+
+    default_error_messages = {"invalid": "Must be true or false."}
+    default_empty_html = empty  # absent is "not given", not the unticked checkbox (False)
+
+    def to_internal_value(self, data: Any) -> bool:
+        if data not in ("true", "false"):
+            self.fail("invalid")
+        return data == "true"
+
+
 class ChangeListQuerySerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=ChangeRequest.State.choices, required=False)
     target = serializers.CharField(required=False, help_text="Target id or name.")
     author = serializers.CharField(required=False, help_text="Username of the author.")
-    reviewable = serializers.BooleanField(
+    reviewable = QueryBooleanField(
         required=False, help_text="true: only pending changes waiting for your review "
         "(you may approve them and have not approved the current plan yet).")
 
@@ -581,6 +603,12 @@ class EvidenceRollbackSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
+class EvidenceTamperedSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    fields = serializers.ListField(child=serializers.CharField(), help_text="Columns that disagree with the hashed "
+                                   'record, or "hash" when the stored record no longer hashes to the stored hash.')
+
+
 class EvidenceSerializer(serializers.Serializer):
     """The full story of one change (PCI DSS v4 6.5.1 / 10.2.2, SOC 2 CC8.1)."""
 
@@ -604,4 +632,7 @@ class EvidenceSerializer(serializers.Serializer):
     execution = EvidenceExecutionSerializer(allow_null=True)
     checks = EvidenceCheckSerializer(many=True)
     rollback = EvidenceRollbackSerializer(allow_null=True)
-    events = AuditRecordSerializer(many=True, help_text="The change's audit events, in seq order, with their hashes.")
+    events = AuditRecordSerializer(many=True, help_text="The change's audit events, in seq order, with their hashes: "
+                                   "the hashed records as stored (never the database columns).")
+    tampered = serializers.BooleanField(help_text="An event's database row disagrees with its hashed record.")
+    tampered_events = EvidenceTamperedSerializer(many=True)

@@ -9,7 +9,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from django.http import StreamingHttpResponse
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
@@ -25,6 +26,7 @@ from approvals import policy
 from .. import audit_export, selectors, services
 from ..audit import RequestOrigin
 from ..models import ChangeRequest, Origin, Target
+from .query import StrictPageNumberPagination, StrictQueryMixin
 from .serializers import (
     AuditExportQuerySerializer,
     EvidenceSerializer,
@@ -37,7 +39,7 @@ from .serializers import (
     ChangeListQuerySerializer,
     ChangeSummarySerializer,
     ChangeUpdateSerializer,
-    CommentSerializer,
+    CancelSerializer,
     ErrorSerializer,
     LiveQuerySerializer,
     LiveRRsetSerializer,
@@ -122,7 +124,7 @@ def change_detail(request: Request, change: ChangeRequest) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[int, OpenApiResponse]:
     described = {
-        400: "Bad input; `errors` names every rejected field.",
+        400: "Bad input; `errors` names every rejected field or query parameter.",
         401: "Not authenticated.",
         403: "Not permitted.",
         404: "No such object, or not visible to you.",
@@ -130,23 +132,33 @@ def _errors(*codes: int) -> dict[int, OpenApiResponse]:
         502: "The target refuses us (configuration or key problem).",
         503: "The target cannot be reached right now; retry later.",
     }
-    return {code: OpenApiResponse(ErrorSerializer, description=described[code]) for code in (401, *codes)}
+    # Every operation may answer 400: each refuses an unknown or repeated query parameter (StrictQueryMixin).
+    return {code: OpenApiResponse(ErrorSerializer, description=described[code])
+            for code in sorted({400, 401, *codes})}
 
 
 REF = OpenApiParameter("ref", str, OpenApiParameter.PATH, description="Target id or name.")
 PK = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Change id.")
 
 
-class APIBase(APIView):
+class APIBase(StrictQueryMixin, APIView):
     parser_classes = [JSONBodyParser]
+
+
+@csrf_exempt  # a 404 for every method: CSRF's HTML 403 must not answer a POST first
+def api_not_found(request: HttpRequest, *args: Any, **kwargs: Any) -> JsonResponse:
+    """Any path under /api/ that no route matches (`/api/v1/changes/-1/`): the API's
+    JSON 404, not Django's HTML page (mounted last in config/urls.py)."""
+    return JsonResponse({"detail": "no such API endpoint", "code": "not_found"}, status=404)
 
 
 # ---------------------------------------------------------------------------
 # Targets
 
 
-class TargetListView(generics.ListAPIView):
+class TargetListView(StrictQueryMixin, generics.ListAPIView):
     parser_classes = [JSONBodyParser]
+    pagination_class = StrictPageNumberPagination
     serializer_class = TargetSerializer
 
     def get_queryset(self) -> Any:
@@ -177,6 +189,8 @@ class TargetDetailView(APIBase):
 
 
 class TargetLiveView(APIBase):
+    query_serializer = LiveQuerySerializer
+
     @extend_schema(
         operation_id="targets_live", summary="Read one live RRset", parameters=[REF, LiveQuerySerializer],
         description="Reads the RRset from the zone's primary right now (TSIG-signed query).",
@@ -194,8 +208,10 @@ class TargetLiveView(APIBase):
 # Changes
 
 
-class ChangeListView(generics.ListAPIView):
+class ChangeListView(StrictQueryMixin, generics.ListAPIView):
     parser_classes = [JSONBodyParser]
+    pagination_class = StrictPageNumberPagination
+    query_serializer = ChangeListQuerySerializer
     serializer_class = ChangeSummarySerializer
 
     def get_queryset(self) -> Any:
@@ -283,11 +299,12 @@ class ChangeSubmitView(ChangeActionView):
     service = staticmethod(services.change_submit)
 
 
-@extend_schema_view(post=extend_schema(operation_id="changes_cancel", summary="Withdraw a change (author or staff)",
-                   parameters=[PK], request=CommentSerializer,
+@extend_schema_view(post=extend_schema(operation_id="changes_cancel",
+                   summary="Withdraw a change, saying why (author, editor or operator)",
+                   parameters=[PK], request=CancelSerializer,
                    responses={200: ChangeDetailSerializer, **_errors(400, 403, 404, 409)}))
 class ChangeCancelView(ChangeActionView):
-    input_serializer = CommentSerializer
+    input_serializer = CancelSerializer
     service = staticmethod(services.change_cancel)
 
 
@@ -342,10 +359,11 @@ class ChangeRollbackView(APIBase):
         return Response(change_detail(request, rollback), status=status.HTTP_201_CREATED)
 
 
-class EmergencyQueueView(generics.ListAPIView):
+class EmergencyQueueView(StrictQueryMixin, generics.ListAPIView):
     """Break-glass changes without their after-the-fact review, oldest first."""
 
     serializer_class = ChangeSummarySerializer
+    pagination_class = StrictPageNumberPagination
 
     def get_queryset(self) -> Any:
         return selectors.changes_emergency_unreviewed(user=self.request.user)
@@ -365,6 +383,8 @@ EXPORT_FILE = "The export file (attachment): JSON Lines or CSV, as `format` asks
 
 class AuditExportView(APIBase):
     """The audit log as a file, streamed: events of the targets you may export."""
+
+    query_serializer = AuditExportQuerySerializer
 
     def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
         # `format` is the export's own parameter here, not DRF's renderer override

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from accounts.conf import oidc_settings
 from config.env import env_bool, env_int, env_list, env_secret, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -17,6 +19,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 
 INSTALLED_APPS = [
+    "accounts",  # before the admin: its admin/login.html adds the single sign-on link
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -27,6 +30,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "guardian",
+    "axes",
     "changes",
     "approvals",
 ]
@@ -37,8 +41,12 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Names the actor of user/group/permission audit events (changes.identity_audit).
+    "changes.identity_audit.RequestActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login refused by AxesStandaloneBackend into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -79,10 +87,67 @@ DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
+    # First: refuses any sign-in while (username, address) is locked out.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
 ANONYMOUS_USER_NAME = None  # guardian: no anonymous user; nothing here is public
+
+# --- Sign-in -------------------------------------------------------------
+# OpenID Connect single sign-on (accounts.oidc): on when CHANGEGATE_OIDC_ISSUER,
+# CHANGEGATE_OIDC_CLIENT_ID and CHANGEGATE_OIDC_CLIENT_SECRET(_FILE) are set.
+# Local accounts keep working beside it (the demo users).
+globals().update(oidc_settings())
+if CHANGEGATE_OIDC_ENABLED:  # noqa: F821 - set by the line above
+    AUTHENTICATION_BACKENDS.append("accounts.oidc.OIDCBackend")
+LOGIN_REDIRECT_URL = "/admin/"
+LOGIN_REDIRECT_URL_FAILURE = "/admin/login/"
+# Approve, break-glass and its review only from a session whose IdP sign-in
+# reported multi-factor authentication (ID token amr/acr); never with an API token.
+CHANGEGATE_APPROVAL_REQUIRES_MFA = env_bool("CHANGEGATE_APPROVAL_REQUIRES_MFA", False)
+if CHANGEGATE_APPROVAL_REQUIRES_MFA and not CHANGEGATE_OIDC_ENABLED:  # noqa: F821
+    raise ImproperlyConfigured("CHANGEGATE_APPROVAL_REQUIRES_MFA needs OpenID Connect (CHANGEGATE_OIDC_ISSUER, ...)")
+
+# Reverse proxies in front of the web processes whose X-Forwarded-For is trusted for
+# the client address (lockout, token throttling, audit): 0 = use REMOTE_ADDR.
+CHANGEGATE_TRUSTED_PROXIES = env_int("CHANGEGATE_TRUSTED_PROXIES", 0)
+
+# Failed password logins (django-axes): locked per (username, client address) after
+# N failures in a row, for the cool-off time; a success resets the count.
+AXES_FAILURE_LIMIT = env_int("CHANGEGATE_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("CHANGEGATE_LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "accounts/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "accounts.client_ip.client_address"
+if AXES_FAILURE_LIMIT < 1 or AXES_COOLOFF_TIME <= timedelta(0):
+    raise ImproperlyConfigured("CHANGEGATE_LOGIN_FAILURE_LIMIT and CHANGEGATE_LOGIN_COOLOFF_MINUTES must be positive")
+
+# Failed API tokens (accounts.authentication): per client address, in Django's cache.
+CHANGEGATE_TOKEN_FAILURE_LIMIT = env_int("CHANGEGATE_TOKEN_FAILURE_LIMIT", 10)
+CHANGEGATE_TOKEN_FAILURE_WINDOW_SECONDS = env_int("CHANGEGATE_TOKEN_FAILURE_WINDOW_SECONDS", 900)
+if CHANGEGATE_TOKEN_FAILURE_LIMIT < 1 or CHANGEGATE_TOKEN_FAILURE_WINDOW_SECONDS < 1:
+    raise ImproperlyConfigured("CHANGEGATE_TOKEN_FAILURE_LIMIT and CHANGEGATE_TOKEN_FAILURE_WINDOW_SECONDS must be positive")
+# The cache holds those counts: per process unless CHANGEGATE_CACHE_URL names a shared
+# redis, which several web processes need for the limit to hold across them.
+CHANGEGATE_CACHE_URL = env_str("CHANGEGATE_CACHE_URL", "")
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CHANGEGATE_CACHE_URL}
+          if CHANGEGATE_CACHE_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    # 12 characters: PCI DSS 4.0 requirement 8.3.6.
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Sessions of a working day, not Django's two weeks; gone when the browser closes.
+SESSION_COOKIE_AGE = env_int("CHANGEGATE_SESSION_HOURS", 8) * 3600
+SESSION_EXPIRE_AT_BROWSER_CLOSE = True
+if SESSION_COOKIE_AGE < 1:
+    raise ImproperlyConfigured("CHANGEGATE_SESSION_HOURS must be a positive number of hours")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -94,7 +159,7 @@ STATIC_ROOT = VAR_DIR / "static"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "accounts.authentication.ThrottledTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -146,9 +211,26 @@ CELERY_BEAT_SCHEDULE = {
 # (seq, head hash, time) every N events; unset = no checkpoints. N = 0 turns the
 # automatic ones off (changes.audit.audit_checkpoint_create still works on demand).
 CHANGEGATE_AUDIT_SIGNING_KEY_FILE = env_str("CHANGEGATE_AUDIT_SIGNING_KEY_FILE", "")
+
+# TSIG key files: a target's tsig_key_file must be a regular file (at most 64 KiB)
+# inside this directory (dns_adapters.key_files). Whoever registers a target picks
+# the path, so without this fence registration would read any file on the gateway.
+CHANGEGATE_KEY_DIR = env_str("CHANGEGATE_KEY_DIR", str(VAR_DIR / "keys"))
 CHANGEGATE_AUDIT_CHECKPOINT_EVERY = env_int("CHANGEGATE_AUDIT_CHECKPOINT_EVERY", 1000)
 if CHANGEGATE_AUDIT_CHECKPOINT_EVERY < 0:
     raise ImproperlyConfigured("CHANGEGATE_AUDIT_CHECKPOINT_EVERY must be 0 (off) or a positive number of events")
+# Also on a timer (Celery beat), when the head moved since the last checkpoint, so a
+# quiet chain is signed too; the same task publishes checkpoints out of the database
+# (append-only JSON Lines file and/or a webhook POST), retrying until each sink took them.
+CHANGEGATE_AUDIT_CHECKPOINT_SECONDS = env_int("CHANGEGATE_AUDIT_CHECKPOINT_SECONDS", 300)
+if CHANGEGATE_AUDIT_CHECKPOINT_SECONDS < 1:
+    raise ImproperlyConfigured("CHANGEGATE_AUDIT_CHECKPOINT_SECONDS must be a positive number of seconds")
+CHANGEGATE_AUDIT_CHECKPOINT_FILE = env_str("CHANGEGATE_AUDIT_CHECKPOINT_FILE", "")
+CHANGEGATE_AUDIT_CHECKPOINT_WEBHOOK = env_str("CHANGEGATE_AUDIT_CHECKPOINT_WEBHOOK", "")
+CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
+    "task": "changes.audit_checkpoint", "schedule": CHANGEGATE_AUDIT_CHECKPOINT_SECONDS,
+    "options": {"expires": CHANGEGATE_AUDIT_CHECKPOINT_SECONDS},
+}
 
 # One line per record with the change id (changes.logs.log_context); LOG_JSON=true
 # writes one JSON object per line instead. Both redact URL passwords.

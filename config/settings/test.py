@@ -1,4 +1,5 @@
 import os
+import tempfile
 
 from .base import *  # noqa: F401,F403
 from .base import env_str
@@ -19,3 +20,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
 CHANGEGATE_LEASE_SECONDS = 3
 CHANGEGATE_UNCLAIMED_AFTER_SECONDS = 0
 CHANGEGATE_RETRY_DELAY_SECONDS = 0
+
+# Key files: every throwaway named (dns_adapters.local_named) and every pytest
+# tmp_path lives under the system temp directory, so the suite's keys are inside it;
+# the key-directory tests (tests/changes/test_key_files.py) set a directory of their own.
+CHANGEGATE_KEY_DIR = env_str("CHANGEGATE_KEY_DIR", tempfile.gettempdir())

@@ -172,7 +172,10 @@ def test_bulk_approve_calls_the_policy_per_change_and_reports_each_refusal(
     draft = change_create(actor=author, target=dns_target, title="Draft", reason="r", items=API)
     own = pending(reviewer, dns_target, items=API, title="Bob's own")
     reviewer_login(client, reviewer)
-    response = bulk(client, "approve_selected", [approvable, draft, own], index="0")
+    confirm = bulk(client, "approve_selected", [approvable, draft, own], index="0")
+    assert confirm.status_code == 200 and not Approval.objects.exists()  # first the plans are shown
+    shown = {f"fingerprint_{c.pk}": c.fingerprint for c in (approvable, draft, own)}
+    response = bulk(client, "approve_selected", [approvable, draft, own], index="0", post="yes", **shown)
     assert response.status_code == 200
     assert messages_of(response) == [
         f"Change #{approvable.pk} approved.",
@@ -290,7 +293,9 @@ def test_an_unreadable_zone_is_a_message_on_the_page_not_a_500(client, author, r
     reviewer_login(client, reviewer)
     html = page(client, change)
     assert "The live zone could not be read: target " in html and "timed out talking to 127.0.0.1:9" in html
-    assert 'value="Approve"' in html  # the review itself is still possible
+    # Nothing is approved blind (the policy refuses too); rejecting is still possible.
+    assert 'value="Approve"' not in html and 'value="Reject"' in html
+    assert "Cannot be approved now: the live zone could not be read" in html
 
 
 def test_approvals_are_read_only_in_the_admin(client, author, reviewer, make_user, dns_target):

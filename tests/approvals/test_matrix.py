@@ -61,9 +61,9 @@ def olivia(make_user):
 
 
 @pytest.fixture
-def other_target(staff, named_server, other_zone, olivia) -> Target:
+def other_target(operator, named_server, other_zone, olivia) -> Target:
     """A second target on another zone; only olivia holds a role here."""
-    target = target_register(actor=staff, name=other_zone, check_reachable=False, config={
+    target = target_register(actor=operator, name=other_zone, check_reachable=False, config={
         "zone": other_zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
         "timeout": 3})
     grant(olivia, "engineer", target)
@@ -133,10 +133,16 @@ def test_nobody_approves_a_change_they_wrote_edited_or_may_not_approve(
         assert response.status_code == 200 and ("someone else must approve" in message or "lack" in message)
     elif channel == "admin_bulk":
         client.force_login(as_admin_user(actor))
-        response = client.post(reverse("admin:changes_changerequest_changelist"), {
-            "action": "approve_selected", "_selected_action": [change.pk], "index": "0"}, follow=True)
-        (message,) = [str(m) for m in response.context["messages"]]
-        assert message.startswith(f"Change #{change.pk} not approved: ")
+        selected = {"action": "approve_selected", "_selected_action": [change.pk], "index": "0"}
+        response = client.post(reverse("admin:changes_changerequest_changelist"), selected, follow=True)
+        if who in ("author", "engineer"):  # no approve_change anywhere: the action is not even offered
+            assert response.status_code == 200 and "Approve the selected changes" not in response.content.decode()
+        else:  # the confirmation page, then its confirming POST with the fingerprint it showed
+            assert fingerprint in response.content.decode()
+            response = client.post(reverse("admin:changes_changerequest_changelist"), {
+                **selected, "post": "yes", f"fingerprint_{change.pk}": fingerprint}, follow=True)
+            (message,) = [str(m) for m in response.context["messages"]]
+            assert message.startswith(f"Change #{change.pk} not approved: ")
     elif channel == "cli":
         live_server = request.getfixturevalue("live_server")
         for var in ("CHANGEGATE_USER", "CHANGEGATE_PROFILE"):
@@ -174,7 +180,7 @@ ENDPOINTS: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {
     "change_edit": ("patch", "/api/v1/changes/{change}/", State.PENDING_APPROVAL, {"title": "edited"}),
     "change_plan": ("post", "/api/v1/changes/{change}/plan/", State.PENDING_APPROVAL, None),
     "change_submit": ("post", "/api/v1/changes/{change}/submit/", State.DRAFT, None),
-    "change_cancel": ("post", "/api/v1/changes/{change}/cancel/", State.PENDING_APPROVAL, {}),
+    "change_cancel": ("post", "/api/v1/changes/{change}/cancel/", State.PENDING_APPROVAL, {"reason": "obsolete"}),
     "change_approve": ("post", "/api/v1/changes/{change}/approve/", State.PENDING_APPROVAL,
                        {"fingerprint": "{fingerprint}"}),
     "change_approve_draft": ("post", "/api/v1/changes/{change}/approve/", State.DRAFT,
@@ -192,36 +198,38 @@ ENDPOINTS: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {
 # endpoint -> expected status class per role, as "on the own target/on the other
 # target". "in"/"out": 200, and the object is / is not in the list. The author is
 # the engineer who wrote the change; "engineer" is another engineer on the same
-# target. Staff hold no role on either target: being staff registers targets
-# (target_register: the own or the other zone once more, under a new name) and
-# gives nothing on any target.
-ROLES = ("author", "engineer", "reviewer", "auditor", "outsider", "staff")
+# target. Staff may open the admin and hold nothing else: being staff gives
+# nothing anywhere. The operator holds the operator role and no role on either
+# target: he registers targets (the own or the other zone once more, under a new
+# name), and sees no change (404 before any other answer).
+ROLES = ("author", "engineer", "reviewer", "auditor", "outsider", "staff", "operator")
 EXPECTED: dict[str, tuple[str, ...]] = {
-    #                        author     engineer   reviewer   auditor    outsider   staff
-    "targets_list":         ("in/out",  "in/out",  "in/out",  "in/out",  "out/out", "out/out"),
-    "target_register":      ("403/403", "403/403", "403/403", "403/403", "403/403", "2xx/2xx"),
-    "target_detail":        ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404"),
-    "target_live":          ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404"),
-    "changes_list":         ("in/out",  "in/out",  "in/out",  "in/out",  "out/out", "out/out"),
-    "change_create":        ("2xx/400", "2xx/400", "403/400", "403/400", "400/400", "400/400"),
-    "change_detail":        ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404"),
-    "change_edit":          ("2xx/404", "2xx/404", "403/404", "403/404", "404/404", "404/404"),
-    "change_plan":          ("2xx/404", "2xx/404", "2xx/404", "403/404", "404/404", "404/404"),
-    "change_submit":        ("2xx/404", "403/404", "403/404", "403/404", "404/404", "404/404"),
-    "change_cancel":        ("2xx/404", "403/404", "403/404", "403/404", "404/404", "404/404"),
-    "change_approve":       ("403/404", "403/404", "2xx/404", "403/404", "404/404", "404/404"),
-    "change_approve_draft": ("403/404", "403/404", "409/404", "403/404", "404/404", "404/404"),
-    "change_reject":        ("403/404", "403/404", "2xx/404", "403/404", "404/404", "404/404"),
+    #                        author     engineer   reviewer   auditor    outsider   staff      operator
+    "targets_list":         ("in/out",  "in/out",  "in/out",  "in/out",  "out/out", "out/out", "out/out"),
+    "target_register":      ("403/403", "403/403", "403/403", "403/403", "403/403", "403/403", "2xx/2xx"),
+    "target_detail":        ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
+    "target_live":          ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
+    "changes_list":         ("in/out",  "in/out",  "in/out",  "in/out",  "out/out", "out/out", "out/out"),
+    "change_create":        ("2xx/400", "2xx/400", "403/400", "403/400", "400/400", "400/400", "400/400"),
+    "change_detail":        ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
+    "change_edit":          ("2xx/404", "2xx/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_plan":          ("2xx/404", "2xx/404", "2xx/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_submit":        ("2xx/404", "403/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
+    # The author, an editor or an operator, with a reason.
+    "change_cancel":        ("2xx/404", "403/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_approve":       ("403/404", "403/404", "2xx/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_approve_draft": ("403/404", "403/404", "409/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_reject":        ("403/404", "403/404", "2xx/404", "403/404", "404/404", "404/404", "404/404"),
     # Nobody here holds emergency_change; the reviewer may review, but this change is no emergency.
-    "change_emergency":     ("403/404", "403/404", "403/404", "403/404", "404/404", "404/404"),
-    "change_emergency_review": ("403/404", "403/404", "409/404", "403/404", "404/404", "404/404"),
-    "emergency_queue":      ("out/out", "out/out", "out/out", "out/out", "out/out", "out/out"),
+    "change_emergency":     ("403/404", "403/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_emergency_review": ("403/404", "403/404", "409/404", "403/404", "404/404", "404/404", "404/404"),
+    "emergency_queue":      ("out/out", "out/out", "out/out", "out/out", "out/out", "out/out", "out/out"),
     # Only applied changes can be rolled back; proposing one needs submit_change.
-    "change_rollback":      ("409/404", "409/404", "403/404", "403/404", "404/404", "404/404"),
-    "change_evidence":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404"),
+    "change_rollback":      ("409/404", "409/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
+    "change_evidence":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
     # Only export_audit exports (403 for whoever holds it on no target); naming a target
     # you may not export is a bad filter (400), whether it exists or not.
-    "audit_export":         ("403/403", "403/403", "403/403", "2xx/400", "403/403", "403/403"),
+    "audit_export":         ("403/403", "403/403", "403/403", "2xx/400", "403/403", "403/403", "403/403"),
 }
 
 CASES = [
@@ -251,9 +259,10 @@ def test_the_table_covers_every_role_and_endpoint():
 
 
 @pytest.mark.parametrize(("role", "endpoint", "where", "expected"), CASES)
-def test_permission_matrix(role, endpoint, where, expected, author, reviewer, auditor, outsider, staff, make_user,
-                           dns_target, other_target, olivia):
-    personas = {"author": author, "reviewer": reviewer, "auditor": auditor, "outsider": outsider, "staff": staff}
+def test_permission_matrix(role, endpoint, where, expected, author, reviewer, auditor, outsider, plain_staff, operator,
+                           make_user, dns_target, other_target, olivia):
+    personas = {"author": author, "reviewer": reviewer, "auditor": auditor, "outsider": outsider,
+                "staff": plain_staff, "operator": operator}
     actor = personas.get(role)
     if role == "engineer":
         actor = make_user("eve")
@@ -317,3 +326,131 @@ def test_waiting_for_review_is_exactly_what_the_policy_would_accept(
         assert waiting == accepted, user
     waiting_for_carol = set(changes_reviewable(user=second_reviewer).values_list("pk", flat=True))
     assert waiting_for_carol == {changes[0].pk, changes[1].pk}
+
+
+# ---------------------------------------------------------------------------
+# (c) Admin pages that change users, groups or permissions: role x page ->
+# "403"/"404" (refused at the door), "refused" (the page answered but the
+# privilege did not change), "requested" (a grant request waits for a second
+# operator), "done" (changed, and an audit event names the actor).
+
+ADMIN_ROLES = ("operator", "staff", "superuser", "helpdesk", "reviewer")
+ADMIN_EXPECTED: dict[str, tuple[str, ...]] = {
+    #                         operator     staff   superuser    helpdesk   reviewer
+    "user_add":              ("403",       "403",  "done",      "done",    "403"),
+    "user_make_superuser":   ("403",       "403",  "done",      "refused", "403"),
+    "user_add_to_group":     ("403",       "403",  "done",      "refused", "403"),
+    "group_add_permission":  ("403",       "403",  "done",      "refused", "403"),
+    "grants_engineer":       ("done",      "403",  "done",      "403",     "403"),
+    "grants_reviewer":       ("requested", "403",  "requested", "403",     "403"),
+    "grants_approve":        ("done",      "403",  "done",      "403",     "403"),
+    "target_object_perms":   ("404",       "404",  "404",       "404",     "404"),
+}
+HELPDESK_PERMS = ("add_user", "change_user", "view_user", "add_group", "change_group", "view_group")
+PASSWORD = "Correct-Horse-Battery-9"
+
+
+def test_the_admin_table_covers_every_role():
+    assert all(len(cells) == len(ADMIN_ROLES) for cells in ADMIN_EXPECTED.values())
+
+
+def admin_persona(role: str, request, make_user, target):
+    from django.contrib.auth.models import Permission as P
+
+    if role == "operator":
+        return request.getfixturevalue("operator")
+    if role == "staff":
+        return request.getfixturevalue("plain_staff")
+    if role == "superuser":
+        return make_user("root", is_staff=True, is_superuser=True)
+    if role == "helpdesk":
+        user = make_user("helpdesk", is_staff=True)
+        user.user_permissions.add(*P.objects.filter(content_type__app_label="auth", codename__in=HELPDESK_PERMS))
+        return type(user).objects.get(pk=user.pk)
+    user = request.getfixturevalue("reviewer")
+    user.is_staff = True
+    user.save()
+    return user
+
+
+@pytest.mark.parametrize(("role", "page", "expected"), [
+    pytest.param(role, page, cells[i], id=f"{role}-{page}")
+    for page, cells in ADMIN_EXPECTED.items() for i, role in enumerate(ADMIN_ROLES)
+])
+def test_admin_identity_pages(role, page, expected, request, make_user, dns_target):
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.contrib.auth.models import Permission as P
+    from django.test import Client
+
+    from approvals.policy import has_target_permission
+    from changes.models import AuditEvent, GrantRequest
+    from changes.permissions import grant_request_create
+    from guardian.models import UserObjectPermission
+
+    actor = admin_persona(role, request, make_user, dns_target)
+    frank = make_user("frank")
+    reviewers = Group.objects.create(name="reviewers")
+    otto = make_user("otto", is_staff=True)
+    otto.user_permissions.add(P.objects.get(codename="operate_targets"))
+    operate = P.objects.get(codename="operate_targets")
+    form = {"username": "frank", "first_name": "", "last_name": "", "email": "", "is_active": "on",
+            "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00"}
+    admin_target = reverse("admin:changes_target_change", args=[dns_target.pk]).removesuffix("change/")
+    pages: dict[str, tuple[str, dict[str, Any]]] = {
+        "user_add": (reverse("admin:auth_user_add"), {"username": "newbie", "password1": PASSWORD,
+                                                      "password2": PASSWORD, "usable_password": "true"}),
+        "user_make_superuser": (reverse("admin:auth_user_change", args=[frank.pk]),
+                                {**form, "is_staff": "on", "is_superuser": "on"}),
+        "user_add_to_group": (reverse("admin:auth_user_change", args=[frank.pk]), {**form, "groups": [reviewers.pk]}),
+        "group_add_permission": (reverse("admin:auth_group_add"), {"name": "ops", "permissions": [operate.pk]}),
+        "grants_engineer": (reverse("admin:changes_grantrequest_add"),
+                            {"target": dns_target.pk, "role": "engineer", "user": frank.pk}),
+        "grants_reviewer": (reverse("admin:changes_grantrequest_add"),
+                            {"target": dns_target.pk, "role": "reviewer", "user": frank.pk, "reason": "on call"}),
+        "grants_approve": ("", {}),
+        "target_object_perms": (f"{admin_target}permissions/user-manage/{actor.pk}/",
+                                {"permissions": ["approve_change", "emergency_change"]}),
+    }
+    url, data = pages[page]
+    if page == "grants_approve":
+        pending = grant_request_create(actor=type(otto).objects.get(pk=otto.pk), target=dns_target, role="reviewer",
+                                       user=frank, reason="on call")
+        url = reverse("admin:changes_grantrequest_approve", args=[pending.pk])
+    seq_before = AuditEvent.objects.order_by("-seq").values_list("seq", flat=True).first() or 0
+    def own_rows() -> set[str]:
+        return set(UserObjectPermission.objects.filter(user=actor, object_pk=str(dns_target.pk))
+                   .values_list("permission__codename", flat=True))
+
+    rows_before = own_rows()
+
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(actor)
+    client.get(reverse("admin:index"))
+    response = client.post(url, {"csrfmiddlewaretoken": client.cookies["csrftoken"].value, **data})
+
+    frank = get_user_model().objects.get(pk=frank.pk)
+    happened = {
+        "user_add": lambda: get_user_model().objects.filter(username="newbie").exists(),
+        "user_make_superuser": lambda: frank.is_superuser,
+        "user_add_to_group": lambda: frank.groups.filter(pk=reviewers.pk).exists(),
+        "group_add_permission": lambda: Group.objects.filter(name="ops", permissions=operate).exists(),
+        "grants_engineer": lambda: has_target_permission(frank, "submit_change", dns_target),
+        "grants_reviewer": lambda: has_target_permission(frank, "approve_change", dns_target),
+        "grants_approve": lambda: has_target_permission(frank, "approve_change", dns_target),
+        # New rows for the actor himself (a reviewer already holds approve_change).
+        "target_object_perms": lambda: own_rows() != rows_before,
+    }[page]()
+    new_events = AuditEvent.objects.filter(seq__gt=seq_before)
+    if expected in ("403", "404"):
+        assert status_class(response.status_code) == expected, (role, page, response.status_code)
+        assert not happened
+    elif expected == "refused":
+        assert response.status_code in (200, 302) and not happened, (role, page)
+    elif expected == "requested":
+        assert response.status_code == 302 and not happened
+        assert GrantRequest.objects.filter(user=frank, state=GrantRequest.State.PENDING, requested_by=actor).exists()
+        assert new_events.filter(action="grant_requested", actor=actor).exists()
+    else:
+        assert response.status_code == 302 and happened, (role, page, response.status_code)
+        assert new_events.filter(actor=actor).exclude(action__in=["change_created"]).exists(), (role, page)

@@ -9,8 +9,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals.models import Approval
-from approvals.policy import StaleFingerprint, approvals_valid, change_approve, change_reject
-from changes.errors import Conflict, InvalidTransition, NotPermitted, ValidationFailed
+from approvals.policy import PlanStale, StaleFingerprint, approvals_valid, change_approve, change_reject
+from changes.errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from changes.models import AuditEvent, ChangeRequest
 from changes.services import change_create, change_plan, change_submit, change_update, target_update_policy
 from tests.conftest import grant
@@ -156,3 +156,71 @@ def test_a_draft_cannot_be_approved(author, reviewer, dns_target):
     change = change_create(actor=author, target=dns_target, title="t", reason="r", items=WWW)
     with pytest.raises(InvalidTransition):
         approve(reviewer, change)
+
+
+def outside_update(named_server, target, name="www", address="198.51.100.9"):
+    """Somebody changes the zone behind the gateway's back, straight on the server."""
+    import dns.query
+    import dns.tsigkeyring
+    import dns.update
+
+    update = dns.update.UpdateMessage(target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    update.replace(name, 300, "A", address)
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+
+
+def test_a_plan_the_live_zone_no_longer_matches_is_not_approved(author, reviewer, dns_target, named_server):
+    change = pending(author, dns_target)
+    outside_update(named_server, dns_target)
+    with pytest.raises(PlanStale) as info:
+        approve(reviewer, change)
+    assert info.value.status == 409 and info.value.code == "plan_stale"
+    assert info.value.moved == [f"www.{dns_target.name}. A"]
+    assert "must be re-planned" in info.value.message
+    assert not Approval.objects.exists()
+    assert ChangeRequest.objects.get(pk=change.pk).state == State.PENDING_APPROVAL
+    # Re-planned against the live zone, the new plan is approvable.
+    replanned = change_plan(actor=author, change=change)
+    assert approve(reviewer, replanned).state == State.APPROVED
+
+
+class Unreachable:
+    def __init__(self, target) -> None:
+        pass
+
+    def read(self, keys):
+        from dns_adapters.base import TransientError
+
+        raise TransientError("timed out talking to 127.0.0.1:9")
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_zone_that_cannot_be_read_refuses_the_approval_rather_than_approving_blind(
+        author, reviewer, dns_target, monkeypatch):
+    from changes import adapters
+
+    change = pending(author, dns_target)
+    monkeypatch.setattr(adapters, "_factory_override", Unreachable)
+    with pytest.raises(TargetUnavailable) as info:
+        approve(reviewer, change)
+    assert info.value.status == 503 and "cannot be approved now" in info.value.message
+    assert not Approval.objects.exists()
+
+
+def test_who_may_not_approve_is_refused_without_a_live_read(author, outsider, dns_target, monkeypatch):
+    from changes import adapters
+
+    change = pending(author, dns_target)
+    monkeypatch.setattr(adapters, "_factory_override", Unreachable)  # a read would raise TargetUnavailable
+    with pytest.raises(NotPermitted):
+        approve(author, change)
+    with pytest.raises(StaleFingerprint):
+        approve(_reviewer_of(dns_target), change, fingerprint="0" * 64)
+
+
+def _reviewer_of(target):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(username="bob")

@@ -722,3 +722,103 @@ def test_the_console_script_is_installed(files):
         pytest.skip("changegate-audit not installed in this environment (pip install -e .)")
     done = subprocess.run([script, "verify", str(files["clean"])], capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.startswith("OK 200 events"), done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------------------
+# (f) issue 9, hole 10: a database owner who rewrites the chain from some point
+# (recomputing every hash) or drops its tail is caught by what the auditor kept
+# outside the database: an earlier export (--extends) or the published checkpoint
+# file (--checkpoints). No checkpoint lines in the exports here: the default
+# deployment before issue 9 had no signing key.
+
+
+def plain(events: list[dict[str, Any]]) -> bytes:
+    return join(export_lines(events))
+
+
+def published(*seqs: int, key: Ed25519PrivateKey = KEY, events: list[dict[str, Any]] = BASE) -> list[dict[str, Any]]:
+    return [make_checkpoint(events[seq - 1], key) for seq in seqs]
+
+
+def test_an_export_extends_an_earlier_export_of_its_prefix():
+    result = v.verify_bytes(plain(BASE), from_start=True, extends=plain(BASE[:120]))
+    assert result.ok, result.failure
+    assert "extends the earlier export (seq 1..120)" in "\n".join(result.report())
+
+
+def test_a_rewrite_with_recomputed_hashes_fails_against_an_earlier_export_naming_the_first_divergent_seq():
+    rewritten = rehash_from(BASE, 70, lambda e: e["payload"].update(reason="never approved"))
+    assert v.verify_bytes(plain(rewritten), from_start=True).ok  # consistent on its own
+    result = v.verify_bytes(plain(rewritten), from_start=True, extends=plain(BASE[:120]))
+    assert (result.failure.seq, result.failure.reason) == (70, v.EDITED), result.failure
+    assert "differs from the earlier export" in result.failure.detail
+
+
+def test_a_dropped_tail_fails_against_an_earlier_export():
+    result = v.verify_bytes(plain(BASE[:150]), from_start=True, extends=plain(BASE[:180]))
+    assert (result.failure.seq, result.failure.reason) == (151, v.TRUNCATED), result.failure
+    assert "ends at seq 150" in result.failure.detail and "seq 180" in result.failure.detail
+
+
+def test_the_next_period_export_extends_the_earlier_one_when_it_chains_onto_its_head():
+    assert v.verify_bytes(plain(BASE[100:]), extends=plain(BASE[:100])).ok
+    assert v.verify_bytes(plain(BASE[80:]), extends=plain(BASE[:100])).ok  # overlapping
+    result = v.verify_bytes(plain(BASE[110:]), extends=plain(BASE[:100]))
+    assert (result.failure.seq, result.failure.reason) == (101, v.MISSING), result.failure
+    forged_next = rehash_from(BASE, 101, lambda e: e.update(prev_hash="f" * 64))[100:]
+    forged_next[0]["prev_hash"] = "f" * 64
+    forged_next[0]["hash"] = canonical_hash(forged_next[0])
+    assert not v.verify_bytes(plain(forged_next), extends=plain(BASE[:100])).ok
+
+
+def test_a_damaged_earlier_export_is_a_usage_error():
+    old = plain(BASE[:50]).replace(b'"seq":7,', b'"seq":7,"added":1,', 1)  # no longer matches its hash
+    with pytest.raises(v.UsageError, match="earlier export"):
+        v.verify_bytes(plain(BASE), extends=old)
+
+
+def test_published_checkpoints_catch_a_rewrite_the_export_itself_does_not_show():
+    rewritten = rehash_from(BASE, 70, lambda e: e.update(actor_username="mallory"))
+    result = v.verify_bytes(plain(rewritten), from_start=True, pubkey=PUB, checkpoints=published(50, 100, 150))
+    assert (result.failure.seq, result.failure.reason) == (100, v.EDITED), result.failure
+    assert "published checkpoint" in result.failure.detail
+    ok = v.verify_bytes(plain(BASE), from_start=True, pubkey=PUB, checkpoints=published(50, 100, 150))
+    assert ok.ok and ok.checkpoints_published == 3
+    assert "3 published checkpoints matched" in "\n".join(ok.report())
+
+
+def test_a_published_checkpoint_beyond_the_export_means_its_tail_was_dropped():
+    result = v.verify_bytes(plain(BASE[:130]), pubkey=PUB, checkpoints=published(50, 100, 150))
+    assert (result.failure.seq, result.failure.reason) == (131, v.TRUNCATED), result.failure
+
+
+def test_published_checkpoints_signed_by_another_key_fail():
+    result = v.verify_bytes(plain(BASE), pubkey=PUB, checkpoints=published(50, key=OTHER_KEY))
+    assert (result.failure.seq, result.failure.reason) == (50, v.SIGNATURE), result.failure
+
+
+def test_a_column_mismatch_line_from_the_server_fails_as_tampered():
+    lines = list(plain(BASE[:10]).splitlines())
+    lines.insert(4, dumps_line({"type": "column_mismatch", "seq": 4, "fields": ["action", "payload"]}))
+    result = v.verify_bytes(b"\n".join(lines) + b"\n")
+    assert (result.failure.seq, result.failure.reason) == (4, v.TAMPERED), result.failure
+    assert "action, payload" in result.failure.detail
+
+
+def test_cli_extends_and_published_checkpoints(files, tmp_path):
+    old, new, cut, cps = (tmp_path / n for n in ("old.jsonl", "new.jsonl", "cut.jsonl", "published.jsonl"))
+    old.write_bytes(plain(BASE[:120]))
+    new.write_bytes(plain(BASE))
+    cut.write_bytes(plain(BASE[:110]))
+    cps.write_bytes(b"".join(dumps_line(cp) + b"\n" for cp in published(50, 100)))
+    done = run_cli("verify", str(new), "--extends", str(old), "--checkpoints", str(cps), "--pubkey", str(files["pem"]))
+    assert done.returncode == 0, done.stdout + done.stderr
+    # an earlier export without any checkpoint line serves as --checkpoint too
+    done = run_cli("verify", str(new), "--checkpoint", str(old))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "extends the earlier export (seq 1..120)" in done.stdout
+    done = run_cli("verify", str(cut), "--extends", str(old))
+    assert done.returncode == 1
+    assert done.stdout.startswith("FAIL seq 111: truncated"), done.stdout
+    done = run_cli("verify", str(new), "--checkpoints", str(files["pem"]))
+    assert done.returncode == 2, done.stdout + done.stderr

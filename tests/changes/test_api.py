@@ -348,7 +348,8 @@ def test_list_filters_and_scoping(client_for, author, outsider, make_user, staff
     bad = client_for(author).get("/api/v1/changes/", {"state": "done"})
     assert bad.status_code == 400 and fields_of(bad) == {"state"}
     assert client_for(author).get("/api/v1/changes/", {"author": "a\x00"}).status_code == 400
-    assert client_for(author).get("/api/v1/changes/", {"page": "x"}).status_code == 404
+    bad_page = client_for(author).get("/api/v1/changes/", {"page": "x"})
+    assert bad_page.status_code == 400 and fields_of(bad_page) == {"page"}
     assert client_for(outsider).get("/api/v1/changes/").json()["results"] == []
 
     # a target the author cannot see: its changes are not listed for them
@@ -414,12 +415,13 @@ def test_lifecycle_through_the_api(client_for, author, reviewer, dns_target):
     assert client_for(reviewer).post(f"{base}/cancel/", {"comment": "not mine"}, format="json").status_code == 403
     cancelled = client.post(f"{base}/cancel/", {"comment": "superseded"}, format="json")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-    assert AuditEvent.objects.get(change_id=change_id, action="change_cancelled").payload["comment"] == "superseded"
+    # `comment` is the old name of the required `reason`.
+    assert AuditEvent.objects.get(change_id=change_id, action="change_cancelled").payload["reason"] == "superseded"
     again = client.post(f"{base}/cancel/")
     assert again.status_code == 409 and again.json()["code"] == "invalid_state"
     assert client.patch(f"{base}/", {"title": "too late"}, format="json").status_code == 409
     assert client.post(f"{base}/plan/").status_code == 409
-    assert client.post(f"{base}/cancel/", {"reason": "x"}, format="json").status_code == 400
+    assert client.post(f"{base}/cancel/", {"why": "x"}, format="json").status_code == 400
     assert [e["action"] for e in client.get(f"{base}/").json()["events"]] == [
         "change_created", "change_planned", "change_submitted", "change_cancelled"]
 
@@ -634,3 +636,71 @@ def test_bodies_over_the_upload_limit_are_refused(client_for, author, demo_targe
     body = json.dumps({"target": demo_target.pk, "title": "t", "reason": "r" * 20_000, "items": WWW})
     response = client_for(author).post("/api/v1/changes/", body, content_type="application/json")
     assert response.status_code == 413 and response.json()["code"] == "too_large"
+
+
+# ---------------------------------------------------------------------------
+# Query strings, paths and stored values keep to the schema (issue 10 item 6)
+
+
+def test_export_moments_past_the_calendar_are_a_400_naming_the_field(client_for, auditor, demo_target):
+    client = client_for(auditor)
+    for name, moment in (("since", "9999-12-31T23:59:59-23:59"), ("until", "0001-01-01T00:00:00+23:00")):
+        response = client.get("/api/v1/audit/export/", {name: moment})
+        assert response.status_code == 400, response.content[:200]
+        assert fields_of(response) == {name}
+
+
+@pytest.mark.parametrize("method,path", [
+    ("get", "/api/v1/changes/-1/"), ("get", "/api/v1/changes/abc/"), ("post", "/api/v1/changes/-1/approve/"),
+    ("get", "/api/v1/changes/1.5/evidence/"), ("get", "/api/v1/nowhere/"), ("delete", "/api/v1/"),
+    ("get", "/api/v2/changes/"), ("post", "/api/v1/changes/1/nothing/"),
+])
+def test_unmatched_api_paths_answer_the_json_404(client_for, author, demo_target, method, path):
+    response = getattr(client_for(author), method)(path)
+    assert response.status_code == 404
+    assert response["Content-Type"] == "application/json"
+    assert response.json() == {"detail": "no such API endpoint", "code": "not_found"}
+
+
+@pytest.mark.parametrize("query,field", [
+    ("page=1&page=2", "page"), ("state=draft&state=applied", "state"), ("page=abc", "page"), ("page=0", "page"),
+    ("page=2", "page"), ("page=99999999999999999999999", "page"), ("reviewable=maybe", "reviewable"),
+    ("author=", "author"), ("page=", "page"), ("reviewable=", "reviewable"), ("colour=red", "colour"),
+    ("reviewable=0", "reviewable"), ("reviewable=True", "reviewable"),
+])
+def test_bad_or_repeated_list_parameters_are_a_400_naming_them(client_for, author, demo_target, query, field):
+    post_change(client_for(author), demo_target)
+    for url in ("/api/v1/changes/", "/api/v1/targets/", "/api/v1/emergency-queue/"):
+        if field not in ("page", "colour") and url != "/api/v1/changes/":
+            continue
+        response = client_for(author).get(f"{url}?{query}")
+        assert response.status_code == 400, (url, response.content[:200])
+        assert fields_of(response) == {field}
+
+
+def test_repeated_parameters_elsewhere_are_refused_too(client_for, author, auditor, demo_target):
+    live = client_for(author).get(f"/api/v1/targets/{demo_target.pk}/live/?name=www&type=A&type=MX")
+    assert live.status_code == 400 and fields_of(live) == {"type"}
+    export = client_for(auditor).get("/api/v1/audit/export/?format=csv&format=jsonl")
+    assert export.status_code == 400 and fields_of(export) == {"format"}
+    change_id = post_change(client_for(author), demo_target).json()["id"]
+    detail = client_for(author).get(f"/api/v1/changes/{change_id}/?colour=red")
+    assert detail.status_code == 400 and fields_of(detail) == {"colour"}
+
+
+@pytest.mark.parametrize("url", ["http://exa mple.test/", "http://[::1/", "http://ex\u00e4mple.test/",
+                                 "https://example.test/\u2603", "http://example.test/%zz", "http://x/\x7f"])
+def test_check_urls_that_are_not_uris_are_refused(client_for, author, demo_target, url):
+    before = counts()
+    checks = [{"type": "http", "url": url}]
+    response = post_change(client_for(author), demo_target, health_checks=checks)
+    assert response.status_code == 400, response.content[:200]
+    assert fields_of(response) == {"health_checks[0].url"}
+    assert counts() == before
+
+
+def test_a_valid_check_url_is_stored_and_shown_as_given(client_for, author, demo_target):
+    url = "https://pay.example.test:8443/health?full=1&x=%41#top"
+    created = post_change(client_for(author), demo_target, health_checks=[{"type": "http", "url": url}])
+    assert created.status_code == 201
+    assert created.json()["health_checks"][0]["url"] == url

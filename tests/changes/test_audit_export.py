@@ -20,6 +20,7 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
+from django.test import Client
 from rest_framework.test import APIClient
 
 from approvals.policy import change_approve, change_emergency, change_reject, emergency_review
@@ -418,7 +419,9 @@ def assert_story_complete(name: str, change: ChangeRequest, records: list[dict[s
         assert rejection["actor_username"] == reviewer.username and rejection["payload"]["comment"] == "wrong address"
     if name == "cancelled":
         (cancel,) = by_action["change_cancelled"]
-        assert cancel["actor_username"] == author.username and cancel["payload"]["comment"] == "changed my mind"
+        assert cancel["actor_username"] == author.username
+        # issue 9: a cancellation carries a reason (earlier events: a comment)
+        assert cancel["payload"].get("reason", cancel["payload"].get("comment")) == "changed my mind"
     if name == "emergency":
         (forced,) = by_action["change_emergency_approved"]
         assert forced["payload"]["reason"] == "card payments failing since 10:02"
@@ -640,3 +643,83 @@ def test_csv_from_stored_text_has_the_cells_of_the_decoded_rows(make_user):
         assert event.canonical_text is not None
         record = event_record(event)
         assert row == [_cell(record.get(column)) for column in columns]
+
+
+# ---------------------------------------------------------------------------
+# Issue 9, hole 10: columns edited behind the hash. The database owner lifts the
+# append-only triggers and edits only the columns of an event (not its stored
+# canonical text, not its hash): the chain still verifies, so whatever shows the
+# columns shows forged values under a genuine hash.
+
+
+def edit_columns_only(seq: int, **columns: Any) -> None:
+    from django.db import connection, transaction
+
+    from changes.management.commands.flush import _append_only_lifted
+
+    assignments = ", ".join(f"{name} = %s" for name in columns)
+    values = [json.dumps(v) if isinstance(v, dict) else v for v in columns.values()]
+    with transaction.atomic(), _append_only_lifted(connection), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE changes_auditevent SET {assignments} WHERE seq = %s", [*values, seq])
+
+
+def test_columns_edited_behind_the_hash_are_flagged_on_the_evidence_page_and_fail_the_export(
+        author, reviewer, auditor, root, dns_target, tmp_path):
+    import subprocess
+    import sys
+
+    change = change_reject(actor=reviewer, change=pending(author, dns_target), comment="wrong address")
+    rejected = AuditEvent.objects.get(change=change, action="change_rejected")
+    genuine = jsonl(export(root))
+    edit_columns_only(rejected.seq, actor_username="mallory", payload={"comment": "approved, looks fine"})
+    assert AuditEvent.objects.get(seq=rejected.seq).actor_username == "mallory"  # the columns now lie
+
+    # The admin evidence page shows the hashed record and says the row was tampered with.
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(root)
+    page = client.get(reverse("admin:changes_changerequest_evidence", args=[change.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'id="tampered"' in html and f"{rejected.seq} (actor_username, payload)" in html
+    assert "mallory" not in html and "approved, looks fine" not in html
+    assert "wrong address" in html and reviewer.username in html
+
+    # The evidence JSON: the hashed records (still the export's lines), and the flag.
+    evidence = client_for(auditor).get(f"/api/v1/changes/{change.pk}/evidence/").json()
+    assert evidence["tampered"] is True
+    assert evidence["tampered_events"] == [{"seq": rejected.seq, "fields": ["actor_username", "payload"]}]
+    assert evidence["events"] == [r for r in genuine if r["change_id"] == change.pk]
+    assert evidence["rejections"][0]["by"]["username"] == reviewer.username
+    assert evidence["rejections"][0]["comment"] == "wrong address"
+
+    # The JSON Lines export keeps the hashed record and adds a column_mismatch line:
+    # the offline verifier fails on it.
+    data = export(root)
+    lines = jsonl(data)
+    assert [r for r in lines if r["type"] == "event"] == genuine
+    assert {"type": "column_mismatch", "seq": rejected.seq, "fields": ["actor_username", "payload"]} in lines
+    path = tmp_path / "export.jsonl"
+    path.write_bytes(data)
+    done = subprocess.run([sys.executable, "-m", "changegate_audit.verify", "verify", str(path)],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stdout.startswith(f"FAIL seq {rejected.seq}: tampered"), done.stdout
+    with pytest.raises(CommandError, match=f"seq {rejected.seq}: tampered"):
+        call_command("audit_verify", stdout=io.StringIO())
+
+    # CSV: the hashed values, and the disagreeing columns named in the last cell.
+    rows = csv_rows(export(root, format="csv"))
+    row = next(r for r in rows if r["seq"] == str(rejected.seq))
+    assert row["actor_username"] == reviewer.username and "wrong address" in row["payload"]
+    assert row["column_mismatch"] == "actor_username payload"
+    assert {r["column_mismatch"] for r in rows if r["seq"] != str(rejected.seq)} == {""}
+
+
+def test_an_intact_log_has_no_flags(author, reviewer, auditor, root, dns_target):
+    change = change_reject(actor=reviewer, change=pending(author, dns_target), comment="wrong address")
+    evidence = client_for(auditor).get(f"/api/v1/changes/{change.pk}/evidence/").json()
+    assert evidence["tampered"] is False and evidence["tampered_events"] == []
+    assert not [r for r in jsonl(export(root)) if r["type"] != "event"]
+    out = io.StringIO()
+    call_command("audit_verify", stdout=out)
+    assert out.getvalue().startswith("OK ")

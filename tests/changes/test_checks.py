@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -174,7 +175,8 @@ class FakeClock:
 def adapter_for(server: LocalNamed, zone: str, **overrides) -> RFC2136Adapter:
     config = {"zone": zone, "primary": server.primary, "tsig_key_file": str(server.key_file), "timeout": 3}
     config.update(overrides)
-    return RFC2136Adapter(config)
+    # Every throwaway named and tmp_path key lives under the system temp directory.
+    return RFC2136Adapter(config, key_dir=tempfile.gettempdir())
 
 
 @pytest.fixture

@@ -203,9 +203,9 @@ def test_list_filters_and_submit_and_cancel_move_changes(server, dns_target, run
 
     cancelled = run("cancel", str(first), "-m", "wrong subnet")
     assert (cancelled.code, cancelled.out.strip()) == (0, f"change #{first} is now cancelled")
-    assert AuditEvent.objects.get(change_id=first, action="change_cancelled").payload["comment"] == "wrong subnet"
+    assert AuditEvent.objects.get(change_id=first, action="change_cancelled").payload["reason"] == "wrong subnet"
 
-    again = run("cancel", str(first))
+    again = run("cancel", str(first), "-m", "again")
     assert again.code == 1
     assert again.err.startswith("error: ") and "cancelled" in again.err
 

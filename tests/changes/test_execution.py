@@ -216,3 +216,64 @@ def test_dns_server_back_before_the_retries_run_out_applies(author, reviewer, do
     assert run(change) == "retrying"
     own_named.start(port=port)
     assert run(change) == State.APPLIED
+
+
+def www_live(target):
+    return [v.rdatas for k, v in zone(target).items() if k.name.startswith("www.") and k.rdtype == "A"]
+
+
+def test_an_approval_that_expired_while_the_target_was_frozen_sends_the_change_back_for_review(
+        author, reviewer, fast_target, staff):
+    from approvals.models import Approval
+
+    target_update_policy(actor=staff, target=fast_target, frozen=True)
+    change = approved(author, reviewer, fast_target)
+    assert run(change) == "held"
+    # The freeze outlasts the approval's lifetime.
+    Approval.objects.filter(change=change).update(expires_at=timezone.now() - timedelta(seconds=1))
+    target_update_policy(actor=staff, target=fast_target, frozen=False)
+
+    assert run(change) == State.PENDING_APPROVAL
+    assert www_live(fast_target) == [("192.0.2.10", "192.0.2.11")]  # untouched
+    change.refresh_from_db()
+    assert change.state == State.PENDING_APPROVAL
+    event = AuditEvent.objects.get(change=change, action="approval_lapsed")
+    assert (event.payload["from"], event.payload["to"]) == (State.APPROVED, State.PENDING_APPROVAL)
+    assert (event.payload["valid_approvals"], event.payload["required"]) == (0, 1)
+    assert not AuditEvent.objects.filter(change=change, action__in=["apply_started", "change_applied"]).exists()
+    execution = Execution.objects.get(change=change)
+    assert (execution.state, execution.outcome) == (Execution.State.DONE, "approval_lapsed")
+    assert run(change) == "not-claimed"  # a redelivered wake-up does nothing
+
+    # Back in review: a fresh approval is a new attempt, and that one applies.
+    again = change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
+    assert again.state == State.APPROVED
+    assert Execution.objects.filter(change=change).count() == 2
+    assert run(again) == State.APPLIED
+    assert www_live(fast_target) == [("192.0.2.99",)]
+
+
+def test_approvals_that_no_longer_reach_the_target_count_send_the_change_back(
+        author, reviewer, second_reviewer, fast_target, staff):
+    change = approved(author, reviewer, fast_target)
+    target_update_policy(actor=staff, target=fast_target, required_approvals=2)  # raised after the approval
+    assert run(change) == State.PENDING_APPROVAL
+    event = AuditEvent.objects.get(change=change, action="approval_lapsed")
+    assert (event.payload["valid_approvals"], event.payload["required"]) == (1, 2)
+    again = change_approve(actor=second_reviewer, change=change, fingerprint=change.fingerprint)
+    assert again.state == State.APPROVED  # bob's approval still counts; carol's is the second
+    assert run(again) == State.APPLIED
+
+
+def test_a_break_glass_change_applies_without_approvals(author, make_user, fast_target, staff):
+    from approvals.policy import change_emergency
+    from tests.conftest import grant
+
+    on_call = make_user("olga")
+    grant(on_call, "emergency", fast_target)
+    target_update_policy(actor=staff, target=fast_target, frozen=True)
+    draft = change_create(actor=author, target=fast_target, title="t", reason="r", items=WWW)
+    change = change_emergency(actor=on_call, change=draft, reason="card payments failing")
+    assert run(change) == "held"
+    target_update_policy(actor=staff, target=fast_target, frozen=False)
+    assert run(change) == State.APPLIED  # its authority is the emergency record, not approvals

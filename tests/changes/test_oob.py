@@ -12,6 +12,7 @@ import dns.query
 import dns.tsigkeyring
 import dns.update
 import pytest
+from django.conf import settings
 from django.core import mail
 from django.db import connection, connections
 from django.utils import timezone
@@ -215,7 +216,8 @@ def test_a_check_gives_up_when_an_apply_moved_the_baseline_while_it_read(fast_ta
 
     real_factory = adapters_module.adapter_class(fast_target.kind)
     monkeypatch.setattr(adapters_module, "_factory_override",
-                        lambda target: ApplyLandsDuringTheRead(real_factory(target.config)))
+                        lambda target: ApplyLandsDuringTheRead(
+                            real_factory(target.config, key_dir=settings.CHANGEGATE_KEY_DIR)))
     assert oob_check_target(target=fast_target).status == "busy"
     assert events("out_of_band_change") == []
 

@@ -68,7 +68,7 @@ def test_full_legal_path_and_illegal_moves(author, staff, dns_target):
     assert change.state == State.PENDING_APPROVAL
     with pytest.raises(InvalidTransition):
         change_submit(actor=author, change=change)
-    change = change_cancel(actor=author, change=change)
+    change = change_cancel(actor=author, change=change, reason="wrong record")
     assert change.state == State.CANCELLED
     for call in (change_submit, change_cancel):
         with pytest.raises(InvalidTransition):
@@ -118,11 +118,14 @@ def test_replan_picks_up_live_changes(author, dns_target, named_server):
     assert replanned.plan["steps"][0]["before"]["rdatas"] == ["198.51.100.5"]
 
 
-def test_only_author_or_staff_cancel(author, reviewer, staff, dns_target):
+def test_only_the_author_set_or_an_operator_cancel_and_say_why(author, reviewer, plain_staff, operator, dns_target):
     change = create(author, dns_target)
-    with pytest.raises(NotPermitted):
-        change_cancel(actor=reviewer, change=change)
-    assert change_cancel(actor=staff, change=change).state == State.CANCELLED
+    for who in (reviewer, plain_staff):
+        with pytest.raises(NotPermitted):
+            change_cancel(actor=who, change=change, reason="not mine")
+    with pytest.raises(ValidationFailed, match="reason"):
+        change_cancel(actor=operator, change=change, reason="  ")
+    assert change_cancel(actor=operator, change=change, reason="zone retired").state == State.CANCELLED
 
 
 def test_every_transition_is_audited_and_the_chain_verifies(author, dns_target):
@@ -130,7 +133,7 @@ def test_every_transition_is_audited_and_the_chain_verifies(author, dns_target):
     change_update(actor=author, change=change, title="Move www again")
     change = ChangeRequest.objects.get(pk=change.pk)
     change_submit(actor=author, change=change)
-    change_cancel(actor=author, change=change)
+    change_cancel(actor=author, change=change, reason="not needed")
     actions = list(AuditEvent.objects.filter(change=change).values_list("action", flat=True))
     assert actions == ["change_created", "change_edited", "change_submitted", "change_cancelled"]
     events = list(AuditEvent.objects.order_by("seq"))
@@ -160,11 +163,12 @@ def test_register_refuses_an_unreachable_zone_clearly(staff, named_server):
     assert info.value.permanent
 
 
-def test_policy_edit_is_staff_only_validated_and_audited(staff, author, dns_target):
+def test_policy_edit_is_operator_only_validated_and_audited(staff, plain_staff, author, dns_target):
     from changes.services import target_update_policy
 
-    with pytest.raises(NotPermitted):
-        target_update_policy(actor=author, target=dns_target, frozen=True)
+    for who in (author, plain_staff):
+        with pytest.raises(NotPermitted):
+            target_update_policy(actor=who, target=dns_target, frozen=True)
     with pytest.raises(ValidationFailed) as info:
         target_update_policy(actor=staff, target=dns_target, bake_seconds=10**9, required_approvals=0)
     assert {e["field"] for e in info.value.errors} == {"bake_seconds", "required_approvals"}

@@ -169,3 +169,34 @@ def test_cli_wait_exits_non_zero_when_rolled_back(author, reviewer, target, work
     code = cli.main(["--url", live_server.url, "--token", token, "wait", str(change.pk), "--interval", "0.2"])
     assert code == 1
     assert "ended rolled_back" in capsys.readouterr().out
+
+
+def wait_for(predicate, what: str, *, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)  # poll interval while a separate process works
+    raise AssertionError(f"still waiting for {what} after {timeout}s")
+
+
+def test_the_worker_sends_back_a_change_whose_approval_expired_while_frozen(
+        author, reviewer, target, worker, staff):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.models import Approval
+
+    before = www(target)
+    target_update_policy(actor=staff, target=target, frozen=True)
+    worker()
+    change = approve(reviewer, propose(author, target, "192.0.2.95"))
+    wait_for(lambda: "frozen" in Execution.objects.get(change=change).hold_reason, "the frozen hold")
+    Approval.objects.filter(change=change).update(expires_at=timezone.now() - timedelta(seconds=1))
+    target_update_policy(actor=staff, target=target, frozen=False)
+    execution_sweep()  # what beat does: held executions are published again
+    wait_for(lambda: Execution.objects.get(change=change).state == Execution.State.DONE, "the worker's decision")
+    assert ChangeRequest.objects.get(pk=change.pk).state == State.PENDING_APPROVAL
+    assert AuditEvent.objects.filter(change=change, action="approval_lapsed").count() == 1
+    assert applies(change) == 0 and www(target) == before

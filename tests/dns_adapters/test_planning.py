@@ -6,6 +6,7 @@ import pytest
 
 from dns_adapters.base import ANY, Guard, ItemValidationError, Plan, RRKey, RRValue, Step
 from dns_adapters.planning import LiveRead, NameInfo, build_plan, validate_items
+from dns_adapters.presentation import RISKS, risk_flags
 
 ZONE = "example.test"
 
@@ -51,7 +52,10 @@ def item(**overrides):
         (item(name="x", type="CNAME", records=["a", "b"]), "records"),
         (item(name="@", type="SOA", records=["ns1 host 2 3600 600 604800 300"]), "type"),
         (item(name="www", type="SOA", records=["ns1 host 2 3600 600 604800 300"]), "type"),
-        (item(op="delete", name="@", type="NS", ttl=..., records=...), "op"),
+        (item(op="delete", name="@", type="NS", ttl=..., records=...), "type"),
+        (item(name="@", type="NS", ttl=3600, records=["ns1", "ns.evil.example."]), "type"),
+        (item(op="add", name="@", type="NS", ttl=..., records=["ns.evil.example."]), "type"),
+        (item(op="remove", name="@", type="NS", ttl=..., records=["ns1"]), "type"),
         (item(colour="red"), "colour"),
         ("www A 192.0.2.1", "item"),
     ],
@@ -86,12 +90,13 @@ def test_rdata_is_canonical_so_equal_data_compares_equal():
     assert mx.rdatas == ("10 mail.example.test.",)
 
 
-def test_apex_soa_and_ns_delete_pass_with_the_flag():
+def test_apex_soa_and_ns_changes_pass_with_the_flag():
     items = [
         item(name="@", type="SOA", records=["ns1 host 2 3600 600 604800 300"]),
         item(op="delete", name="@", type="NS", ttl=..., records=...),
+        item(name="@", type="NS", ttl=3600, records=["ns1", "ns2"]),
     ]
-    assert len(validate_items(items, zone=ZONE, allow_apex=True)) == 2
+    assert len(validate_items(items, zone=ZONE, allow_apex=True)) == 3
 
 
 def live_of(values, **names):
@@ -174,3 +179,57 @@ def test_inverse_swaps_before_and_after_in_reverse_order():
     inverse = Plan(zone="example.test.", steps=(a, b), guards=(Guard(WWW, None),)).inverse()
     assert inverse.steps == (b.inverse(), a.inverse())
     assert inverse.guards == ()
+
+
+# ---------------------------------------------------------------------------
+# Risk flags: what a change means, not how it is spelled
+
+
+def step(name: str, rdtype: str, before=(), after=()) -> Step:
+    key = RRKey(f"{name}.{ZONE}." if name != "@" else f"{ZONE}.", rdtype)
+    return Step(key, RRValue(300, tuple(before)) if before else None, RRValue(300, tuple(after)) if after else None)
+
+
+def flags_of(*steps: Step) -> list[str]:
+    return risk_flags(Plan(zone=f"{ZONE}.", steps=steps), zone_rrsets=None)
+
+
+@pytest.mark.parametrize(("the_step", "flag"), [
+    (step("spf", "TXT", after=['"v=sp" "f1 include:evil.example -all"']), "mail"),
+    (step("spf", "TXT", before=['"v=" "spf1 -all"']), "mail"),  # removing SPF counts as much as adding it
+    (step("@", "TXT", after=['"  V=SPF1 -all"']), "mail"),
+    (step("@", "SPF", after=['"v=spf1 -all"']), "mail"),
+    (step("p", "TXT", after=['"v=DMARC1;" " p=none"']), "mail"),
+    (step("k", "TXT", after=['"v=DKIM1; k=rsa; p=MIGf"']), "mail"),
+    (step("k", "TXT", after=['"k=rsa; p=MIGf"']), "mail"),  # v=DKIM1 is optional (RFC 6376 3.6.1)
+    (step("k", "TXT", after=['"p" "=MIGf"']), "mail"),
+    (step("_dmarc", "CNAME", after=["x.evil.example."]), "mail"),
+    (step("_dmarc.sub", "TXT", after=['"hello"']), "mail"),
+    (step("sel._domainkey", "CNAME", after=["x.evil.example."]), "mail"),
+    (step("_domainkey", "DNAME", after=["evil.example."]), "mail"),
+    (step("_mta-sts", "TXT", after=['"id=1"']), "mail"),
+    (step("mx", "MX", after=["10 mail.example.test."]), "mail"),
+    (step("pay", "NS", after=["ns.evil.example."]), "delegation"),
+    (step("pay", "NS", before=["ns.evil.example."]), "delegation"),
+    (step("old", "DNAME", after=["evil.example."]), "dname"),
+    (step("@", "DNAME", after=["evil.example."]), "dname"),
+    (step("@", "NS", before=["ns1.example.test."], after=["ns.evil.example."]), "apex_ns_soa"),
+])
+def test_risk_flags_read_meaning(the_step, flag):
+    assert flag in flags_of(the_step)
+    assert flag in RISKS
+
+
+@pytest.mark.parametrize("the_step", [
+    step("www", "A", after=["192.0.2.1"]),
+    step("verify", "TXT", after=['"site-verification=abc123" "p"']),
+    step("note", "TXT", after=['"spf records live elsewhere"']),
+    step("alias", "CNAME", after=["www.example.test."]),
+])
+def test_ordinary_changes_carry_no_flag(the_step):
+    assert flags_of(the_step) == []
+
+
+def test_apex_ns_is_not_a_delegation():
+    assert flags_of(step("@", "NS", before=["ns1.example.test."], after=["ns2.example.test."])) == ["apex_ns_soa"]
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tempfile
+
 import dns.message
 import dns.query
 import dns.rcode
@@ -20,7 +22,8 @@ pytestmark = pytest.mark.named
 def adapter_for(server: LocalNamed, zone: str, **overrides) -> RFC2136Adapter:
     config = {"zone": zone, "primary": server.primary, "tsig_key_file": str(server.key_file), "timeout": 3}
     config.update(overrides)
-    return RFC2136Adapter(config)
+    # Every throwaway named and tmp_path key lives under the system temp directory.
+    return RFC2136Adapter(config, key_dir=tempfile.gettempdir())
 
 
 @pytest.fixture
@@ -268,5 +271,5 @@ def test_bad_target_config_names_the_field(named_server, config, field):
     base = {"zone": "demo.test", "primary": named_server.primary, "tsig_key_file": str(named_server.key_file)}
     base.update(config)
     with pytest.raises(ItemValidationError) as info:
-        RFC2136Adapter.validate_config(base)
+        RFC2136Adapter.validate_config(base, key_dir=tempfile.gettempdir())
     assert [e.field for e in info.value.errors] == [field]

@@ -1,6 +1,11 @@
-"""Grant or revoke a role on a target: a thin adapter over
-`approvals.policy.target_role_grant` / `target_role_revoke` (the role table is
-`approvals.policy.ROLES`)."""
+"""Grant or revoke a role on a target: a thin adapter over the grant services in
+`changes.permissions` (the role table is `changes.permissions.ROLES`).
+
+Reviewer and emergency are four-eyes grants: without `--bootstrap` the command
+files a grant request that another operator approves on the admin's Grants page.
+`--bootstrap --reason` is the break-glass for the very first setup, when no
+second operator exists yet; it is recorded as such. Events name the OS user and
+host that ran the command."""
 
 from __future__ import annotations
 
@@ -10,8 +15,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from approvals.policy import ROLES, target_role_grant, target_role_revoke
 from changes.audit import RequestOrigin
+from changes.permissions import FOUR_EYES_ROLES, ROLES, grant_request_create, target_role_grant, target_role_revoke
 from changes.errors import ServiceError
 from changes.models import Origin, Target
 
@@ -30,9 +35,13 @@ class Command(BaseCommand):
         parser.add_argument("--role", required=True, help=f"one of {', '.join(ROLES)}")
         parser.add_argument("--target", required=True, help="target name or id")
         parser.add_argument("--revoke", action="store_true", help="take the role away instead")
+        parser.add_argument("--reason", default="", help="why (required for reviewer and emergency)")
+        parser.add_argument("--bootstrap", action="store_true",
+                            help="first setup only: grant reviewer/emergency at once, without a second operator "
+                                 "(recorded as a bootstrap grant; needs --reason)")
 
     def handle(self, *args: Any, user: str | None, group: str | None, role: str, target: str, revoke: bool,
-               **options: Any) -> None:
+               reason: str = "", bootstrap: bool = False, **options: Any) -> None:
         if role not in ROLES:
             raise CommandError(f"unknown role {role!r}; roles: {_role_help()}")
         found_target = _target(target)
@@ -47,10 +56,19 @@ class Command(BaseCommand):
             if found_group is None:
                 raise CommandError(f"no group named {group!r}")
             principal, label = {"group": found_group}, f"group {group}"
-        service = target_role_revoke if revoke else target_role_grant
+        origin = RequestOrigin(kind=Origin.CLI)
         try:
-            changed = service(actor=None, target=found_target, role=role, origin=RequestOrigin(kind=Origin.CLI),
-                              **principal)
+            if revoke:
+                changed = target_role_revoke(actor=None, target=found_target, role=role, origin=origin, **principal)
+            elif role in FOUR_EYES_ROLES and not bootstrap:
+                request = grant_request_create(actor=None, target=found_target, role=role, reason=reason,
+                                               origin=origin, **principal)
+                self.stdout.write(f"Requested {role} on {found_target.name} for {label} (grant request "
+                                  f"#{request.pk}); another operator must approve it on the admin's Grants page.")
+                return
+            else:
+                changed = target_role_grant(actor=None, target=found_target, role=role, origin=origin,
+                                            reason=reason, bootstrap=bootstrap, **principal)
         except ServiceError as exc:
             raise CommandError(exc.message) from None
         verb, preposition = ("Revoked", "from") if revoke else ("Granted", "to")

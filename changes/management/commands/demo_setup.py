@@ -17,16 +17,16 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from guardian.shortcuts import assign_perm
 
-from approvals.policy import ROLES
 from changes.audit import RequestOrigin
 from changes.errors import ServiceError, ValidationFailed
 from changes.models import Origin, Target
-from changes.services import target_register
+from changes.permissions import FOUR_EYES_ROLES, target_role_grant
+from changes.services import target_register, target_rename
 
 DEFAULT_PASSWORD = "changegate-demo"
 GROUPS = ("engineers", "reviewers", "auditors")
-# Per target (django-guardian): what each group may do on the demo zone.
-TARGET_ROLES = {"engineers": ROLES["engineer"], "reviewers": ROLES["reviewer"], "auditors": ROLES["auditor"]}
+# Per target (django-guardian, through the grant service): each group's role on the demo zone.
+TARGET_ROLES = {"engineers": "engineer", "reviewers": "reviewer", "auditors": "auditor"}
 # Model-wide: only what the admin needs to show its pages; the target decides the rest.
 ADMIN_PERMS = {
     "engineers": ("add_changerequest", "view_changerequest"),
@@ -103,9 +103,10 @@ class Command(BaseCommand):
 
     def _demo_target(self, zone: str, primary: str, key_file: str, groups: dict[str, Group]) -> None:
         target = Target.objects.filter(name=zone).first()
-        if target is None or target.config.get("primary") != primary:
-            if target is not None:  # the demo named moved to another port: follow it
-                Target.objects.filter(pk=target.pk).update(name=f"{zone}-old-{target.pk}")
+        if target is None or (target.config.get("primary"), target.config.get("tsig_key_file")) != (primary, key_file):
+            if target is not None:  # the demo named moved to another port (or its key moved): follow it
+                target_rename(actor=None, target=target, name=f"{zone}-old-{target.pk}",
+                              origin=RequestOrigin(kind=Origin.CLI))
             try:
                 target = target_register(
                     actor=None, name=zone, origin=RequestOrigin(kind=Origin.CLI),
@@ -116,7 +117,9 @@ class Command(BaseCommand):
                 raise CommandError(f"demo target: {exc.message}") from None
             except ServiceError as exc:
                 raise CommandError(f"demo target: {exc.message}") from None
-        for name, perms in TARGET_ROLES.items():
-            for perm in perms:
-                assign_perm(f"changes.{perm}", groups[name], target)
+        for name, role in TARGET_ROLES.items():
+            # The demo has no second operator: reviewer goes through the recorded bootstrap path.
+            target_role_grant(actor=None, target=target, role=role, group=groups[name],
+                              origin=RequestOrigin(kind=Origin.CLI), bootstrap=role in FOUR_EYES_ROLES,
+                              reason="demo setup")
         self.stdout.write(f"Demo target {target.name} (id {target.pk}) at {primary}; roles granted to the groups.")

@@ -27,7 +27,8 @@ class Command(BaseCommand):
         parser.add_argument("--primary", required=True, metavar="HOST:PORT",
                             help="the primary server that accepts signed UPDATEs")
         parser.add_argument("--tsig-key-file", required=True, metavar="PATH",
-                            help="BIND-format key file (only the path is stored, never the secret)")
+                            help="BIND-format key file inside CHANGEGATE_KEY_DIR "
+                                 "(only the path is stored, never the secret)")
         parser.add_argument("--zone", help="zone name (default: NAME)")
         parser.add_argument("--nameserver", action="append", default=[], metavar="HOST:PORT", dest="nameservers",
                             help="authoritative server checked after apply; repeat for each (default: the primary)")
