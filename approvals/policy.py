@@ -15,6 +15,7 @@ from django.utils import timezone
 from changes.audit import SYSTEM, RequestOrigin, audit_record
 from changes.errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from changes.lifecycle import in_author_set, lock_change, transition
+from changes.locking import retry_on_contention
 from changes.models import ChangeRequest
 from changes.execution import execution_create
 from changes.notify import alert, reviewers_of
@@ -119,6 +120,7 @@ def _require_reviewer(actor: AbstractBaseUser, change: ChangeRequest, verb: str)
     require_target_permission(actor, "approve_change", change.target)
 
 
+@retry_on_contention
 def change_approve(
     *, actor: AbstractBaseUser, change: ChangeRequest, fingerprint: Any, comment: str = "",
     origin: RequestOrigin = SYSTEM,
@@ -205,6 +207,7 @@ def _require_plan_live(*, actor: AbstractBaseUser, change: ChangeRequest, finger
     return current.fingerprint
 
 
+@retry_on_contention
 def change_reject(
     *, actor: AbstractBaseUser, change: ChangeRequest, comment: Any, origin: RequestOrigin = SYSTEM
 ) -> ChangeRequest:
@@ -227,6 +230,7 @@ def change_reject(
 # reviews it after the fact.
 
 
+@retry_on_contention
 def change_emergency(
     *, actor: AbstractBaseUser, change: ChangeRequest, reason: Any, origin: RequestOrigin = SYSTEM
 ) -> ChangeRequest:
@@ -260,6 +264,7 @@ def change_emergency(
     return locked
 
 
+@retry_on_contention
 def emergency_review(
     *, actor: AbstractBaseUser, change: ChangeRequest, comment: Any, origin: RequestOrigin = SYSTEM
 ) -> ChangeRequest:

@@ -50,6 +50,7 @@ from .selectors import (
     access_change,
     change_diff,
     change_events,
+    change_executions,
     change_live_drift,
     change_plan_of,
     changes_reviewable,
@@ -487,6 +488,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             "risks": [(flag, RISKS.get(flag, "")) for flag in change.risk_flags],
             "diff": plan_diff_html(change),
             "events": [(event, _event_summary(event)) for event in change_events(change).select_related("actor")],
+            "executions": list(change_executions(change)),  # every attempt, oldest first
             "show_actions": change.state not in TERMINAL,
             # Whether to offer the buttons; change_approve/change_reject decide.
             "show_review": change.state == ChangeRequest.State.PENDING_APPROVAL and can_review(request.user, change),
@@ -703,3 +705,4 @@ class AuditEventAdmin(admin.ModelAdmin):
 
 # Grants, users and groups: their own module, registered with this site.
 from . import admin_grants  # noqa: E402,F401
+from . import admin_notifications  # noqa: E402,F401  # the notification outbox and its dead letters

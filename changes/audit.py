@@ -65,6 +65,7 @@ from django.utils import timezone
 from accounts.client_ip import client_address
 from accounts.mfa import session_has_mfa
 
+from .locking import key_share
 from .models import (
     AuditChainHead,
     AuditCheckpoint,
@@ -125,11 +126,16 @@ def audit_record(
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("audit_record must run inside the transaction of the change it records")
+    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    target = target if target is not None else (change.target if change is not None else None)
+    # The head is the last lock of every transaction (the lock order, changes.locking).
+    # The event's foreign keys take KEY SHARE on these rows at COMMIT (deferred
+    # constraints), after the head: take them now, before it, so a writer holding the
+    # head never waits for a row lock (issue 10: the check-round writer did).
+    key_share(user, change, target)
     # The head row lock serializes writers: sequence numbers have no gaps and every
     # event's prev_hash is the hash of the one before it.
     head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
-    target = target if target is not None else (change.target if change is not None else None)
     event = AuditEvent(
         seq=head.seq + 1,
         created_at=timezone.now(),

@@ -50,7 +50,7 @@ from dns_adapters.presentation import RISKS
 from .audit import checkpoint_record, column_mismatches, event_checked, event_record
 from .errors import NotPermitted, ValidationFailed
 from .models import AuditCheckpoint, AuditEvent, ChangeRequest, CheckResult, Execution, Target
-from .selectors import change_events
+from .selectors import change_events, change_executions
 
 FORMATS = ("jsonl", "csv")
 CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -510,9 +510,14 @@ def _execution(execution: Execution | None) -> dict[str, Any] | None:
         "id": execution.pk,
         "worker": execution.lease_owner,
         "state": execution.state,
-        "attempts": execution.attempts,
+        "claims": execution.claims,
+        "attempts": execution.claims,  # the old name of `claims` (an Execution is now itself an attempt)
         "token": execution.token,
+        "fence": execution.token,
         "hold_reason": execution.hold_reason,
+        "retries": execution.retries,
+        "retrying_since": _iso(execution.retrying_since),
+        "retry_at": _iso(execution.retry_at),
         "enqueued_at": _iso(execution.enqueued_at),
         "started_at": _iso(execution.started_at),
         "applied_at": _iso(execution.applied_at),
@@ -611,6 +616,9 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
             "at": _iso(change.emergency_at), "reviewed_by": _person(change.emergency_reviewed_by),
             "reviewed_at": _iso(change.emergency_reviewed_at), "review_comment": change.emergency_review_comment,
         },
+        # Every attempt, oldest first, each with its own checks; `execution` and
+        # `checks` are the latest attempt's, as before there were several.
+        "executions": [{**_execution(attempt), "checks": _checks(attempt)} for attempt in change_executions(change)],
         "execution": _execution(execution),
         "checks": _checks(execution),
         "rollback": _rollback(events, execution),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,17 +26,18 @@ from dns_adapters.base import AdapterError, DNSAdapter, Plan, RRKey, RRValue, Ve
 from dns_adapters.planning import canonical_rdata
 from dns_adapters.resolve import resolve
 
+from . import health
+
 KINDS = ("verify", "tcp", "http", "dns_resolve")
 # Enough for a health page or a status JSON; a check never downloads a release.
 HTTP_BODY_LIMIT = 64 * 1024
-# Declared checks of one round run in parallel so a slow one does not stretch the
-# round; each has its own timeout (at most 60 s, see changes.health).
-MAX_PARALLEL_CHECKS = 8
+# What a check that did not finish by the round deadline reports (a failed check).
+ROUND_TIMED_OUT = "timed out at round deadline"
 # Two consecutive failed rounds: one lost packet does not roll a change back, a
 # real outage does within two intervals.
 DEFAULT_FAILURE_THRESHOLD = 2
 # The default of changes.health for a check declared without a timeout.
-DEFAULT_TIMEOUT = 2.0
+DEFAULT_TIMEOUT = float(health.DEFAULT_TIMEOUT)
 # Keys listed in a verify detail before "and N more".
 _DETAIL_KEYS = 5
 
@@ -252,23 +253,54 @@ def run_verify(adapter: DNSAdapter, plan: Plan) -> list[CheckOutcome]:
 # A round and a bake
 
 
+def _late(*, name: str, kind: str, deadline: float) -> CheckOutcome:
+    return CheckOutcome(name=name, kind=kind, ok=False, detail=f"{ROUND_TIMED_OUT} ({deadline:g}s)",
+                        duration_ms=round(deadline * 1000, 3))
+
+
+def _declared_name(check: Mapping[str, Any]) -> str:
+    try:
+        return check_name(check)
+    except Exception:  # same fallback as run_declared
+        return f"{check.get('type')} check"
+
+
 def run_round(*, adapter: DNSAdapter | None, plan: Plan | None,
-              checks: Sequence[Mapping[str, Any]]) -> list[CheckOutcome]:
+              checks: Sequence[Mapping[str, Any]], deadline: float | None = None) -> list[CheckOutcome]:
     """Verify outcomes (one per nameserver; none without adapter or plan), then one
-    outcome per declared check in input order. All of it runs concurrently in up
-    to MAX_PARALLEL_CHECKS threads, so the round lasts about as long as its
-    slowest check. Never raises."""
+    outcome per declared check in input order. Never raises.
+
+    Every check runs at once, each in its own thread (changes.health bounds their
+    number), so the round lasts as long as its slowest check; and never longer than
+    `deadline` seconds (default CHANGEGATE_CHECK_ROUND_SECONDS, shorter than the
+    lease): a check still running then is a failed outcome, ROUND_TIMED_OUT, one
+    like any other (stored, counted by the bake), never dropped."""
+    deadline = health.round_deadline_seconds() if deadline is None else deadline
     verify = adapter is not None and plan is not None and not plan.is_empty
     tasks = len(checks) + (1 if verify else 0)
     if tasks == 0:
         return []
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL_CHECKS, tasks), thread_name_prefix="check") as pool:
-        verify_future = None
+    pool = ThreadPoolExecutor(max_workers=tasks, thread_name_prefix="check")
+    try:
+        verify_future: Future[list[CheckOutcome]] | None = None
         if adapter is not None and plan is not None and verify:
             verify_future = pool.submit(run_verify, adapter, plan)
         declared = [pool.submit(run_declared, check) for check in checks]
-        outcomes = verify_future.result() if verify_future else []
-        return outcomes + [future.result() for future in declared]
+        wait([*declared, *([verify_future] if verify_future else [])], timeout=deadline)
+    finally:
+        # Never wait for a check past the deadline (the `with` form would): its thread
+        # ends on its own socket timeout and its late result is not wanted. The
+        # adapter's verify opens its own connections, so a late one shares nothing
+        # with the rollback that may follow.
+        pool.shutdown(wait=False, cancel_futures=True)
+    outcomes: list[CheckOutcome] = []
+    if verify_future is not None and plan is not None:
+        outcomes += verify_future.result() if verify_future.done() else [
+            _late(name=f"verify {plan.zone}", kind="verify", deadline=deadline)]
+    for check, future in zip(checks, declared, strict=True):
+        outcomes.append(future.result() if future.done() else
+                        _late(name=_declared_name(check), kind=str(check.get("type")), deadline=deadline))
+    return outcomes
 
 
 @dataclass
@@ -278,11 +310,13 @@ class BakePolicy:
     `interval` defaults to bake/5 clamped to [0.2, 5] seconds (so a short bake still
     gets a few rounds and a long one is checked every 5 s); `failure_threshold` is
     the number of consecutive failed rounds of one check that fails the bake
-    (default 2)."""
+    (default 2); `round_deadline` bounds every round (default
+    CHANGEGATE_CHECK_ROUND_SECONDS)."""
 
     bake_seconds: float
     interval: float | None = None
     failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
+    round_deadline: float | None = None
 
     def __post_init__(self) -> None:
         if self.bake_seconds < 0:
@@ -293,6 +327,10 @@ class BakePolicy:
             raise ValueError("interval must be > 0")
         if self.failure_threshold < 1:
             raise ValueError("failure_threshold must be >= 1")
+        if self.round_deadline is None:
+            self.round_deadline = health.round_deadline_seconds()
+        if self.round_deadline <= 0:
+            raise ValueError("round_deadline must be > 0")
 
 
 @dataclass(frozen=True)
@@ -347,7 +385,7 @@ def bake(
     round_no = 0
     while True:
         round_no += 1
-        outcomes = run_round(adapter=adapter, plan=plan, checks=checks)
+        outcomes = run_round(adapter=adapter, plan=plan, checks=checks, deadline=policy.round_deadline)
         if on_round is not None:
             on_round(round_no, outcomes)
         failed = []

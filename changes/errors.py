@@ -60,3 +60,12 @@ class TargetUnavailable(ServiceError):
         if permanent:
             self.status = 502
             self.code = "target_misconfigured"
+
+
+class Contention(ServiceError):
+    """The database aborted the transaction (deadlock, serialization failure) on
+    every attempt (`changes.locking.retry_on_contention`); nothing was written."""
+
+    status = 503
+    code = "contention"
+    retry_after = 1  # seconds; sent as Retry-After

@@ -1,4 +1,10 @@
-"""Declared health checks: validation now; running them comes with the apply pipeline."""
+"""Declared health checks: validation (running them is changes.checks).
+
+A round runs every check of the target and of the change at once, each in its own
+thread, and ends at the round deadline (CHANGEGATE_CHECK_ROUND_SECONDS, shorter
+than the worker's lease). So a set can finish inside the deadline exactly when each
+timeout does, and the number of checks (threads) is bounded.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from urllib.parse import urlsplit
 import dns.exception
 import dns.rdatatype
 
+from django.conf import settings
+
 from .errors import ValidationFailed
 
 CHECK_FIELDS = {
@@ -17,6 +25,19 @@ CHECK_FIELDS = {
     "http": {"type", "url", "expect_status", "contains", "timeout"},
     "dns_resolve": {"type", "resolver", "name", "rdtype", "expect", "timeout"},
 }
+
+
+# Per set (a target's, a change's): a round runs at most twice this many declared
+# checks at once, plus the verify.
+MAX_CHECKS = 16
+# The timeout of a check declared without one.
+DEFAULT_TIMEOUT = 2
+
+
+def round_deadline_seconds() -> float:
+    """How long one round of checks may take (changes.checks.run_round); every
+    declared timeout must fit in it."""
+    return float(settings.CHANGEGATE_CHECK_ROUND_SECONDS)
 
 
 def _port(value: Any) -> bool:
@@ -72,6 +93,10 @@ def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[di
         return []
     if not isinstance(raw, list):
         raise ValidationFailed([{"index": None, "field": field, "message": "must be a list of checks"}])
+    if len(raw) > MAX_CHECKS:
+        raise ValidationFailed([{"index": None, "field": field, "message":
+                                 f"at most {MAX_CHECKS} checks (a round runs them all at once)"}])
+    deadline = round_deadline_seconds()
     errors: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
     for i, check in enumerate(raw):
@@ -87,9 +112,11 @@ def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[di
             continue
         for extra in sorted(set(check) - CHECK_FIELDS[kind], key=str):
             bad(str(extra), "unknown field")
-        timeout = check.get("timeout", 2)
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 60:
-            bad("timeout", "timeout must be seconds in (0, 60]")
+        timeout = check.get("timeout", DEFAULT_TIMEOUT)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= deadline:
+            # Checks run concurrently, so the round's worst case is its largest timeout.
+            bad("timeout", f"timeout must be seconds in (0, {deadline:g}]: a round of checks ends after "
+                           f"{deadline:g}s (CHANGEGATE_CHECK_ROUND_SECONDS, shorter than the worker's lease)")
         normalized: dict[str, Any] = {"type": kind, "timeout": timeout}
         if kind == "tcp":
             if not isinstance(check.get("host"), str) or not check["host"].strip():

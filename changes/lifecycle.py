@@ -1,6 +1,9 @@
 """The state machine's moving parts, shared by `changes.services` and
 `approvals.policy`: lock a change, move it along `TRANSITIONS` (the only code that
-assigns `state`), and tell who belongs to a change's author set."""
+assigns `state`), and tell who belongs to a change's author set.
+
+Locks are taken in the one order written down in `changes.locking`: change ->
+target -> execution -> grant request -> audit chain head, the head always last."""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from .audit import RequestOrigin, audit_record
 from .errors import Conflict, InvalidTransition
+from .locking import lock_change as _lock_change_row
 from .models import EDITABLE, TRANSITIONS, ChangeRequest
 
 
 def lock_change(change: ChangeRequest) -> ChangeRequest:
-    return ChangeRequest.objects.select_for_update().select_related("target").get(pk=change.pk)
+    """Lock the change, then its target: the first two steps of the lock order
+    (`changes.locking`), FOR NO KEY UPDATE so inserts referencing them never wait."""
+    return _lock_change_row(change.pk)
 
 
 def lock_editable(change: ChangeRequest, *, revision: int) -> ChangeRequest:

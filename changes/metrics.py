@@ -20,7 +20,8 @@ from typing import Any
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 
 from .health import CHECK_FIELDS
-from .models import ChangeRequest, CheckResult, Execution
+from .models import LEASED, ChangeRequest, CheckResult, Execution, Notification
+from .selectors import emergency_overdue
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds. Apply is a re-plan read plus one UPDATE (tens of ms); the top buckets
@@ -114,8 +115,30 @@ def check_failures_by_kind() -> dict[str, int]:
 def execution_queue() -> dict[str, int]:
     return Execution.objects.aggregate(
         pending=Count("pk", filter=Q(state=Execution.State.PENDING)),
-        running=Count("pk", filter=Q(state=Execution.State.RUNNING)),
+        running=Count("pk", filter=Q(state__in=LEASED)),  # a worker holds the lease
     )
+
+
+def notification_figures() -> dict[str, Any]:
+    """Dead letters ever (a counter: `dead_letters` only grows, a retry keeps it),
+    by channel; notifications waiting for delivery; dead letters not retried yet."""
+    failed_total = dict.fromkeys(Notification.Channel.values, 0)
+    for row in Notification.objects.order_by().values("channel").annotate(n=Sum("dead_letters")):
+        failed_total[row["channel"]] = row["n"] or 0
+    states = Notification.objects.aggregate(
+        pending=Count("pk", filter=Q(state=Notification.State.PENDING)),
+        dead=Count("pk", filter=Q(state=Notification.State.FAILED)),
+    )
+    return {"failed_total": failed_total, **states}
+
+
+def emergency_reviews_overdue(*, now: datetime | None = None) -> int:
+    """Break-glass changes past their target's review deadline and still unreviewed.
+    Read into Python: the unreviewed ones are a short queue people empty, and the
+    rule stays in one place (selectors.emergency_overdue)."""
+    unreviewed = ChangeRequest.objects.filter(emergency=True, emergency_reviewed_at__isnull=True,
+                                              emergency_at__isnull=False).select_related("target")
+    return sum(1 for change in unreviewed if emergency_overdue(change, now=now))
 
 
 def metrics_text() -> str:
@@ -138,4 +161,17 @@ def metrics_text() -> str:
                      [("", {}, queue["pending"])])
     lines += _family("changegate_executions_running", "gauge", "Executions a worker holds the lease on.",
                      [("", {}, queue["running"])])
+    notifications = notification_figures()
+    lines += _family("changegate_notifications_failed_total", "counter",
+                     "Notifications dead-lettered after their last failed attempt, by channel.",
+                     (("", {"channel": channel}, n) for channel, n in notifications["failed_total"].items()))
+    lines += _family("changegate_notifications_pending", "gauge",
+                     "Notifications waiting for their first or next delivery attempt.",
+                     [("", {}, notifications["pending"])])
+    lines += _family("changegate_notifications_dead_letters", "gauge",
+                     "Dead-lettered notifications not retried yet (admin: Notifications, state failed).",
+                     [("", {}, notifications["dead"])])
+    lines += _family("changegate_emergency_reviews_overdue", "gauge",
+                     "Break-glass changes whose after-the-fact review is overdue.",
+                     [("", {}, emergency_reviews_overdue())])
     return "\n".join(lines) + "\n"

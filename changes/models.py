@@ -315,33 +315,60 @@ def checkpoint_message(*, seq: int, head_hash: str, created_at: str) -> bytes:
 
 
 class Execution(models.Model):
-    """One run of an approved change against its target: the outbox row written in
-    the transaction that approves the change, claimed by exactly one worker at a
-    time through a lease, and the record of what happened."""
+    """One attempt at applying an approved change: the outbox row written in the
+    transaction that approves the change, claimed by exactly one worker at a time
+    through a lease, and the record of what happened. A change approved again (after
+    drift, or after its approvals lapsed) gets a new attempt; every attempt is kept.
+
+    The attempt's own state machine is data, like the change's: `State`,
+    `EXECUTION_TRANSITIONS` below, and `changes.execution.execution_advance`, the
+    only code that assigns `state` (the claim's conditional UPDATE reads its
+    sources from the same table)."""
 
     class State(models.TextChoices):
-        PENDING = "pending"  # waiting for a worker (or held: see hold_reason)
-        RUNNING = "running"  # a worker holds the lease
-        DONE = "done"  # the change reached a terminal state
+        PENDING = "pending"  # waiting for a worker: new, held (hold_reason) or retrying (retry_at)
+        CLAIMED = "claimed"  # a worker holds the lease and re-checks before sending
+        APPLYING = "applying"  # the plan is being sent
+        VERIFYING = "verifying"  # sent; the bake's checks run
+        ROLLING_BACK = "rolling_back"  # the inverse plan is being sent
+        DONE = "done"  # finished: `outcome` says how
+
+    class Outcome(models.TextChoices):
+        APPLIED = "applied"
+        APPLY_FAILED = "apply_failed"
+        ROLLED_BACK = "rolled_back"
+        ROLLBACK_FAILED = "rollback_failed"
+        DRIFTED = "drifted"  # the zone moved; the change may be re-planned and approved again
+        APPROVAL_LAPSED = "approval_lapsed"  # back for review; a new approval makes a new attempt
+        CANCELLED = "cancelled"  # the change was cancelled before this attempt ran
 
     # A foreign key, not one-to-one: a change whose attempt ended short of applying
     # (drifted, or its approvals lapsed) is approved again and gets a new attempt.
     change = models.ForeignKey(ChangeRequest, on_delete=models.PROTECT, related_name="executions")
     target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="executions")
-    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, db_index=True)
     # Lease: who runs it and until when. The fencing token grows with every claim,
     # so a worker that lost its lease cannot write over the one that took it.
     lease_owner = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     token = models.PositiveIntegerField(default=0)
-    attempts = models.PositiveIntegerField(default=0)
+    claims = models.PositiveIntegerField(default=0)  # how many times a worker took the lease
+    # Why a worker gave it back without running it (a frozen target). Kept across
+    # claims so the hold is audited once when it starts or its reason changes, not on
+    # every sweep; cleared when the attempt goes ahead.
     hold_reason = models.CharField(max_length=300, blank=True)
+    # Transient failures (server unreachable) of this attempt, and when the current
+    # run of them began: applying gives up after a number of them, a rollback after
+    # CHANGEGATE_ROLLBACK_RETRY_SECONDS. `retry_at`: no claim before then (backoff).
+    retries = models.PositiveIntegerField(default=0)
+    retrying_since = models.DateTimeField(null=True, blank=True)
+    retry_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     applied_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    outcome = models.CharField(max_length=20, blank=True)  # the change's terminal state
+    outcome = models.CharField(max_length=20, choices=Outcome.choices, blank=True)
     apply_result = models.JSONField(null=True, blank=True)  # the adapter's response
     rollback_result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True)
@@ -352,6 +379,26 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"execution of #{self.change_id} ({self.state})"
+
+
+E = Execution.State
+# An attempt's lifecycle as data. Any leased state may go back to CLAIMED: a
+# worker whose lease ran out (it died) is taken over by the next one, which
+# resumes from the change's state. Leased states go back to PENDING when the
+# worker gives the lease back (a hold, a transient failure waiting for its retry).
+EXECUTION_TRANSITIONS: dict[str, frozenset[str]] = {
+    E.PENDING: frozenset({E.CLAIMED, E.DONE}),
+    E.CLAIMED: frozenset({E.CLAIMED, E.APPLYING, E.VERIFYING, E.ROLLING_BACK, E.PENDING, E.DONE}),
+    E.APPLYING: frozenset({E.CLAIMED, E.VERIFYING, E.PENDING, E.DONE}),
+    E.VERIFYING: frozenset({E.CLAIMED, E.ROLLING_BACK, E.PENDING, E.DONE}),
+    E.ROLLING_BACK: frozenset({E.CLAIMED, E.PENDING, E.DONE}),
+}
+# A worker holds the lease in these (until lease_expires_at).
+LEASED: frozenset[str] = frozenset({E.CLAIMED, E.APPLYING, E.VERIFYING, E.ROLLING_BACK})
+# The change's in-flight states the attempt mirrors while it runs.
+EXECUTION_STATE_OF: dict[str, str] = {
+    S.APPLYING: E.APPLYING, S.VERIFYING: E.VERIFYING, S.ROLLING_BACK: E.ROLLING_BACK,
+}
 
 
 class CheckResult(models.Model):
@@ -483,3 +530,54 @@ class AccountOrigin(models.Model):
                                    related_name="+")
     created_by_label = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+# ---------------------------------------------------------------------------
+# Notifications (changes.notify): the outbox of alerts.
+
+
+class Notification(models.Model):
+    """One alert over one channel to one set of recipients: written in the
+    transaction of the event it reports (an outbox row), delivered by a Celery
+    task after commit, retried with backoff up to CHANGEGATE_NOTIFY_MAX_ATTEMPTS,
+    then dead-lettered (state failed). `delivered` is only written after the SMTP
+    server took the message or the webhook answered 2xx."""
+
+    class Channel(models.TextChoices):
+        EMAIL = "email"
+        WEBHOOK = "webhook"
+
+    class State(models.TextChoices):
+        PENDING = "pending"  # waiting for its first or next attempt
+        DELIVERED = "delivered"
+        FAILED = "failed"  # dead letter: every attempt failed
+
+    event = models.CharField(max_length=64)
+    channel = models.CharField(max_length=8, choices=Channel.choices)
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING, db_index=True)
+    change = models.ForeignKey(ChangeRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    target = models.ForeignKey(Target, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    recipients = models.JSONField(default=list, blank=True)  # email addresses (email channel)
+    # The webhook URL as it was when the alert was raised. It may carry a token:
+    # never shown, logged or audited; `destination` is what people see.
+    webhook_url = models.TextField(blank=True, editable=False)
+    destination = models.CharField(max_length=300, blank=True)  # host of the webhook, or "n recipients"
+    subject = models.CharField(max_length=300)
+    payload = models.JSONField(default=dict)
+    attempts = models.PositiveIntegerField(default=0)  # attempts started in the current budget
+    # An attempt in flight owns the row until then; a worker that died mid-attempt
+    # loses it and the sweep publishes the row again.
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.TextField(blank=True)  # never the URL or a secret (changes.notify)
+    dead_letters = models.PositiveIntegerField(default=0)  # times it ended failed: the metric's counter
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-pk"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event} by {self.channel} to {self.destination} ({self.state})"

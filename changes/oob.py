@@ -40,7 +40,8 @@ from dns_adapters.presentation import unified_diff
 
 from .adapters import adapter_for
 from .audit import SYSTEM, audit_record
-from .models import AuditEvent, ChangeRequest, Execution, Target, ZoneBaseline
+from .locking import lock_target
+from .models import LEASED, AuditEvent, ChangeRequest, Execution, Target, ZoneBaseline
 from .notify import alert_target, reviewers_of
 
 logger = logging.getLogger(__name__)
@@ -154,7 +155,7 @@ def _apply_in_flight(target_id: int) -> bool:
     return (
         Execution.objects.filter(target_id=target_id)
         .exclude(state=Execution.State.DONE)
-        .filter(Q(state=Execution.State.RUNNING) | Q(change__state__in=IN_FLIGHT))
+        .filter(Q(state__in=LEASED) | Q(change__state__in=IN_FLIGHT))
         .exists()
     )
 
@@ -189,8 +190,8 @@ def oob_check_target(*, target: Target) -> OobResult:
         # The very bytes of the last read: nothing to parse or compare. The revision
         # filter is the compare-and-swap against an apply that moved the baseline.
         with transaction.atomic():
-            # Lock order everywhere: target row, then baseline row (else two checks deadlock).
-            Target.objects.select_for_update().get(pk=target.pk)
+            # The lock order (changes.locking): target row, baseline row, audit head.
+            lock_target(target.pk)
             confirmed = ZoneBaseline.objects.filter(target_id=target.pk, revision=seen[0]).update(taken_at=now)
             if confirmed:
                 _checked(target, snapshot, now)
@@ -198,7 +199,7 @@ def oob_check_target(*, target: Target) -> OobResult:
     live = snapshot_records(snapshot)  # the slow part (rdata to text), outside any lock
     digest = records_digest(live)
     with transaction.atomic():
-        Target.objects.select_for_update().get(pk=target.pk)
+        lock_target(target.pk)
         baseline = ZoneBaseline.objects.filter(target_id=target.pk).first()
         moved = (baseline.revision if baseline else None) != (seen[0] if seen else None)
         if moved or _apply_in_flight(target.pk):
@@ -254,7 +255,7 @@ def oob_baseline_apply(*, target: Target, plan: Plan) -> ZoneBaseline | None:
     (the first check records the whole zone)."""
     with transaction.atomic():
         # The same lock the check compares under: the two never interleave.
-        Target.objects.select_for_update().get(pk=target.pk)
+        lock_target(target.pk)
         baseline = ZoneBaseline.objects.filter(target_id=target.pk).first()
         if baseline is None:
             return None

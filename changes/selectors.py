@@ -20,7 +20,7 @@ from dns_adapters.presentation import unified_diff
 
 from .adapters import adapter_for
 from .errors import TargetUnavailable, ValidationFailed
-from .models import AuditEvent, ChangeRequest, Target
+from .models import AuditEvent, ChangeRequest, Execution, Target
 
 # Any role on a target lets you see it and its changes.
 VISIBLE_WITH = [
@@ -107,6 +107,11 @@ def change_diff(change: ChangeRequest) -> str:
 
 def change_events(change: ChangeRequest) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(change=change).order_by("seq")
+
+
+def change_executions(change: ChangeRequest) -> QuerySet[Execution]:
+    """Every attempt at applying the change, oldest first (the last is the latest)."""
+    return Execution.objects.filter(change=change).order_by("pk")
 
 
 def change_live_drift(change: ChangeRequest) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from .audit import SYSTEM, RequestOrigin, audit_record
 from .errors import InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from .health import validate_health_checks
 from .lifecycle import in_author_set, lock_change, lock_editable, transition
+from .locking import lock_target, retry_on_contention
 from .models import EDITABLE, TRANSITIONS, ChangeRequest, Target
 from .permissions import can_cancel, require_operator
 
@@ -211,6 +212,7 @@ def target_register(
     return target
 
 
+@retry_on_contention
 def target_rename(
     *, actor: AbstractBaseUser | None, target: Target, name: Any, origin: RequestOrigin = SYSTEM
 ) -> Target:
@@ -221,6 +223,9 @@ def target_rename(
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 253:
         raise ValidationFailed([{"index": None, "field": "name", "message": "a name of 1..253 characters is required"}])
     with transaction.atomic():
+        # FOR UPDATE, not the usual NO KEY UPDATE: the name is a unique key, so the
+        # UPDATE below needs the strong lock; take it first, not as an upgrade
+        # (changes.locking).
         locked = Target.objects.select_for_update().get(pk=target.pk)
         before, after = locked.name, name.strip()
         if Target.objects.filter(name=after).exclude(pk=locked.pk).exists():
@@ -250,6 +255,7 @@ def _policy_errors(**values: Any) -> list[dict[str, Any]]:
     return errors
 
 
+@retry_on_contention
 def target_update_policy(
     *, actor: AbstractBaseUser, target: Target, origin: RequestOrigin = SYSTEM, **changes: Any
 ) -> Target:
@@ -273,7 +279,7 @@ def target_update_policy(
     if "health_checks" in changes:
         changes["health_checks"] = validate_health_checks(changes["health_checks"])
     with transaction.atomic():
-        locked = Target.objects.select_for_update().get(pk=target.pk)
+        locked = lock_target(target.pk)
         before = {field: getattr(locked, field) for field in changes}
         changed = {field: value for field, value in changes.items() if before[field] != value}
         if not changed:
@@ -337,6 +343,7 @@ def change_create(
     return change
 
 
+@retry_on_contention
 def change_update(
     *,
     actor: AbstractBaseUser,
@@ -386,6 +393,7 @@ def change_update(
     return locked
 
 
+@retry_on_contention
 def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
     """Re-run the dry-run against live. A different result replaces the stored plan
     (and with it the fingerprint any approval was bound to)."""
@@ -414,6 +422,7 @@ def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Reque
     return locked
 
 
+@retry_on_contention
 def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
     """draft (or drifted, after a re-plan) -> pending_approval."""
     with transaction.atomic():
@@ -429,6 +438,7 @@ def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Req
     return locked
 
 
+@retry_on_contention
 def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM,
                   reason: Any = None, comment: Any = None) -> ChangeRequest:
     """Withdraw a change that has not started applying, saying why. The author, an

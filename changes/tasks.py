@@ -6,6 +6,7 @@ from celery import shared_task
 
 from .audit import audit_checkpoint_tick, audit_checkpoints_publish
 from .execution import execution_run, execution_sweep
+from .notify import emergency_reviews_overdue_alert, notification_deliver, notification_sweep
 from .oob import oob_sweep
 
 
@@ -30,3 +31,18 @@ def audit_checkpoint() -> int:
     """Sign the audit head if it moved, then publish pending checkpoints off the database."""
     audit_checkpoint_tick()
     return sum(audit_checkpoints_publish().values())
+
+
+# Notifications: acks_late so a worker killed mid-attempt has its message redelivered;
+# the claim in notification_deliver makes a duplicate a no-op. Retries are published by
+# the service with a countdown (the row holds the attempt count, not the broker); a
+# countdown message Redis redelivers after its visibility timeout finds the attempt taken.
+@shared_task(name="changes.deliver_notification", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def deliver_notification(notification_id: int, attempt: int) -> str:
+    return notification_deliver(notification_id=notification_id, attempt=attempt)
+
+
+@shared_task(name="changes.sweep_notifications", ignore_result=True)
+def sweep_notifications() -> int:
+    """Re-publish notifications nobody picked up; alert overdue break-glass reviews."""
+    return len(notification_sweep()) + len(emergency_reviews_overdue_alert())

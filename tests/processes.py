@@ -135,3 +135,37 @@ def point_app_at(app, url: str) -> None:
     pools.reset()  # kombu's process-wide pools are keyed by URL; a restarted server needs new ones
     app._pool = None
     app.amqp._producer_pool = None
+
+
+class CeleryBeat:
+    """`celery -A config beat` as a real child process: the periodic sweeps
+    (executions, notifications, out-of-band, checkpoints) exactly as deployed.
+    Its schedule file lives in a temporary directory of its own."""
+
+    def __init__(self, broker_url: str, *, env: dict[str, str] | None = None) -> None:
+        self.broker_url, self.extra_env = broker_url, env or {}
+        self.dir = Path(tempfile.mkdtemp(prefix="changegate-beat-"))
+        self.log = self.dir / "beat.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> CeleryBeat:
+        env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.test", "CELERY_BROKER_URL": self.broker_url,
+               "DATABASE_URL": database_url(), **self.extra_env}
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "config", "beat", "-l", "info",
+                 "-s", str(self.dir / "schedule"), "--pidfile", str(self.dir / "beat.pid")],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.process = None
+        shutil.rmtree(self.dir, ignore_errors=True)

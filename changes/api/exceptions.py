@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import OperationalError
 from django.http import Http404
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -14,16 +15,23 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from ..errors import ServiceError, ValidationFailed
+from ..errors import Contention, ServiceError, ValidationFailed
+from ..locking import is_contention
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, OperationalError) and is_contention(exc):
+        # A deadlock or serialization failure that reached the view without a retry
+        # (changes.locking.retry_on_contention): the transaction was rolled back, so
+        # the client may simply try again. Nothing of the database error is shown.
+        exc = Contention("the database is busy with concurrent changes; try again")
     if isinstance(exc, ServiceError):
         body: dict[str, Any] = {"detail": exc.message, "code": exc.code, **exc.extra()}
         if isinstance(exc, ValidationFailed):
             body["errors"] = exc.errors
         set_rollback()
-        return Response(body, status=exc.status)
+        retry_after = getattr(exc, "retry_after", None)
+        return Response(body, status=exc.status, headers={"Retry-After": str(retry_after)} if retry_after else None)
     if isinstance(exc, exceptions.ValidationError):
         errors = list(_flatten(exc.detail, ""))
         set_rollback()

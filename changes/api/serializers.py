@@ -27,7 +27,7 @@ from approvals.policy import approvals_of, approvals_required, approvals_valid
 
 from .. import selectors
 from ..health import CHECK_FIELDS
-from ..models import AuditEvent, ChangeRequest, Target
+from ..models import AuditEvent, ChangeRequest, Execution, Target
 from ..permissions import is_operator
 
 # ---------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class TCPCheckSerializer(serializers.Serializer):
     type = serializers.ChoiceField(choices=["tcp"])
     host = serializers.CharField()
     port = serializers.IntegerField(min_value=1, max_value=65535)
-    timeout = serializers.FloatField(required=False, help_text="Seconds, default 2, at most 60.")
+    timeout = serializers.FloatField(required=False, help_text="Seconds, default 2, at most CHANGEGATE_CHECK_ROUND_SECONDS (half the lease by default).")
 
 
 class HTTPCheckSerializer(serializers.Serializer):
@@ -302,6 +302,27 @@ class ApprovalSerializer(serializers.Serializer):
         return approval.pk in self.context.get("valid_ids", set())
 
 
+class ExecutionSerializer(serializers.Serializer):
+    """One attempt at applying the change, with its own claim, lease and outcome."""
+
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Execution.State.choices)
+    outcome = serializers.CharField(help_text="How the attempt ended (blank while it runs): the change's end "
+                                    "state, drifted, approval_lapsed or cancelled.")
+    claims = serializers.IntegerField(help_text="How many times a worker took the lease.")
+    lease_owner = serializers.CharField(help_text="The worker that last held the lease (host:pid).")
+    fence = serializers.IntegerField(source="token", help_text="The fencing token of the last claim.")
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    hold_reason = serializers.CharField(help_text="Why it waits without running (a frozen target).")
+    retries = serializers.IntegerField(help_text="Transient failures (server unreachable) in the current phase.")
+    retry_at = serializers.DateTimeField(allow_null=True, help_text="No retry before this (backoff).")
+    enqueued_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    applied_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField()
+
+
 class ChangeSummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     target = TargetRefSerializer()
@@ -351,6 +372,7 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     planned_at = serializers.DateTimeField(allow_null=True)
     diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
     events = serializers.SerializerMethodField()
+    executions = serializers.SerializerMethodField(help_text="Every attempt at applying it, oldest first.")
     approvals = serializers.SerializerMethodField()
     approvals_required = serializers.SerializerMethodField(
         help_text="Distinct approvals needed: the target's count, plus one for a plan with risk flags.")
@@ -375,6 +397,10 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     @extend_schema_field(EventSerializer(many=True))
     def get_events(self, change: ChangeRequest) -> list[dict[str, Any]]:
         return EventSerializer(selectors.change_events(change), many=True).data
+
+    @extend_schema_field(ExecutionSerializer(many=True))
+    def get_executions(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        return ExecutionSerializer(selectors.change_executions(change), many=True).data
 
 
 # ---------------------------------------------------------------------------
@@ -569,9 +595,14 @@ class EvidenceExecutionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     worker = serializers.CharField(help_text="The worker that last held the lease (host:pid).")
     state = serializers.CharField()
-    attempts = serializers.IntegerField()
+    claims = serializers.IntegerField(help_text="How many times a worker took the lease.")
+    attempts = serializers.IntegerField(help_text="The old name of `claims`.")
     token = serializers.IntegerField()
+    fence = serializers.IntegerField(help_text="The fencing token of the last claim (same as `token`).")
     hold_reason = serializers.CharField()
+    retries = serializers.IntegerField(help_text="Transient failures in the phase it ended in.")
+    retrying_since = serializers.DateTimeField(allow_null=True)
+    retry_at = serializers.DateTimeField(allow_null=True)
     enqueued_at = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     applied_at = serializers.DateTimeField(allow_null=True)
@@ -592,6 +623,10 @@ class EvidenceCheckSerializer(serializers.Serializer):
     detail = serializers.CharField()
     duration_ms = serializers.FloatField()
     at = serializers.DateTimeField()
+
+
+class EvidenceAttemptSerializer(EvidenceExecutionSerializer):
+    checks = EvidenceCheckSerializer(many=True, help_text="This attempt's health-check results.")
 
 
 class EvidenceRollbackSerializer(serializers.Serializer):
@@ -629,8 +664,9 @@ class EvidenceSerializer(serializers.Serializer):
     rejections = EvidenceRejectionSerializer(many=True)
     cancellations = EvidenceCancellationSerializer(many=True)
     emergency = EvidenceEmergencySerializer()
-    execution = EvidenceExecutionSerializer(allow_null=True)
-    checks = EvidenceCheckSerializer(many=True)
+    executions = EvidenceAttemptSerializer(many=True, help_text="Every attempt at applying it, oldest first.")
+    execution = EvidenceExecutionSerializer(allow_null=True, help_text="The latest attempt.")
+    checks = EvidenceCheckSerializer(many=True, help_text="The latest attempt's health-check results.")
     rollback = EvidenceRollbackSerializer(allow_null=True)
     events = AuditRecordSerializer(many=True, help_text="The change's audit events, in seq order, with their hashes: "
                                    "the hashed records as stored (never the database columns).")

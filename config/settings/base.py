@@ -174,6 +174,9 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two `state` enums: a change's (the one clients know as StateEnum) and an execution attempt's.
+    "ENUM_NAME_OVERRIDES": {"StateEnum": "changes.models.ChangeRequest.State",
+                            "ExecutionStateEnum": "changes.models.Execution.State"},
 }
 
 # Celery: Redis is only the wake-up signal; the database is the source of truth.
@@ -189,11 +192,24 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 # Must exceed the longest apply + bake, or Redis redelivers a task still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_IGNORE_RESULT = True
-# Apply pipeline timing (seconds). The lease must outlast the longest step between two
-# renewals (one bake round, one UPDATE); a dead worker's change resumes after it.
+# Apply pipeline timing (seconds). A worker renews its lease in the background (changes.lease)
+# while it works; a dead worker's change resumes once the lease has run out.
 CHANGEGATE_LEASE_SECONDS = env_int("CHANGEGATE_LEASE_SECONDS", 60)
+# A round of health checks (changes.checks.run_round) ends at this deadline whatever its
+# checks do, and declared check timeouts may not exceed it (changes.health). Shorter than
+# the lease, so the renewal after each round comes in time even if the heartbeat
+# (changes.lease) stalled. Default: half the lease.
+CHANGEGATE_CHECK_ROUND_SECONDS = env_int("CHANGEGATE_CHECK_ROUND_SECONDS", max(1, CHANGEGATE_LEASE_SECONDS // 2))
+if not 0 < CHANGEGATE_CHECK_ROUND_SECONDS < CHANGEGATE_LEASE_SECONDS:
+    raise ImproperlyConfigured("CHANGEGATE_CHECK_ROUND_SECONDS must be positive and shorter than CHANGEGATE_LEASE_SECONDS")
 CHANGEGATE_UNCLAIMED_AFTER_SECONDS = env_int("CHANGEGATE_UNCLAIMED_AFTER_SECONDS", 15)
 CHANGEGATE_RETRY_DELAY_SECONDS = env_int("CHANGEGATE_RETRY_DELAY_SECONDS", 2)
+# A rollback whose server does not answer (TransientError) is retried with backoff
+# (CHANGEGATE_RETRY_DELAY_SECONDS doubling, at most 60 s apart) for this long before it is final
+# (rollback_failed); a server that answers and refuses makes it final at once.
+CHANGEGATE_ROLLBACK_RETRY_SECONDS = env_int("CHANGEGATE_ROLLBACK_RETRY_SECONDS", 300)
+if CHANGEGATE_ROLLBACK_RETRY_SECONDS < 0 or CHANGEGATE_RETRY_DELAY_SECONDS < 0:
+    raise ImproperlyConfigured("CHANGEGATE_ROLLBACK_RETRY_SECONDS and CHANGEGATE_RETRY_DELAY_SECONDS must not be negative")
 # Out-of-band change detection: how often the beat looks for targets whose own
 # interval (Target.oob_interval_seconds) is up.
 CHANGEGATE_OOB_SWEEP_SECONDS = env_int("CHANGEGATE_OOB_SWEEP_SECONDS", 60)
@@ -205,6 +221,34 @@ CELERY_BEAT_SCHEDULE = {
     # A sweep nobody ran in time is dropped (expires), not piled up behind a stopped worker.
     "check-out-of-band": {"task": "changes.check_out_of_band", "schedule": CHANGEGATE_OOB_SWEEP_SECONDS,
                           "options": {"expires": CHANGEGATE_OOB_SWEEP_SECONDS}},
+}
+
+# Notifications (changes.notify): an outbox row per alert, delivered by a Celery task.
+# A failed attempt is retried after BACKOFF * 2^(n-1) seconds (at most BACKOFF_MAX),
+# up to MAX_ATTEMPTS attempts, then dead-lettered (admin, /metrics, audit event).
+CHANGEGATE_NOTIFY_MAX_ATTEMPTS = env_int("CHANGEGATE_NOTIFY_MAX_ATTEMPTS", 6)
+CHANGEGATE_NOTIFY_BACKOFF_SECONDS = env_int("CHANGEGATE_NOTIFY_BACKOFF_SECONDS", 30)
+CHANGEGATE_NOTIFY_BACKOFF_MAX_SECONDS = env_int("CHANGEGATE_NOTIFY_BACKOFF_MAX_SECONDS", 1800)
+# Per attempt: the webhook's HTTP timeout, and the SMTP timeout when EMAIL_TIMEOUT is unset.
+CHANGEGATE_NOTIFY_TIMEOUT_SECONDS = env_int("CHANGEGATE_NOTIFY_TIMEOUT_SECONDS", 10)
+# The sweep re-publishes a due notification nobody picked up after this long (a broker
+# restarted empty loses the wake-up, never the alert), and one whose attempt started
+# longer ago than CLAIM_SECONDS (its worker died).
+CHANGEGATE_NOTIFY_UNCLAIMED_AFTER_SECONDS = env_int("CHANGEGATE_NOTIFY_UNCLAIMED_AFTER_SECONDS", 30)
+CHANGEGATE_NOTIFY_CLAIM_SECONDS = env_int("CHANGEGATE_NOTIFY_CLAIM_SECONDS", 120)
+CHANGEGATE_NOTIFY_SWEEP_SECONDS = env_int("CHANGEGATE_NOTIFY_SWEEP_SECONDS", 30)
+# Deliver in the committing process instead of through the broker (Celery's
+# task_always_eager, for notifications only): the test settings, where no worker runs.
+CHANGEGATE_NOTIFY_EAGER = env_bool("CHANGEGATE_NOTIFY_EAGER", False)
+if min(CHANGEGATE_NOTIFY_MAX_ATTEMPTS, CHANGEGATE_NOTIFY_TIMEOUT_SECONDS, CHANGEGATE_NOTIFY_SWEEP_SECONDS) < 1 or \
+        min(CHANGEGATE_NOTIFY_BACKOFF_SECONDS, CHANGEGATE_NOTIFY_UNCLAIMED_AFTER_SECONDS) < 0 or \
+        CHANGEGATE_NOTIFY_CLAIM_SECONDS <= CHANGEGATE_NOTIFY_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured("CHANGEGATE_NOTIFY_*: attempts, timeout and sweep must be positive, backoff and "
+                               "unclaimed-after not negative, and CLAIM_SECONDS longer than TIMEOUT_SECONDS")
+# The same sweep raises the alert for break-glass changes whose review is overdue.
+CELERY_BEAT_SCHEDULE["sweep-notifications"] = {
+    "task": "changes.sweep_notifications", "schedule": CHANGEGATE_NOTIFY_SWEEP_SECONDS,
+    "options": {"expires": CHANGEGATE_NOTIFY_SWEEP_SECONDS},
 }
 
 # Audit checkpoints: an Ed25519 private key (PEM or raw 32 bytes) in this file signs

@@ -25,7 +25,7 @@ WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192
 TARGET_KEYS = {"id", "name", "kind", "zone", "primary", "nameservers", "required_approvals",
                "approval_lifetime_seconds", "bake_seconds", "health_checks", "frozen", "rrset_count"}
 DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "items", "health_checks", "allow_apex",
-               "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency",
+               "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency", "executions",
                "created_at", "updated_at", "submitted_at", "events", "approvals", "approvals_required",
                "emergency_overdue", "emergency_reason", "emergency_by", "emergency_at", "emergency_reviewed_by",
                "emergency_reviewed_at", "emergency_review_comment"}

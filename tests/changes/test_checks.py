@@ -17,6 +17,7 @@ import pytest
 
 from changes.checks import (
     DEFAULT_FAILURE_THRESHOLD,
+    ROUND_TIMED_OUT,
     BakePolicy,
     BakeResult,
     CheckOutcome,
@@ -343,7 +344,7 @@ def test_resolve_rejects_what_cannot_be_asked():
 @pytest.mark.named
 def test_dns_resolve_check_passes_on_the_expected_set(named_server):
     (check,) = declared({"type": "dns_resolve", "resolver": named_server.primary, "name": "www.demo.test.",
-                         "rdtype": "A", "expect": ["192.0.2.11", "192.0.2.10"], "timeout": 3})
+                         "rdtype": "A", "expect": ["192.0.2.11", "192.0.2.10"], "timeout": 2})
     outcome = run_declared(check)
     assert outcome.ok, outcome.detail
     assert outcome.name == f"dns_resolve www.demo.test. A @{named_server.primary}"
@@ -353,7 +354,7 @@ def test_dns_resolve_check_passes_on_the_expected_set(named_server):
 @pytest.mark.named
 def test_dns_resolve_check_names_the_missing_and_unexpected_answers(named_server):
     (check,) = declared({"type": "dns_resolve", "resolver": named_server.primary, "name": "www.demo.test.",
-                         "expect": ["192.0.2.10", "192.0.2.99"], "timeout": 3})
+                         "expect": ["192.0.2.10", "192.0.2.99"], "timeout": 2})
     outcome = run_declared(check)
     assert not outcome.ok
     assert outcome.detail == (
@@ -364,20 +365,20 @@ def test_dns_resolve_check_names_the_missing_and_unexpected_answers(named_server
 @pytest.mark.named
 def test_dns_resolve_check_compares_canonical_names(named_server):
     (check,) = declared({"type": "dns_resolve", "resolver": named_server.primary, "name": "alias.demo.test.",
-                         "rdtype": "cname", "expect": ["WWW.Demo.Test."], "timeout": 3})
+                         "rdtype": "cname", "expect": ["WWW.Demo.Test."], "timeout": 2})
     assert run_declared(check).ok
 
 
 @pytest.mark.named
 def test_dns_resolve_check_through_a_cname(named_server):
     (check,) = declared({"type": "dns_resolve", "resolver": named_server.primary, "name": "alias.demo.test.",
-                         "rdtype": "A", "expect": ["192.0.2.10", "192.0.2.11"], "timeout": 3})
+                         "rdtype": "A", "expect": ["192.0.2.10", "192.0.2.11"], "timeout": 2})
     assert run_declared(check).ok
 
 
 @pytest.mark.named
 def test_dns_resolve_check_fails_on_nxdomain_and_passes_when_absence_is_expected(named_server):
-    base = {"type": "dns_resolve", "resolver": named_server.primary, "name": "nothing.demo.test.", "timeout": 3}
+    base = {"type": "dns_resolve", "resolver": named_server.primary, "name": "nothing.demo.test.", "timeout": 2}
     (present, absent) = declared({**base, "expect": ["192.0.2.10"]}, {**base, "expect": []})
     outcome = run_declared(present)
     assert not outcome.ok
@@ -388,7 +389,7 @@ def test_dns_resolve_check_fails_on_nxdomain_and_passes_when_absence_is_expected
 @pytest.mark.named
 def test_dns_resolve_check_rejects_an_unparsable_expect_value(named_server):
     (check,) = declared({"type": "dns_resolve", "resolver": named_server.primary, "name": "www.demo.test.",
-                         "expect": ["192.0.2.10", "not-an-address"], "timeout": 3})
+                         "expect": ["192.0.2.10", "not-an-address"], "timeout": 2})
     outcome = run_declared(check)
     assert not outcome.ok
     assert outcome.detail.startswith("expect value 'not-an-address' is not valid A data")
@@ -476,13 +477,98 @@ def test_a_round_runs_declared_checks_concurrently(web, web_handler):
     # /together answers 200 only once all three requests wait at the barrier at the
     # same time; checks run one after another would each see 503.
     web_handler.barrier = threading.Barrier(3, timeout=5)
-    checks = declared(*[{"type": "http", "url": f"{web}/together", "timeout": 10}] * 3)
+    checks = declared(*[{"type": "http", "url": f"{web}/together", "timeout": 2}] * 3)
     outcomes = run_round(adapter=None, plan=None, checks=checks)
     assert [o.ok for o in outcomes] == [True, True, True], [o.detail for o in outcomes]
 
 
 def test_a_round_without_checks_is_empty():
     assert run_round(adapter=None, plan=None, checks=[]) == []
+
+
+def test_a_check_still_running_at_the_round_deadline_is_a_failed_outcome(web, tcp_listener):
+    # The listener accepts and never answers: the http check would wait its full 2 s
+    # timeout; the round ends at its 0.3 s deadline without it.
+    hanging, fast = declared({"type": "http", "url": f"http://127.0.0.1:{tcp_listener}/", "timeout": 2},
+                             {"type": "http", "url": f"{web}/ok"})
+    late, ok = run_round(adapter=None, plan=None, checks=[hanging, fast], deadline=0.3)
+    assert (late.name, late.kind, late.ok) == (f"http http://127.0.0.1:{tcp_listener}/", "http", False)
+    assert late.detail == f"{ROUND_TIMED_OUT} (0.3s)"
+    assert late.duration_ms == 300
+    assert ok.ok
+
+
+@pytest.mark.named
+def test_a_verify_still_running_at_the_round_deadline_is_a_failed_outcome(named_server, fresh_zone, tcp_listener):
+    adapter = adapter_for(named_server, fresh_zone, nameservers=[f"127.0.0.1:{tcp_listener}"])
+    try:
+        plan = plan_for(adapter, WWW_99)
+        (late,) = run_round(adapter=adapter, plan=plan, checks=[], deadline=0.3)
+    finally:
+        adapter.close()
+    assert (late.name, late.kind, late.ok) == (f"verify {fresh_zone}.", "verify", False)
+    assert late.detail.startswith(ROUND_TIMED_OUT)
+
+
+def test_a_round_defaults_to_the_configured_deadline(settings, tcp_listener):
+    settings.CHANGEGATE_CHECK_ROUND_SECONDS = 0.3
+    (late,) = run_round(adapter=None, plan=None, checks=[
+        {"type": "http", "url": f"http://127.0.0.1:{tcp_listener}/", "timeout": 2}])
+    assert late.detail == f"{ROUND_TIMED_OUT} (0.3s)"
+    assert BakePolicy(bake_seconds=0).round_deadline == 0.3
+
+
+def test_the_bake_counts_rounds_that_timed_out_as_failed(tcp_listener):
+    checks = declared({"type": "http", "url": f"http://127.0.0.1:{tcp_listener}/", "timeout": 2})
+    clock, rounds = FakeClock(), []
+    result = bake(adapter=None, plan=None, checks=checks,
+                  policy=BakePolicy(bake_seconds=0, round_deadline=0.2), clock=clock, sleep=clock.sleep,
+                  on_round=lambda n, outcomes: rounds.append([o.detail for o in outcomes]))
+    assert not result.ok and result.rounds == 2
+    assert rounds == [[f"{ROUND_TIMED_OUT} (0.2s)"]] * 2
+    assert [o.detail for o in result.failed] == [f"{ROUND_TIMED_OUT} (0.2s)"]
+
+
+# ---------------------------------------------------------------------------
+# validation against the round deadline
+
+
+def fields(exc_info) -> dict[str, str]:
+    return {e["field"]: e["message"] for e in exc_info.value.errors}
+
+
+def test_a_timeout_above_the_round_deadline_is_refused_naming_the_limit(settings):
+    from changes.errors import ValidationFailed
+
+    settings.CHANGEGATE_CHECK_ROUND_SECONDS = 30
+    tcp = {"type": "tcp", "host": "127.0.0.1", "port": 443}
+    assert declared({**tcp, "timeout": 30})[0]["timeout"] == 30
+    with pytest.raises(ValidationFailed) as caught:
+        declared({**tcp, "timeout": 5}, {**tcp, "timeout": 30.5})
+    assert list(fields(caught)) == ["health_checks[1].timeout"]
+    assert "(0, 30]" in fields(caught)["health_checks[1].timeout"]
+    assert "CHANGEGATE_CHECK_ROUND_SECONDS" in fields(caught)["health_checks[1].timeout"]
+
+
+def test_a_check_without_timeout_takes_the_default(settings):
+    from changes.errors import ValidationFailed
+
+    assert declared({"type": "tcp", "host": "h", "port": 1})[0]["timeout"] == 2
+    settings.CHANGEGATE_CHECK_ROUND_SECONDS = 1  # a default that no longer fits is refused too
+    with pytest.raises(ValidationFailed) as caught:
+        declared({"type": "tcp", "host": "h", "port": 1})
+    assert list(fields(caught)) == ["health_checks[0].timeout"]
+
+
+def test_more_checks_than_a_set_may_hold_are_refused():
+    from changes.errors import ValidationFailed
+    from changes.health import MAX_CHECKS
+
+    tcp = {"type": "tcp", "host": "h", "port": 1, "timeout": 1}
+    assert len(declared(*[tcp] * MAX_CHECKS)) == MAX_CHECKS
+    with pytest.raises(ValidationFailed) as caught:
+        declared(*[tcp] * (MAX_CHECKS + 1))
+    assert list(fields(caught)) == ["health_checks"]
 
 
 # ---------------------------------------------------------------------------

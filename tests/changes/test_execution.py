@@ -277,3 +277,198 @@ def test_a_break_glass_change_applies_without_approvals(author, make_user, fast_
     assert run(change) == "held"
     target_update_policy(actor=staff, target=fast_target, frozen=False)
     assert run(change) == State.APPLIED  # its authority is the emergency record, not approvals
+
+
+# ---------------------------------------------------------------------------
+# A permanent error ends the attempt once; a hold is audited once.
+
+
+@pytest.fixture
+def keyed_target(named_server, fresh_zone, operator, author, reviewer, tmp_path):
+    """A target with a key file of its own, to be swapped or deleted after approval."""
+    import shutil
+
+    from changes.services import target_register
+    from tests.conftest import grant
+
+    key_file = tmp_path / "own.key"
+    shutil.copy(named_server.key_file, key_file)
+    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, config={
+        "zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(key_file), "timeout": 3})
+    grant(author, "engineer", target)
+    grant(reviewer, "reviewer", target)
+    return target, key_file
+
+
+def wrong_secret(key_file, named_server):
+    """The same key name with a secret the server does not know (a valid key file)."""
+    import base64
+
+    from dns_adapters.local_named import write_key_file
+
+    write_key_file(key_file, named_server.key_name, base64.b64encode(b"w" * 32).decode())
+
+
+@pytest.mark.parametrize("breakage", ["wrong secret", "deleted"])
+def test_a_bad_key_at_apply_time_fails_the_change_once_audited_and_alerted(
+        breakage, author, reviewer, keyed_target, named_server):
+    from django.core import mail
+
+    target, key_file = keyed_target
+    author.email = "alice@example.test"
+    author.save()
+    change = approved(author, reviewer, target)
+    before = www_live(target) if breakage == "deleted" else None
+    if breakage == "wrong secret":
+        wrong_secret(key_file, named_server)
+    else:
+        key_file.unlink()
+
+    assert run(change) == State.APPLY_FAILED
+    change.refresh_from_db()
+    assert change.state == State.APPLY_FAILED
+    event = AuditEvent.objects.get(change=change, action="apply_failed")
+    assert event.payload["permanent"] is True and event.payload["error_kind"] == "ConfigError"
+    assert "own.key" in event.payload["error"] or "TSIG" in event.payload["error"]
+    assert named_server.secret not in event.canonical_text
+    execution = Execution.objects.get(change=change)
+    assert (execution.state, execution.outcome, execution.claims) == ("done", "apply_failed", 1)
+    assert execution.error == event.payload["error"]
+    # Once: nothing is re-claimed, re-swept, re-audited or re-alerted.
+    assert execution_sweep() == []
+    assert run(change) == "not-claimed"
+    assert AuditEvent.objects.filter(change=change, action="apply_failed").count() == 1
+    assert len([m for m in mail.outbox if f"apply_failed: change #{change.pk}" in m.subject]) == 1
+    if breakage == "deleted":  # nothing was sent: with the key back, the zone is as it was
+        import shutil
+
+        shutil.copy(named_server.key_file, key_file)
+        assert www_live(target) == before == [("192.0.2.10", "192.0.2.11")]
+
+
+def test_every_permanent_adapter_error_ends_the_attempt_and_transient_ones_retry_bounded(
+        author, reviewer, fast_target, monkeypatch):
+    """The classification is the adapter's (`AdapterError.permanent`), honoured at
+    the one place the run catches what its steps did not handle."""
+    from changes import adapters
+    from dns_adapters.base import AdapterError, ConfigError, DriftError, ItemValidationError, TransientError
+
+    def failing(error):
+        real = adapters.adapter_class(fast_target.kind)
+
+        class Failing(real):
+            def read(self, keys):
+                raise error
+
+        return lambda target: Failing(target.config, key_dir=adapters.settings.CHANGEGATE_KEY_DIR)
+
+    permanent = [ConfigError("refused"), DriftError("moved", keys=[], live={}), ItemValidationError([]),
+                 AdapterError("unclassified")]
+    for error in permanent:
+        assert error.permanent
+        monkeypatch.setattr(adapters, "_factory_override", None)  # approving reads the live zone
+        change = approved(author, reviewer, fast_target)
+        monkeypatch.setattr(adapters, "_factory_override", failing(error))
+        assert run(change) == State.APPLY_FAILED, error
+        assert Execution.objects.get(change=change).outcome == "apply_failed"
+    monkeypatch.setattr(adapters, "_factory_override", None)
+    change = approved(author, reviewer, fast_target)
+    monkeypatch.setattr(adapters, "_factory_override", failing(TransientError("timed out")))
+    from changes.execution import MAX_TRANSIENT_ATTEMPTS
+
+    results = [run(change) for _ in range(MAX_TRANSIENT_ATTEMPTS)]
+    assert results == ["retrying"] * (MAX_TRANSIENT_ATTEMPTS - 1) + [State.APPLY_FAILED]
+    event = AuditEvent.objects.get(change=change, action="apply_failed")
+    assert (event.payload["permanent"], event.payload["retries"]) == (False, MAX_TRANSIENT_ATTEMPTS)
+
+
+def test_a_frozen_target_audits_the_hold_once_not_on_every_sweep(author, reviewer, fast_target, staff):
+    change = approved(author, reviewer, fast_target)
+    target_update_policy(actor=staff, target=fast_target, frozen=True)
+    for _ in range(5):  # five sweeps, each claiming and releasing the held attempt
+        assert change.execution.pk in execution_sweep()
+        assert run(change) == "held"
+    assert AuditEvent.objects.filter(change=change, action="execution_held").count() == 1
+    execution = Execution.objects.get(change=change)
+    assert execution.claims == 5 and "frozen" in execution.hold_reason
+    assert [e["what"] for e in execution.log].count("released") == 1
+    # Unfrozen, the hold ends; frozen again later is a new hold, audited again.
+    target_update_policy(actor=staff, target=fast_target, frozen=False)
+    second = approved(author, reviewer, fast_target,
+                      items=[{"op": "upsert", "name": "api", "type": "A", "ttl": 300, "records": ["192.0.2.77"]}])
+    assert run(change) == State.APPLIED
+    target_update_policy(actor=staff, target=fast_target, frozen=True)
+    assert run(second) == "held" and run(second) == "held"
+    assert AuditEvent.objects.filter(change=second, action="execution_held").count() == 1
+
+
+# ---------------------------------------------------------------------------
+# The DNS server down during the bake: the rollback waits for it, for a bounded time.
+
+
+def stopping_during_the_bake(server, then=None):
+    """The real bake, after the server went down (stopped, its files kept)."""
+    from changes import checks
+
+    def bake(**kwargs):
+        server.stop(cleanup=False)
+        if then is not None:
+            then()
+        return checks.bake(**kwargs)
+
+    return bake
+
+
+def test_server_down_during_the_bake_the_rollback_retries_until_it_is_back(
+        author, reviewer, down_target, own_named, settings):
+    settings.CHANGEGATE_ROLLBACK_RETRY_SECONDS = 300
+    change = approved(author, reviewer, down_target)
+    port = own_named.port
+    first = execution_run(execution_id=change.execution.pk, worker="test-worker",
+                          bake=stopping_during_the_bake(own_named))
+    assert first == "retrying"  # the bake failed (no answer), and so did the rollback's first send
+    assert run(change) == "retrying"  # still down
+    execution = Execution.objects.get(change=change)
+    assert (execution.state, execution.retries) == (Execution.State.PENDING, 2)
+    assert execution.retrying_since and execution.error.startswith("rollback:")
+    assert ChangeRequest.objects.get(pk=change.pk).state == State.ROLLING_BACK
+    assert not AuditEvent.objects.filter(change=change, action="rollback_failed").exists()
+
+    own_named.start(port=port)  # back, still holding `after`
+    assert www_live(down_target) == [("192.0.2.99",)]
+    assert run(change) == State.ROLLED_BACK
+    assert www_live(down_target) == [("192.0.2.10", "192.0.2.11")]
+    execution = Execution.objects.get(change=change)
+    assert (execution.state, execution.outcome, execution.claims) == ("done", "rolled_back", 3)
+
+
+def test_a_rollback_gives_up_once_the_server_stayed_down_for_the_retry_time(
+        author, reviewer, down_target, own_named, settings):
+    settings.CHANGEGATE_ROLLBACK_RETRY_SECONDS = 300
+    change = approved(author, reviewer, down_target)
+    port = own_named.port
+    assert execution_run(execution_id=change.execution.pk, worker="test-worker",
+                         bake=stopping_during_the_bake(own_named)) == "retrying"
+    settings.CHANGEGATE_ROLLBACK_RETRY_SECONDS = 0  # the retry time is up
+    assert run(change) == State.ROLLBACK_FAILED
+    event = AuditEvent.objects.get(change=change, action="rollback_failed")
+    assert "gave up" in event.payload["error"]
+    own_named.start(port=port)
+    assert www_live(down_target) == [("192.0.2.99",)]  # nothing was undone: a human must look
+
+
+def test_a_server_that_answers_and_refuses_the_rollback_makes_it_final_at_once(
+        author, reviewer, fast_target, named_server, settings):
+    settings.CHANGEGATE_ROLLBACK_RETRY_SECONDS = 300
+    dead = {"type": "tcp", "host": "127.0.0.1", "port": free_port(), "timeout": 0.5}
+    change = approved(author, reviewer, fast_target, health_checks=[dead])
+    from changes import checks
+
+    def drifting_bake(**kwargs):  # somebody else's change lands during the bake
+        outside(named_server, fast_target, lambda u: u.replace("www", 300, "A", "203.0.113.7"))
+        return checks.bake(**kwargs)
+
+    assert execution_run(execution_id=change.execution.pk, worker="test-worker",
+                         bake=drifting_bake) == State.ROLLBACK_FAILED
+    assert Execution.objects.get(change=change).retries == 0
+    assert www_live(fast_target) == [("203.0.113.7",)]

@@ -200,3 +200,106 @@ def test_the_worker_sends_back_a_change_whose_approval_expired_while_frozen(
     assert ChangeRequest.objects.get(pk=change.pk).state == State.PENDING_APPROVAL
     assert AuditEvent.objects.filter(change=change, action="approval_lapsed").count() == 1
     assert applies(change) == 0 and www(target) == before
+
+
+# ---------------------------------------------------------------------------
+# Attempts, permanent errors and the rollback's retries, through the real worker.
+
+
+def outside_update(named_server, target, value: str) -> None:
+    import dns.query
+    import dns.tsigkeyring
+    import dns.update
+
+    update = dns.update.UpdateMessage(target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    update.replace("www", 300, "A", value)
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+
+
+def test_a_drifted_change_is_approved_again_and_the_worker_applies_the_new_attempt(
+        author, reviewer, target, worker, named_server):
+    from changes.services import change_plan
+
+    change = approve(reviewer, propose(author, target, "192.0.2.94"))
+    outside_update(named_server, target, "203.0.113.94")  # before any worker runs it
+    worker()
+    assert wait_terminal(change, sweep=True) == State.DRIFTED
+    change = change_plan(actor=author, change=ChangeRequest.objects.get(pk=change.pk))
+    change = approve(reviewer, change_submit(actor=author, change=change))
+    assert wait_terminal(change, sweep=True) == State.APPLIED
+    assert www(target) == ("192.0.2.94",)
+    attempts = list(Execution.objects.filter(change=change).order_by("pk").values_list("outcome", "claims"))
+    assert attempts == [("drifted", 1), ("applied", 1)]
+
+
+@pytest.fixture
+def keyed_target(named_server, fresh_zone, operator, author, reviewer, tmp_path):
+    import shutil
+
+    from changes.services import target_register
+    from tests.conftest import grant
+
+    key_file = tmp_path / "own.key"
+    shutil.copy(named_server.key_file, key_file)
+    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, config={
+        "zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(key_file), "timeout": 3})
+    grant(author, "engineer", target)
+    grant(reviewer, "reviewer", target)
+    return target, key_file
+
+
+@pytest.mark.parametrize("breakage", ["wrong secret", "deleted"])
+def test_a_bad_key_fails_the_change_once_in_the_worker_instead_of_looping(
+        breakage, author, reviewer, keyed_target, worker, named_server):
+    import base64
+
+    from dns_adapters.local_named import write_key_file
+
+    target, key_file = keyed_target
+    change = approve(reviewer, propose(author, target, "192.0.2.93"))
+    if breakage == "wrong secret":
+        write_key_file(key_file, named_server.key_name, base64.b64encode(b"w" * 32).decode())
+    else:
+        key_file.unlink()
+    worker()
+    assert wait_terminal(change, timeout=30, sweep=True) == State.APPLY_FAILED
+    execution = Execution.objects.get(change=change)
+    assert (execution.state, execution.outcome, execution.claims) == ("done", "apply_failed", 1)
+    assert execution_sweep() == []  # nothing left to re-claim
+    (event,) = AuditEvent.objects.filter(change=change, action="apply_failed")
+    assert event.payload["permanent"] is True and execution.error == event.payload["error"]
+    assert named_server.secret not in event.canonical_text
+
+
+@pytest.fixture
+def own_named():
+    from dns_adapters.local_named import LocalNamed, default_zone_text
+    from tests.conftest import DEMO_RECORDS
+
+    server = LocalNamed({"down.test": default_zone_text("down.test", DEMO_RECORDS)})
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_named_stopped_during_the_bake_and_back_later_is_rolled_back_by_the_worker(
+        author, reviewer, own_named, staff, worker):
+    from changes.services import target_register
+    from tests.conftest import grant
+
+    down = target_register(actor=staff, name="down.test", bake_seconds=5, config={
+        "zone": "down.test", "primary": own_named.primary, "tsig_key_file": str(own_named.key_file), "timeout": 1})
+    grant(author, "engineer", down)
+    grant(reviewer, "reviewer", down)
+    before = www(down)
+    worker(CHANGEGATE_ROLLBACK_RETRY_SECONDS="120", CHANGEGATE_RETRY_DELAY_SECONDS="1")
+    change = approve(reviewer, propose(author, down, "192.0.2.92"))
+    wait_for(lambda: ChangeRequest.objects.get(pk=change.pk).state == State.VERIFYING, "the bake")
+    port = own_named.port
+    own_named.stop(cleanup=False)
+    wait_for(lambda: Execution.objects.get(change=change).retries >= 2, "the rollback's retries")
+    assert ChangeRequest.objects.get(pk=change.pk).state == State.ROLLING_BACK
+    own_named.start(port=port)
+    assert wait_terminal(change, timeout=90) == State.ROLLED_BACK
+    assert www(down) == before
+    assert not AuditEvent.objects.filter(change=change, action="rollback_failed").exists()
