@@ -193,6 +193,8 @@ def _move(lease: Lease, to: str, *, action: str, payload: dict[str, Any] | None 
     with transaction.atomic():
         execution = _fenced(lease)
         change = execution.change
+        if _withdrawn(execution, lease):
+            return change
         payload = {"execution": execution.pk, "worker": lease.worker, "token": lease.token, **(payload or {})}
         transition(change, to, actor=None, origin=SYSTEM, action=action, payload=payload)
         for field, value in (execution_fields or {}).items():
@@ -226,6 +228,8 @@ def _start_apply(lease: Lease, change: ChangeRequest) -> ChangeRequest:
     with transaction.atomic():
         execution = _fenced(lease)
         locked = execution.change
+        if _withdrawn(execution, lease):
+            return locked
         if locked.state != State.APPROVED:  # pragma: no cover - _drive only calls this for approved changes
             raise LeaseLost(f"change #{locked.pk} is {locked.state}, not approved")
         if not locked.emergency:
@@ -253,6 +257,21 @@ def _start_apply(lease: Lease, change: ChangeRequest) -> ChangeRequest:
 
 
 NOTIFY = {State.APPLIED, State.DRIFTED, State.ROLLED_BACK, State.ROLLBACK_FAILED, State.APPLY_FAILED}
+
+
+def _withdrawn(execution: Execution, lease: Lease) -> bool:
+    """Whether the change was cancelled while this worker read the zone unlocked
+    (cancel is allowed while a change is approved, and the re-plan read runs outside
+    any transaction so a slow DNS server never holds a row lock). Then the attempt
+    ends here, target untouched, instead of crashing on a move the state machine
+    forbids. Caller holds the locks (`_fenced`)."""
+    if execution.change.state != State.CANCELLED:
+        return False
+    _log(execution, lease, "withdrawn", to=State.CANCELLED)
+    execution_advance(execution, E.DONE, outcome=Execution.Outcome.CANCELLED)
+    target_id = execution.change.target_id
+    transaction.on_commit(lambda: _wake_next(target_id))
+    return True
 
 
 @retry_on_contention
@@ -459,9 +478,9 @@ def _drifted(lease: Lease, change: ChangeRequest, moved: list[str], live: dict[s
     with transaction.atomic():
         _fenced(lease)
         approvals_invalidate(change=change, reason="the live zone drifted from the approved plan")
-    _move(lease, State.DRIFTED, action="change_drifted", payload={"moved": moved, "live": live},
-          execution_fields={"error": f"drift: {', '.join(moved)}"})
-    return State.DRIFTED
+    moved_change = _move(lease, State.DRIFTED, action="change_drifted", payload={"moved": moved, "live": live},
+                         execution_fields={"error": f"drift: {', '.join(moved)}"})
+    return moved_change.state
 
 
 @retry_on_contention
