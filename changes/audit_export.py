@@ -45,10 +45,10 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from approvals.policy import approvals_of, approvals_required, approvals_valid
-from dns_adapters.presentation import RISKS
 
 from .audit import checkpoint_record, column_mismatches, event_checked, event_record
 from .errors import NotPermitted, ValidationFailed
+from .kinds import risk_description
 from .models import AuditCheckpoint, AuditEvent, ChangeRequest, CheckResult, Execution, Target
 from .selectors import change_events, change_executions
 
@@ -591,7 +591,7 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
         "plan": change.plan,
         "fingerprint": change.fingerprint,
         "planned_at": _iso(change.planned_at),
-        "risk_flags": [{"flag": flag, "description": RISKS.get(flag, flag)} for flag in change.risk_flags],
+        "risk_flags": [{"flag": flag, "description": risk_description(flag)} for flag in change.risk_flags],
         "approvals_required": approvals_required(change),
         "approvals": [
             {"approver": _person(a.approver), "fingerprint": a.fingerprint,

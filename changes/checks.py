@@ -16,19 +16,15 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-import dns.exception
-import dns.name
-import dns.rdata
-import dns.rdataclass
 import requests
 
-from dns_adapters.base import AdapterError, DNSAdapter, Plan, RRKey, RRValue, VerifyReport
-from dns_adapters.planning import canonical_rdata
-from dns_adapters.resolve import resolve
+from adapters import Adapter, AdapterError, Plan, RRKey, RRValue, VerifyReport
 
 from . import health
+from .kinds import REGISTRY
 
-KINDS = ("verify", "tcp", "http", "dns_resolve")
+# The automatic check, the generic declared ones, then each kind's own (dns_resolve).
+KINDS = ("verify", *health.CHECK_FIELDS)
 # Enough for a health page or a status JSON; a check never downloads a release.
 HTTP_BODY_LIMIT = 64 * 1024
 # What a check that did not finish by the round deadline reports (a failed check).
@@ -82,8 +78,9 @@ def check_name(check: Mapping[str, Any]) -> str:
         return f"tcp {_hostport(str(check.get('host')), check.get('port', '?'))}"
     if kind == "http":
         return f"http {check.get('url')}"
-    if kind == "dns_resolve":
-        return f"dns_resolve {check.get('name')} {check.get('rdtype', 'A')} @{check.get('resolver')}"
+    check_kind = REGISTRY.check_kind(str(kind))
+    if check_kind is not None:
+        return check_kind.describe(check)
     return f"{kind} (unknown check type)"
 
 
@@ -134,52 +131,9 @@ def _run_http(check: Mapping[str, Any]) -> tuple[bool, str]:
         return False, _error(exc)
 
 
-def expected_answers(rdtype: str, expect: Sequence[str]) -> tuple[set[str] | None, str | None]:
-    """Canonical rdata strings for the `expect` list, or (None, why one is invalid).
-    Names in expect values are taken as absolute ("www" means "www.")."""
-    answers: set[str] = set()
-    for text in expect:
-        try:
-            rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text, origin=dns.name.root, relativize=False)
-        except (dns.exception.DNSException, ValueError, UnicodeError) as exc:
-            return None, f"expect value {text!r} is not valid {rdtype} data ({exc})"
-        answers.add(canonical_rdata(rdata))
-    return answers, None
-
-
-def _answer_text(values: set[str] | list[str] | None) -> str:
-    if values is None:
-        return "NXDOMAIN"
-    return ", ".join(sorted(values)) or "no data"
-
-
-def _run_dns_resolve(check: Mapping[str, Any]) -> tuple[bool, str]:
-    rdtype = str(check.get("rdtype", "A")).upper()
-    expected, error = expected_answers(rdtype, check.get("expect") or [])
-    if expected is None:
-        return False, error or "invalid expect"
-    try:
-        answer = resolve(resolver=check["resolver"], name=check["name"], rdtype=rdtype,
-                         timeout=float(check.get("timeout", DEFAULT_TIMEOUT)))
-    except AdapterError as exc:
-        return False, exc.message
-    # expect [] means "must not resolve": NXDOMAIN and NODATA both satisfy it.
-    got = set(answer or ())
-    if got == expected:
-        return True, f"answered {_answer_text(answer)}"
-    parts = [f"expected {_answer_text(expected)}, got {_answer_text(answer)}"]
-    if got and expected:
-        if missing := expected - got:
-            parts.append(f"missing {', '.join(sorted(missing))}")
-        if extra := got - expected:
-            parts.append(f"unexpected {', '.join(sorted(extra))}")
-    return False, "; ".join(parts)
-
-
 _RUNNERS: dict[str, Callable[[Mapping[str, Any]], tuple[bool, str]]] = {
     "tcp": _run_tcp,
     "http": _run_http,
-    "dns_resolve": _run_dns_resolve,
 }
 
 
@@ -189,7 +143,8 @@ def run_declared(check: Mapping[str, Any]) -> CheckOutcome:
     started = time.perf_counter()
     try:
         name = check_name(check)
-        runner = _RUNNERS.get(kind)
+        check_kind = REGISTRY.check_kind(kind)
+        runner = _RUNNERS.get(kind) or (check_kind.run if check_kind is not None else None)
         if runner is None:
             ok, detail = False, f"unknown check type {kind!r}"
         else:
@@ -225,7 +180,7 @@ def _verify_detail(failures: Sequence[Any], expected: Mapping[RRKey, RRValue | N
     return "; ".join(lines)
 
 
-def run_verify(adapter: DNSAdapter, plan: Plan) -> list[CheckOutcome]:
+def run_verify(adapter: Adapter, plan: Plan) -> list[CheckOutcome]:
     """One outcome per nameserver, in the adapter's order: ok when it answers
     exactly `after` for every step (absent for deletions). `duration_ms` is that of
     the whole verify call. An adapter that raises gives one failed outcome."""
@@ -265,7 +220,7 @@ def _declared_name(check: Mapping[str, Any]) -> str:
         return f"{check.get('type')} check"
 
 
-def run_round(*, adapter: DNSAdapter | None, plan: Plan | None,
+def run_round(*, adapter: Adapter | None, plan: Plan | None,
               checks: Sequence[Mapping[str, Any]], deadline: float | None = None) -> list[CheckOutcome]:
     """Verify outcomes (one per nameserver; none without adapter or plan), then one
     outcome per declared check in input order. Never raises.
@@ -359,7 +314,7 @@ def _identities(outcomes: Sequence[CheckOutcome]) -> list[tuple[str, str, int]]:
 
 def bake(
     *,
-    adapter: DNSAdapter | None,
+    adapter: Adapter | None,
     plan: Plan | None,
     checks: Sequence[Mapping[str, Any]],
     policy: BakePolicy,

@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from dns_adapters.base import AdapterError, DriftError, Plan, TransientError
+from adapters import Adapter, AdapterError, DriftError, Plan, TransientError
 
 from .adapters import adapter_for
 from .faults import crashpoint
@@ -401,7 +401,7 @@ def _adapter_failed(lease: Lease, exc: AdapterError) -> str:
     return State.ROLLBACK_FAILED
 
 
-def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bake: Any) -> str:
+def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any) -> str:
     state = change.state
     if state == State.APPROVED:
         # The re-plan just before applying: the zone must still be what was approved.
@@ -505,7 +505,7 @@ def _store_round(lease: Lease, change: ChangeRequest, phase: str, round_no: int,
         })
 
 
-def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any, *, bake: Any, phase: str) -> tuple[bool, list[Any]]:
+def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any, phase: str) -> tuple[bool, list[Any]]:
     from . import checks
 
     policy = checks.BakePolicy(bake_seconds=float(change.target.bake_seconds))
@@ -535,7 +535,7 @@ def _rollback_retry(lease: Lease, message: str) -> str | None:
     return "retrying"
 
 
-def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any) -> str:
+def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter) -> str:
     inverse = plan.inverse()
     try:
         result = adapter.apply(inverse)
@@ -551,7 +551,7 @@ def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Any) -> 
     return _rolled_back(lease, change, inverse, adapter, result)
 
 
-def _rollback_failed(lease: Lease, plan: Plan, adapter: Any, error: str) -> str:
+def _rollback_failed(lease: Lease, plan: Plan, adapter: Adapter, error: str) -> str:
     try:
         live = adapter.read(plan.keys())
     except AdapterError:
@@ -563,7 +563,7 @@ def _rollback_failed(lease: Lease, plan: Plan, adapter: Any, error: str) -> str:
     return State.ROLLBACK_FAILED
 
 
-def _rolled_back(lease: Lease, change: ChangeRequest, inverse: Plan, adapter: Any, result: Any) -> str:
+def _rolled_back(lease: Lease, change: ChangeRequest, inverse: Plan, adapter: Adapter, result: Any) -> str:
     _baseline_follow(change.target, inverse)  # the primary holds it now, whether or not it verifies
     report = adapter.verify(inverse)
     if not report.ok:

@@ -13,18 +13,28 @@ import re
 from typing import Any
 from urllib.parse import urlsplit
 
-import dns.exception
-import dns.rdatatype
-
 from django.conf import settings
 
 from .errors import ValidationFailed
+from .kinds import REGISTRY
 
-CHECK_FIELDS = {
+GENERIC_CHECK_FIELDS = {
     "tcp": {"type", "host", "port", "timeout"},
     "http": {"type", "url", "expect_status", "contains", "timeout"},
-    "dns_resolve": {"type", "resolver", "name", "rdtype", "expect", "timeout"},
 }
+
+
+def check_fields() -> dict[str, set[str]]:
+    """The generic check types, then every registered kind's own (DNS: dns_resolve)."""
+    fields = {name: set(allowed) for name, allowed in GENERIC_CHECK_FIELDS.items()}
+    for kind in REGISTRY.all():
+        for check_kind in kind.check_kinds:
+            fields[check_kind.name] = set(check_kind.fields)
+    return fields
+
+
+# At import: the metrics labels and the API schema list these.
+CHECK_FIELDS = check_fields()
 
 
 # Per set (a target's, a change's): a round runs at most twice this many declared
@@ -107,10 +117,11 @@ def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[di
             bad("type", "each check must be an object")
             continue
         kind = check.get("type")
-        if kind not in CHECK_FIELDS:
-            bad("type", f"type must be one of {', '.join(CHECK_FIELDS)}")
+        known = check_fields()
+        if kind not in known:
+            bad("type", f"type must be one of {', '.join(known)}")
             continue
-        for extra in sorted(set(check) - CHECK_FIELDS[kind], key=str):
+        for extra in sorted(set(check) - known[kind], key=str):
             bad(str(extra), "unknown field")
         timeout = check.get("timeout", DEFAULT_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= deadline:
@@ -139,25 +150,9 @@ def validate_health_checks(raw: Any, *, field: str = "health_checks") -> list[di
             if contains:
                 normalized["contains"] = contains
         else:
-            resolver = check.get("resolver")
-            try:
-                host, _, port = str(resolver).rpartition(":")
-                ipaddress.ip_address(host.strip("[]"))
-                if not _port(int(port)):
-                    raise ValueError
-            except ValueError:
-                bad("resolver", "resolver must be ip:port")
-            if not isinstance(check.get("name"), str) or not check["name"].strip():
-                bad("name", "name is required")
-            try:
-                rdtype = dns.rdatatype.to_text(dns.rdatatype.from_text(str(check.get("rdtype", "A")).upper()))
-            except dns.exception.DNSException:
-                bad("rdtype", "unknown record type")
-                rdtype = "A"
-            expect = check.get("expect")
-            if not isinstance(expect, list) or not all(isinstance(e, str) for e in expect):
-                bad("expect", "expect must be a list of record strings")
-            normalized.update(resolver=resolver, name=check.get("name"), rdtype=rdtype, expect=expect)
+            check_kind = REGISTRY.check_kind(str(kind))
+            assert check_kind is not None  # check_fields() listed it
+            normalized.update(check_kind.validate(check, bad))
         checks.append(normalized)
     if errors:
         raise ValidationFailed(errors)

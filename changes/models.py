@@ -40,8 +40,9 @@ class Target(models.Model):
     # Break-glass changes older than this without an after-the-fact review are overdue.
     emergency_review_hours = models.PositiveIntegerField(default=24, validators=[MinValueValidator(1)])
     webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON (optional).")
-    rrset_count = models.PositiveIntegerField(null=True, blank=True)
-    rrset_count_at = models.DateTimeField(null=True, blank=True)
+    # How many keyed values (DNS: RRsets) the target held at the last whole read.
+    item_count = models.PositiveIntegerField(null=True, blank=True)
+    item_count_at = models.DateTimeField(null=True, blank=True)
     # Out-of-band change detection (changes.oob): how often the whole zone is read
     # and compared with its ZoneBaseline; 0 turns it off. `oob_checked_at` is the
     # last attempt, failed ones included, so an unreachable zone is retried (and

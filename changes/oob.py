@@ -35,21 +35,20 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from dns_adapters.base import AdapterError, Plan, RRKey, RRValue, Step, ZoneSnapshot
-from dns_adapters.presentation import unified_diff
+from adapters import AdapterError, Plan, RRKey, RRValue, Snapshot, Step, TargetKind
 
 from .adapters import adapter_for
 from .audit import SYSTEM, audit_record
+from .kinds import kind_of
 from .locking import lock_target
 from .models import LEASED, AuditEvent, ChangeRequest, Execution, Target, ZoneBaseline
 from .notify import alert_target, reviewers_of
 
 logger = logging.getLogger(__name__)
 
-# Written by the signer, not by people: inline signing re-signs on its own schedule
-# and would be "out-of-band" on every re-sign. A change to signed data still shows
-# in the data itself; DNSKEY, DS and CDS changes are reported like any other.
-IGNORED_TYPES = frozenset({"RRSIG", "NSEC", "NSEC3"})
+# What is not tracked (DNS: signatures the signer rewrites on its own schedule) and
+# what is masked (DNS: the SOA serial) is the kind's snapshot normalisation
+# (TargetKind.drift_ignores / drift_comparable).
 DIFF_CAP = 500  # RRsets of the diff kept in the audit event (the counts are always complete)
 ALERT_CAP = 50  # RRsets of the diff shown in the alert
 # Between the send and the baseline following it, the zone and the baseline disagree.
@@ -94,9 +93,9 @@ class OobResult:
 # The baseline's form
 
 
-def snapshot_records(snapshot: ZoneSnapshot) -> Records:
+def snapshot_records(snapshot: Snapshot, kind: TargetKind) -> Records:
     """The snapshot as baseline records: "owner type" -> {"ttl", "rdatas"}."""
-    return {str(key): value.to_json() for key, value in snapshot.items() if key.rdtype not in IGNORED_TYPES}
+    return kind.snapshot_records(snapshot)
 
 
 def records_digest(records: Mapping[str, Mapping[str, Any]]) -> str:
@@ -110,7 +109,7 @@ def records_digest(records: Mapping[str, Mapping[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def _wire_digest(snapshot: ZoneSnapshot) -> str:
+def _wire_digest(snapshot: Snapshot, kind: TargetKind) -> str:
     """SHA-256 over the snapshot's canonical rdata wire, without parsing any rdata;
     "" when the snapshot does not keep wire form."""
     wire_items = getattr(snapshot, "wire_items", None)
@@ -118,7 +117,7 @@ def _wire_digest(snapshot: ZoneSnapshot) -> str:
         return ""
     digest = hashlib.sha256()
     for key, ttl, wires in sorted(wire_items(), key=lambda item: item[0]):
-        if key.rdtype in IGNORED_TYPES:
+        if kind.drift_ignores(key):
             continue
         digest.update(f"{key.name} {key.rdtype} {ttl}\n".encode())
         for wire in sorted(wires):
@@ -126,25 +125,15 @@ def _wire_digest(snapshot: ZoneSnapshot) -> str:
     return digest.hexdigest()
 
 
-def _comparable(key: str, value: Mapping[str, Any] | None) -> Any:
-    """The value with the SOA serial masked: the server bumps the serial on every
-    update, changegate's own included, so a serial-only change is not news. Every
-    other SOA field (and its TTL) counts."""
-    if value is None or not key.endswith(" SOA"):
-        return value
-    masked = []
-    for rdata in value["rdatas"]:
-        fields = rdata.split()
-        masked.append(" ".join([*fields[:2], "-", *fields[3:]]) if len(fields) == 7 else rdata)
-    return {"ttl": value["ttl"], "rdatas": sorted(masked)}
-
-
-def zone_diff(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> list[RRsetDiff]:
-    """The RRsets that differ between two record maps, by key, sorted."""
+def zone_diff(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]], *,
+              kind: TargetKind) -> list[RRsetDiff]:
+    """The RRsets that differ between two record maps, by key, sorted, compared in
+    the kind's normalised form (DNS: SOA serial masked)."""
+    comparable = kind.drift_comparable
     diff = []
     for key in sorted(before.keys() | after.keys()):
         old, new = before.get(key), after.get(key)
-        if _comparable(key, old) == _comparable(key, new):
+        if comparable(key, old) == comparable(key, new):
             continue
         name, _, rdtype = key.rpartition(" ")
         diff.append(RRsetDiff(RRKey(name, rdtype), RRValue.from_json(old), RRValue.from_json(new)))
@@ -185,7 +174,8 @@ def oob_check_target(*, target: Target) -> OobResult:
     except AdapterError as exc:
         return oob_check_failed(target=target, error=exc.message)
     now = timezone.now()
-    wire = _wire_digest(snapshot)
+    kind = kind_of(target)
+    wire = _wire_digest(snapshot, kind)
     if seen is not None and wire and wire == seen[1]:
         # The very bytes of the last read: nothing to parse or compare. The revision
         # filter is the compare-and-swap against an apply that moved the baseline.
@@ -196,7 +186,7 @@ def oob_check_target(*, target: Target) -> OobResult:
             if confirmed:
                 _checked(target, snapshot, now)
         return OobResult(status=UNCHANGED if confirmed else BUSY, serial=snapshot.serial)
-    live = snapshot_records(snapshot)  # the slow part (rdata to text), outside any lock
+    live = snapshot_records(snapshot, kind)  # the slow part (rdata to text), outside any lock
     digest = records_digest(live)
     with transaction.atomic():
         lock_target(target.pk)
@@ -213,7 +203,7 @@ def oob_check_target(*, target: Target) -> OobResult:
                 "records": sum(len(value["rdatas"]) for value in live.values()), "digest": digest,
             })
             return OobResult(status=BASELINE, serial=snapshot.serial)
-        diff = zone_diff(baseline.records, live)
+        diff = zone_diff(baseline.records, live, kind=kind)
         event = None
         if diff:
             event = audit_record(actor=None, origin=SYSTEM, action="out_of_band_change", target=target,
@@ -232,9 +222,9 @@ def oob_check_target(*, target: Target) -> OobResult:
     return OobResult(status=CHANGED if diff else UNCHANGED, serial=snapshot.serial, diff=tuple(diff), event=event)
 
 
-def _checked(target: Target, snapshot: ZoneSnapshot, now: datetime) -> None:
+def _checked(target: Target, snapshot: Snapshot, now: datetime) -> None:
     # The whole-zone read also refreshes the RRset count the mass-delete flag uses.
-    Target.objects.filter(pk=target.pk).update(oob_checked_at=now, rrset_count=len(snapshot), rrset_count_at=now)
+    Target.objects.filter(pk=target.pk).update(oob_checked_at=now, item_count=len(snapshot), item_count_at=now)
 
 
 def oob_check_failed(*, target: Target, error: str) -> OobResult:
@@ -260,8 +250,9 @@ def oob_baseline_apply(*, target: Target, plan: Plan) -> ZoneBaseline | None:
         if baseline is None:
             return None
         records = dict(baseline.records)
+        kind = kind_of(target)
         for step in plan.steps:
-            if step.key.rdtype in IGNORED_TYPES:
+            if kind.drift_ignores(step.key):
                 continue
             if step.after is None:
                 records.pop(str(step.key), None)
@@ -331,7 +322,7 @@ def _alert_detail(target: Target, baseline: ZoneBaseline, serial: int, event: Au
                   diff: list[RRsetDiff]) -> dict[str, Any]:
     shown = Plan(zone=target.config.get("zone", target.name),
                  steps=tuple(Step(key=d.key, before=d.before, after=d.after) for d in diff[:ALERT_CAP]))
-    lines = unified_diff(shown).splitlines()
+    lines = kind_of(target).diff(shown).splitlines()
     lines[:2] = [f"--- {shown.zone} (baseline, serial {baseline.serial})", f"+++ {shown.zone} (live, serial {serial})"]
     if len(diff) > ALERT_CAP:
         lines.append(f"... and {len(diff) - ALERT_CAP} more RRsets (audit event {event.seq})")

@@ -14,12 +14,11 @@ from guardian.shortcuts import get_objects_for_user
 
 from approvals.models import Approval
 from approvals.policy import can_review
-from dns_adapters.base import AdapterError, Plan, RRKey, RRValue
-from dns_adapters.planning import parse_owner, parse_rdtype, zone_name
-from dns_adapters.presentation import unified_diff
+from adapters import Plan, RRKey, RRValue
 
 from .adapters import adapter_for
-from .errors import TargetUnavailable, ValidationFailed
+from .errors import ValidationFailed
+from .kinds import kind_of, target_unavailable_on_adapter_error
 from .models import AuditEvent, ChangeRequest, Execution, Target
 
 # Any role on a target lets you see it and its changes.
@@ -102,7 +101,7 @@ def change_plan_of(change: ChangeRequest) -> Plan | None:
 
 def change_diff(change: ChangeRequest) -> str:
     plan = change_plan_of(change)
-    return unified_diff(plan) if plan else ""
+    return kind_of(change.target).diff(plan) if plan else ""
 
 
 def change_events(change: ChangeRequest) -> QuerySet[AuditEvent]:
@@ -121,14 +120,12 @@ def change_live_drift(change: ChangeRequest) -> list[dict[str, Any]]:
     plan = change_plan_of(change)
     if plan is None or not plan.steps:
         return []
-    try:
+    with target_unavailable_on_adapter_error(change.target):
         adapter = adapter_for(change.target)
         try:
             live = adapter.read(plan.keys())
         finally:
             adapter.close()
-    except AdapterError as exc:
-        raise TargetUnavailable(f"target {change.target.name}: {exc.message}", permanent=exc.permanent) from None
     return [
         {"name": step.key.name, "type": step.key.rdtype, "before": step.before, "live": live.get(step.key),
          "matches": live.get(step.key) == step.before}
@@ -140,24 +137,15 @@ def target_read_live(*, target: Target, name: Any, rdtype: Any) -> tuple[RRKey, 
     """The live RRset at (name, rdtype) of a DNS target, read from its primary.
     `name` is relative to the zone unless absolute. Raises ValidationFailed naming
     `name` or `type`, TargetUnavailable when the zone cannot be read."""
-    owner, name_error = parse_owner(name, zone_name(target.config["zone"]))
-    canonical_type, type_error = parse_rdtype(rdtype)
-    errors = [
-        {"index": None, "field": field, "message": message}
-        for field, message in (("name", name_error), ("type", type_error))
-        if message
-    ]
-    if errors:
-        raise ValidationFailed(errors)
-    key = RRKey(owner, canonical_type)  # type: ignore[arg-type]
-    try:
+    key, key_errors = kind_of(target).parse_key(target.config, name, rdtype)
+    if key is None:
+        raise ValidationFailed([{"index": None, "field": field, "message": message} for field, message in key_errors])
+    with target_unavailable_on_adapter_error(target):
         adapter = adapter_for(target)
         try:
             return key, adapter.read([key])[key]
         finally:
             adapter.close()
-    except AdapterError as exc:
-        raise TargetUnavailable(f"target {target.name}: {exc.message}", permanent=exc.permanent) from None
 
 
 def changes_emergency_unreviewed(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ChangeRequest]:

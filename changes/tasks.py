@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from .audit import audit_checkpoint_tick, audit_checkpoints_publish
+from .audit_checkpoints import audit_checkpoint_tick, audit_checkpoints_publish
 from .execution import execution_run, execution_sweep
 from .notify import emergency_reviews_overdue_alert, notification_deliver, notification_sweep
 from .oob import oob_sweep

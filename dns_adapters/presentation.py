@@ -4,13 +4,14 @@ reviewers read, and the risk flags computed on a plan. Pure functions."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import dns.exception
 import dns.name
 import dns.rdata
 import dns.rdataclass
+
+from adapters.kind import PatchItem
 
 from .base import FieldError, ItemValidationError, Plan, RRValue, Step
 
@@ -28,10 +29,8 @@ One change per line; '#' starts a comment.
 NAME is relative to the zone unless it ends in '.'; '@' is the apex."""
 
 
-@dataclass(frozen=True)
-class PatchLine:
-    line: int
-    item: dict[str, Any]
+# One parsed patch line: the kind-generic PatchItem(line, item).
+PatchLine = PatchItem
 
 
 def parse_patch(text: str) -> list[PatchLine]:

@@ -43,6 +43,7 @@ from .base import (
     DriftError,
     FieldError,
     ItemValidationError,
+    Options,
     Plan,
     RRKey,
     RRValue,
@@ -50,6 +51,7 @@ from .base import (
     TransientError,
     VerifyReport,
     ZoneSnapshot,
+    allow_apex_of,
 )
 from .key_files import read_key_file
 from .planning import LiveRead, NameInfo, build_plan, keys_to_read, rrvalue, validate_items, zone_name
@@ -288,8 +290,9 @@ class RFC2136Adapter(DNSAdapter):
             "timeout": float(timeout),
         }
 
-    def validate_items(self, items: Sequence[Mapping[str, Any]], *, allow_apex: bool = False) -> list[ChangeItem]:
-        return validate_items(items, zone=self.zone, allow_apex=allow_apex)
+    def validate_items(self, items: Sequence[Mapping[str, Any]], *, options: Options | None = None,
+                       allow_apex: bool = False) -> list[ChangeItem]:
+        return validate_items(items, zone=self.zone, allow_apex=allow_apex_of(options, allow_apex))
 
     # -- low-level exchange --------------------------------------------------
 
@@ -430,7 +433,8 @@ class RFC2136Adapter(DNSAdapter):
 
     # -- plan ------------------------------------------------------------------
 
-    def plan(self, items: Sequence[ChangeItem], *, allow_apex: bool = False) -> Plan:
+    def plan(self, items: Sequence[ChangeItem], *, options: Options | None = None,
+             allow_apex: bool = False) -> Plan:
         keys = keys_to_read(items)
         live = self._read_live(keys)
         # A new CNAME at a name that exists needs the list of what is there.
@@ -444,7 +448,7 @@ class RFC2136Adapter(DNSAdapter):
         ]
         if cname_names:
             self._read_types(list(dict.fromkeys(cname_names)), live)
-        return build_plan(zone=self.zone, items=items, live=live, allow_apex=allow_apex)
+        return build_plan(zone=self.zone, items=items, live=live, allow_apex=allow_apex_of(options, allow_apex))
 
     # -- apply -------------------------------------------------------------------
 

@@ -49,13 +49,26 @@ def named_server() -> Iterator[LocalNamed]:
 _zone_counter = iter(range(SPARE_ZONES))
 
 
-@pytest.fixture
-def fresh_zone(named_server: LocalNamed) -> str:
-    """A zone no other test has touched, with the demo records in it."""
+def spare_zone() -> str:
+    """The name of a zone of the session's named that nobody has used yet."""
     try:
         return f"z{next(_zone_counter)}.test"
     except StopIteration:  # pragma: no cover - raise the zone count above
         pytest.fail("out of spare zones: raise the count in tests/conftest.py")
+
+
+@pytest.fixture
+def fresh_zone(named_server: LocalNamed) -> str:
+    """A zone no other test has touched, with the demo records in it."""
+    return spare_zone()
+
+
+@pytest.fixture(scope="module")
+def module_zone(named_server: LocalNamed) -> str:
+    """One spare zone for a whole module, for modules whose tests plan against the
+    zone but never write to it (the database, with the target row, is reset per
+    test). Such a module overrides `fresh_zone` to return it."""
+    return spare_zone()
 
 
 @pytest.fixture(autouse=True)
@@ -162,3 +175,35 @@ def dns_target(db, named_server, fresh_zone, operator, author, reviewer, second_
     grant(second_reviewer, "reviewer", target)
     grant(auditor, "auditor", target)
     return target
+
+
+@pytest.fixture
+def olivia(make_user):
+    """An engineer on `other_target` only: she holds no role on `dns_target`."""
+    return make_user("olivia")
+
+
+@pytest.fixture
+def other_zone(named_server) -> str:
+    return spare_zone()
+
+
+@pytest.fixture
+def other_target(operator, named_server, other_zone, olivia):
+    """A second target on its own zone where only olivia holds a role (engineer) and
+    nobody audits. Registered without reading the zone, which nothing here changes."""
+    from changes.services import target_register
+
+    target = target_register(actor=operator, name=other_zone, check_reachable=False, config={
+        "zone": other_zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
+        "timeout": 3})
+    grant(olivia, "engineer", target)
+    return target
+
+
+@pytest.fixture
+def fast_target(dns_target, operator):
+    """`dns_target` without a bake: an applied change is verified at once."""
+    from changes.services import target_update_policy
+
+    return target_update_policy(actor=operator, target=dns_target, bake_seconds=0)

@@ -1,4 +1,4 @@
-"""House-keeping: health endpoint, demo users, settings helpers."""
+"""House-keeping: demo users, settings helpers (/healthz is in tests/changes/test_ops.py)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,6 @@ from config import env
 from config.settings.base import _database
 
 DEMO_USERNAMES = {"admin", "alice", "bob", "carol", "dave"}
-
-
-@pytest.mark.django_db
-def test_healthz_answers_ok(client):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
 
 
 @pytest.mark.django_db
@@ -152,7 +145,7 @@ def test_database_url_bad_scheme_fails_loudly(monkeypatch):
         _database()
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 @pytest.mark.named
 def test_demo_setup_registers_the_demo_target_and_grants_roles(named_server, fresh_zone, settings):
     from django.contrib.auth import get_user_model

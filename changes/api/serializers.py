@@ -19,14 +19,12 @@ from rest_framework import serializers
 from rest_framework.fields import empty
 from rest_framework.settings import api_settings
 
-from dns_adapters.base import OPS
-from dns_adapters.presentation import RISKS
-
 from approvals.models import Approval
 from approvals.policy import approvals_of, approvals_required, approvals_valid
 
 from .. import selectors
 from ..health import CHECK_FIELDS
+from ..kinds import REGISTRY, kind_of, risk_description
 from ..models import AuditEvent, ChangeRequest, Execution, Target
 from ..permissions import is_operator
 
@@ -110,9 +108,13 @@ class StrictInputSerializer(serializers.Serializer):
 # Documented shapes of raw JSON inputs (validated by the services)
 
 
+# Every registered kind's item operations (DNS: upsert, delete, add, remove).
+ITEM_OPS = tuple(dict.fromkeys(op for kind in REGISTRY.all() for op in kind.item_ops))
+
+
 class ChangeItemSerializer(serializers.Serializer):
     op = serializers.ChoiceField(
-        choices=OPS, help_text="upsert replaces the RRset, delete removes it, add/remove touch single records."
+        choices=ITEM_OPS, help_text="upsert replaces the RRset, delete removes it, add/remove touch single records."
     )
     name = serializers.CharField(help_text='Owner name, relative to the zone unless it ends in "."; "@" is the apex.')
     type = serializers.CharField(help_text='Record type, e.g. "A".')
@@ -204,14 +206,16 @@ class TargetSerializer(serializers.Serializer):
     bake_seconds = serializers.IntegerField()
     health_checks = HealthChecksField()
     frozen = serializers.BooleanField()
-    rrset_count = serializers.IntegerField(allow_null=True)
+    rrset_count = serializers.IntegerField(allow_null=True, source="item_count")
 
     def to_representation(self, instance: Target) -> dict[str, Any]:
         data = super().to_representation(instance)
         request = self.context.get("request")
         user = getattr(request, "user", None)
         if not is_operator(user):
-            data.pop("tsig_key_file", None)
+            # Where secrets live is the kind's to say (DNS: the TSIG key file).
+            for field in kind_of(instance).secret_fields:
+                data.pop(field, None)
         return data
 
 
@@ -345,7 +349,7 @@ class ChangeSummarySerializer(serializers.Serializer):
 
     @extend_schema_field(RiskFlagSerializer(many=True))
     def get_risk_flags(self, change: ChangeRequest) -> list[dict[str, str]]:
-        return [{"flag": flag, "description": RISKS.get(flag, flag)} for flag in change.risk_flags]
+        return [{"flag": flag, "description": risk_description(flag)} for flag in change.risk_flags]
 
 
 class ChangeDetailSerializer(ChangeSummarySerializer):

@@ -257,7 +257,7 @@ CELERY_BEAT_SCHEDULE["sweep-notifications"] = {
 CHANGEGATE_AUDIT_SIGNING_KEY_FILE = env_str("CHANGEGATE_AUDIT_SIGNING_KEY_FILE", "")
 
 # TSIG key files: a target's tsig_key_file must be a regular file (at most 64 KiB)
-# inside this directory (dns_adapters.key_files). Whoever registers a target picks
+# inside this directory (the DNS adapter's key_files module). Whoever registers a target picks
 # the path, so without this fence registration would read any file on the gateway.
 CHANGEGATE_KEY_DIR = env_str("CHANGEGATE_KEY_DIR", str(VAR_DIR / "keys"))
 CHANGEGATE_AUDIT_CHECKPOINT_EVERY = env_int("CHANGEGATE_AUDIT_CHECKPOINT_EVERY", 1000)

@@ -26,7 +26,7 @@ CHANGEGATE_RETRY_DELAY_SECONDS = int(env_str("CHANGEGATE_RETRY_DELAY_SECONDS", "
 # Tests that need a rollback to keep retrying while named is down raise it.
 CHANGEGATE_ROLLBACK_RETRY_SECONDS = int(env_str("CHANGEGATE_ROLLBACK_RETRY_SECONDS", "0"))
 
-# Key files: every throwaway named (dns_adapters.local_named) and every pytest
+# Key files: every throwaway named (the DNS adapter's local_named helper) and every pytest
 # tmp_path lives under the system temp directory, so the suite's keys are inside it;
 # the key-directory tests (tests/changes/test_key_files.py) set a directory of their own.
 CHANGEGATE_KEY_DIR = env_str("CHANGEGATE_KEY_DIR", tempfile.gettempdir())

@@ -17,6 +17,7 @@ from accounts.conf import oidc_settings
 from changes.models import AuditEvent
 from changes.services import change_create, change_submit
 from tests.conftest import grant
+from tests.factories import upsert
 from tests.idp import IdentityProvider
 
 CLIENT_ID, CLIENT_SECRET = "changegate-test", "a-client-secret-for-tests-only"
@@ -32,7 +33,7 @@ IDP_USERS = {
               "amr": ["mfa"]},
 }
 GROUP_MAP = '{"idp-reviewers": "reviewers", "idp-engineers": "engineers"}'
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.77"]}]
+WWW = upsert("www", "192.0.2.77")
 
 
 @pytest.fixture(scope="session")

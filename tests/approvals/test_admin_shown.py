@@ -5,6 +5,7 @@ while the live zone no longer matches the plan."""
 
 from __future__ import annotations
 
+from functools import partial
 from html.parser import HTMLParser
 
 import dns.query
@@ -17,12 +18,12 @@ from django.urls import reverse
 
 from approvals.models import Approval
 from changes.models import AuditEvent, ChangeRequest
-from changes.services import change_create, change_submit, change_update
+from changes.services import change_update
 from tests.conftest import grant
+from tests.factories import submitted
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 API = [{"op": "upsert", "name": "api", "type": "A", "ttl": 300, "records": ["192.0.2.98"]}]
 CHANGELIST = "admin:changes_changerequest_changelist"
 
@@ -84,9 +85,7 @@ def confirm(client: Client, html: str) -> list[str]:
     return [str(m) for m in response.context["messages"]]
 
 
-def pending(author, target, items=WWW, title="Move www") -> ChangeRequest:
-    return change_submit(actor=author, change=change_create(actor=author, target=target, title=title,
-                                                            reason="new lb", items=items))
+pending = partial(submitted, title="Move www", reason="new lb")
 
 
 def test_bulk_approve_shows_each_plan_and_fingerprint_before_approving(author, reviewer, dns_target):
@@ -130,7 +129,7 @@ def test_bulk_actions_are_offered_only_to_people_who_may_review(author, reviewer
     grant(eve, "engineer", dns_target)
     engineer = browser(eve)
     html = get(engineer, reverse(CHANGELIST))
-    assert f"#{change.pk}" in html or change.title in html  # she sees the change list
+    assert change.title in html  # she sees the change list
     assert "approve_selected" not in Forms(html).options and "reject_selected" not in Forms(html).options
     # A forged POST of the action is not run either.
     status, page = select_action(engineer, "approve_selected", [change])

@@ -7,17 +7,15 @@ from rest_framework.test import APIClient
 
 from approvals.models import Approval
 from changes.models import ChangeRequest
-from changes.services import change_create, change_submit
 from tests.conftest import grant
+from tests.factories import submitted
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 
 
 @pytest.fixture
 def pending(author, dns_target):
-    change = change_create(actor=author, target=dns_target, title="t", reason="r", items=WWW)
-    return change_submit(actor=author, change=change)
+    return submitted(author, dns_target)
 
 
 def client(user):

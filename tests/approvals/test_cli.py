@@ -6,33 +6,31 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 from rest_framework.authtoken.models import Token
 
 from approvals.models import Approval
 from approvals.policy import change_approve
-from changes import cli
+from changegate_cli import main as cli
 from changes.models import AuditEvent, ChangeRequest
-from changes.services import change_create, change_submit, change_update, target_update_policy
+from changes.services import change_create, change_update, target_update_policy
 from tests import conftest
+from tests.factories import WWW, submitted
 
+# Real commits: every test drives the CLI against live_server, whose thread reads the
+# database through its own connection.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 API = [{"op": "upsert", "name": "api", "type": "A", "ttl": 300, "records": ["192.0.2.98"]}]
 
 
-@pytest.fixture(scope="module")
-def cli_zone(named_server) -> str:
-    return f"z{next(conftest._zone_counter)}.test"
-
-
 @pytest.fixture
-def fresh_zone(cli_zone: str) -> str:
+def fresh_zone(module_zone: str) -> str:
     """One spare zone for the module: approving applies nothing, so these tests only
     read the zone (the database, with the target row, is flushed per test)."""
-    return cli_zone
+    return module_zone
 
 
 @dataclass
@@ -76,9 +74,7 @@ def as_user(live_server, monkeypatch):
     return use
 
 
-def pending(author, target, items=WWW, title="Move www") -> ChangeRequest:
-    return change_submit(actor=author, change=change_create(actor=author, target=target, title=title,
-                                                            reason="new lb", items=items))
+pending = partial(submitted, title="Move www", reason="new lb")
 
 
 def test_approve_with_yes_and_the_reviewed_fingerprint(author, reviewer, dns_target, as_user, run):

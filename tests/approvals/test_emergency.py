@@ -18,9 +18,9 @@ from changes.errors import Conflict, NotPermitted, ValidationFailed
 from changes.models import AuditEvent, ChangeRequest
 from changes.selectors import changes_emergency_unreviewed, emergency_overdue
 from changes.services import change_create, target_update_policy
+from tests.factories import WWW
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 
 
 @pytest.fixture
@@ -58,12 +58,14 @@ def webhook():
     server.server_close()
 
 
-def test_on_call_engineer_approves_alone_and_reviewers_are_alerted(on_call, draft, reviewer, dns_target, staff, webhook):
+def test_on_call_engineer_approves_alone_and_reviewers_are_alerted(
+        on_call, draft, reviewer, dns_target, staff, webhook, django_capture_on_commit_callbacks):
     url, received = webhook
     target_update_policy(actor=staff, target=dns_target, webhook_url=url)
     reviewer.email = "bob@example.test"
     reviewer.save()
-    change = change_emergency(actor=on_call, change=draft, reason="card payments failing since 10:02")
+    with django_capture_on_commit_callbacks(execute=True):  # mail and webhook are delivered on commit
+        change = change_emergency(actor=on_call, change=draft, reason="card payments failing since 10:02")
     assert change.state == ChangeRequest.State.APPROVED
     assert (change.emergency, change.emergency_by) == (True, on_call)
     (message,) = mail.outbox

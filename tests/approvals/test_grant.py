@@ -22,7 +22,7 @@ from changes.permissions import (
 )
 from changes.services import target_register
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 
 
 @pytest.fixture

@@ -12,18 +12,14 @@ from approvals.models import Approval
 from approvals.policy import PlanStale, StaleFingerprint, approvals_valid, change_approve, change_reject
 from changes.errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from changes.models import AuditEvent, ChangeRequest
-from changes.services import change_create, change_plan, change_submit, change_update, target_update_policy
+from changes.services import change_create, change_plan, change_update, target_update_policy
 from tests.conftest import grant
+from tests.factories import WWW
+from tests.factories import submitted as pending
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 MX = [{"op": "upsert", "name": "@", "type": "MX", "ttl": 300, "records": ["20 mail"]}]
-
-
-def pending(author, target, items=WWW):
-    change = change_create(actor=author, target=target, title="t", reason="r", items=items)
-    return change_submit(actor=author, change=change)
 
 
 def approve(user, change, fingerprint=None):

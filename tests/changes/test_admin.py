@@ -9,10 +9,9 @@ from django.urls import reverse
 
 from changes.models import AuditEvent, ChangeRequest, Origin, Target
 from changes.services import change_create, target_register
-from tests import conftest
 from tests.conftest import grant
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
 
 ADD_CHANGE = "admin:changes_changerequest_add"
@@ -21,16 +20,11 @@ ADD_CHANGE = "admin:changes_changerequest_add"
 ENGINEER_PERMS = ("add_changerequest", "view_changerequest")
 
 
-@pytest.fixture(scope="module")
-def admin_zone(named_server) -> str:
-    return f"z{next(conftest._zone_counter)}.test"
-
-
 @pytest.fixture
-def fresh_zone(admin_zone: str) -> str:
+def fresh_zone(module_zone: str) -> str:
     """One spare zone for the whole module: these tests plan against the zone but
     never write to it, and the database (with the target row) is flushed per test."""
-    return admin_zone
+    return module_zone
 
 
 def staff_with(user, *codenames: str):
@@ -236,7 +230,7 @@ def test_operator_registers_a_target_through_the_admin_form(client, make_user, n
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:changes_target_change", args=[target.pk])
     assert (target.name, target.required_approvals, target.config["zone"]) == (fresh_zone, 2, fresh_zone)
-    assert target.rrset_count
+    assert target.item_count
     assert AuditEvent.objects.get(target=target, action="target_registered").origin == Origin.ADMIN
     listing = client.get(reverse("admin:changes_target_changelist")).content.decode()
     assert fresh_zone in listing
@@ -256,8 +250,8 @@ def test_target_policy_is_editable_but_config_is_not(client, make_user, dns_targ
     assert response.status_code == 302
     target = Target.objects.get(pk=dns_target.pk)
     assert (target.required_approvals, target.bake_seconds, target.frozen) == (2, 30, True)
-    unchanged = (dns_target.name, dns_target.config, dns_target.rrset_count)
-    assert (target.name, target.config, target.rrset_count) == unchanged
+    unchanged = (dns_target.name, dns_target.config, dns_target.item_count)
+    assert (target.name, target.config, target.item_count) == unchanged
     assert client.post(reverse("admin:changes_target_delete", args=[target.pk]), {"post": "yes"}).status_code == 403
 
 

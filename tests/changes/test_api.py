@@ -18,10 +18,10 @@ from rest_framework.test import APIClient
 from changes.models import AuditEvent, ChangeRequest, Target
 from changes.services import target_register
 from tests.conftest import ZONE, grant
+from tests.factories import WWW
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 TARGET_KEYS = {"id", "name", "kind", "zone", "primary", "nameservers", "required_approvals",
                "approval_lifetime_seconds", "bake_seconds", "health_checks", "frozen", "rrset_count"}
 DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "items", "health_checks", "allow_apex",

@@ -9,27 +9,14 @@ import dns.query
 import dns.tsigkeyring
 import dns.update
 import pytest
-from rest_framework.test import APIClient
 
 from changes.execution import execution_run
 from changes.models import AuditEvent, ChangeRequest, Execution
-from changes.services import target_update_policy
 from tests.conftest import grant
+from tests.factories import WWW, api_client
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
-
-
-@pytest.fixture
-def fast_target(dns_target, staff):
-    return target_update_policy(actor=staff, target=dns_target, bake_seconds=0)
-
-
-def api(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def ok(response, status: int = 200) -> dict:
@@ -52,10 +39,10 @@ def run_latest(change_id: int) -> str:
 def drifted_change(author, reviewer, target, named_server) -> int:
     """A change approved through the API whose zone drifted before the worker ran."""
     body = {"target": target.pk, "title": "Move www", "reason": "new load balancer", "items": WWW}
-    change = ok(api(author).post("/api/v1/changes/", body, format="json"), 201)
+    change = ok(api_client(author).post("/api/v1/changes/", body, format="json"), 201)
     base = f"/api/v1/changes/{change['id']}"
-    ok(api(author).post(f"{base}/submit/"))
-    ok(api(reviewer).post(f"{base}/approve/", {"fingerprint": change["fingerprint"]}, format="json"))
+    ok(api_client(author).post(f"{base}/submit/"))
+    ok(api_client(reviewer).post(f"{base}/approve/", {"fingerprint": change["fingerprint"]}, format="json"))
     drift_www(named_server, target)
     assert run_latest(change["id"]) == State.DRIFTED
     return change["id"]
@@ -66,13 +53,14 @@ def test_a_drifted_change_is_re_planned_approved_and_applied_as_a_second_attempt
     change_id = drifted_change(author, reviewer, fast_target, named_server)
     base = f"/api/v1/changes/{change_id}"
     # The documented recovery: re-plan against the zone as it is now, submit, approve.
-    replanned = ok(api(author).post(f"{base}/plan/"))
-    ok(api(author).post(f"{base}/submit/"))
-    approved = ok(api(reviewer).post(f"{base}/approve/", {"fingerprint": replanned["fingerprint"]}, format="json"))
+    replanned = ok(api_client(author).post(f"{base}/plan/"))
+    ok(api_client(author).post(f"{base}/submit/"))
+    approved = ok(api_client(reviewer).post(f"{base}/approve/", {"fingerprint": replanned["fingerprint"]},
+                                            format="json"))
     assert approved["state"] == State.APPROVED
     assert run_latest(change_id) == State.APPLIED
 
-    detail = ok(api(author).get(f"{base}/"))
+    detail = ok(api_client(author).get(f"{base}/"))
     first, second = detail["executions"]
     assert (first["outcome"], second["outcome"]) == ("drifted", "applied")
     assert first["id"] < second["id"] and first["error"].startswith("drift:")
@@ -82,7 +70,7 @@ def test_a_drifted_change_is_re_planned_approved_and_applied_as_a_second_attempt
     assert AuditEvent.objects.filter(change_id=change_id, action="change_applied").count() == 1
 
     # The evidence report: every attempt, and `execution` still the latest one.
-    evidence = ok(api(author).get(f"{base}/evidence/"))
+    evidence = ok(api_client(author).get(f"{base}/evidence/"))
     assert [(e["id"], e["outcome"]) for e in evidence["executions"]] == [(first["id"], "drifted"),
                                                                           (second["id"], "applied")]
     assert evidence["execution"]["id"] == second["id"] and evidence["execution"]["claims"] == 1
@@ -113,16 +101,18 @@ def test_break_glass_on_a_drifted_change_after_re_planning_is_a_new_attempt(
     change_id = drifted_change(author, reviewer, fast_target, named_server)
     base = f"/api/v1/changes/{change_id}"
     # Break glass on the drifted change itself: refused by name, never a 500.
-    refused = api(on_call).post(f"{base}/emergency/", {"reason": "payments down"}, format="json")
+    refused = api_client(on_call).post(f"{base}/emergency/", {"reason": "payments down"}, format="json")
     assert refused.status_code == 409 and refused.json()["code"] == "invalid_state"
-    ok(api(author).post(f"{base}/plan/"))
-    ok(api(author).post(f"{base}/submit/"))
-    forced = ok(api(on_call).post(f"{base}/emergency/", {"reason": "payments down"}, format="json"))
+    ok(api_client(author).post(f"{base}/plan/"))
+    ok(api_client(author).post(f"{base}/submit/"))
+    forced = ok(api_client(on_call).post(f"{base}/emergency/", {"reason": "payments down"}, format="json"))
     assert forced["state"] == State.APPROVED and forced["emergency"]
     assert run_latest(change_id) == State.APPLIED
-    assert [e["outcome"] for e in ok(api(author).get(f"{base}/"))["executions"]] == ["drifted", "applied"]
+    assert [e["outcome"] for e in ok(api_client(author).get(f"{base}/"))["executions"]] == ["drifted", "applied"]
 
 
+# Real commits: migrating backwards and forwards runs the schema editor outside a transaction.
+@pytest.mark.django_db(transaction=True)
 def test_the_migration_gives_running_attempts_the_state_of_their_change(author, reviewer, fast_target):
     """0011: an attempt a worker was running ("running") becomes the phase its change is in."""
     from django.db import connection

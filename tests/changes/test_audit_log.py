@@ -31,8 +31,6 @@ from django.db import IntegrityError, connection, connections, transaction
 from changes.audit import (
     SYSTEM,
     audit_checkpoint_create,
-    audit_checkpoint_tick,
-    audit_checkpoints_publish,
     audit_record,
     audit_signing_key_generate,
     chain_verify,
@@ -40,6 +38,7 @@ from changes.audit import (
     checkpoint_verify,
     event_record,
 )
+from changes.audit_checkpoints import audit_checkpoint_tick, audit_checkpoints_publish
 from changes.management.commands.flush import _append_only_lifted
 from changes.models import (
     AppendOnlyError,
@@ -52,13 +51,19 @@ from changes.models import (
 )
 from changes.services import change_create, change_submit
 from changes.tasks import audit_checkpoint as audit_checkpoint_task
+from tests.factories import WWW
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
+# Real commits, for the tests that need them: threads writing through their own
+# connections, `flush`, which lifts the triggers around its own statements, and the
+# database owner's tampering: PostgreSQL refuses ALTER TABLE and TRUNCATE on a table
+# with pending (deferred foreign-key) trigger events, which the test's own open
+# transaction would have.
+committing = pytest.mark.django_db(transaction=True)
 on_postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="row locks and truly concurrent writers are PostgreSQL's; SQLite serializes whole-database writes",
 )
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 
 
 def record(action: str = "something_happened", **kwargs) -> AuditEvent:
@@ -104,16 +109,17 @@ def signature_is_valid(line: dict, public_key: Ed25519PublicKey) -> bool:
 ])
 def test_database_refuses_update_and_delete_of_audit_events(statement):
     before = event_record(record())
-    with pytest.raises(IntegrityError, match="append-only"), connection.cursor() as cursor:
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(statement)
     assert [event_record(e) for e in events()] == [before]
 
 
 @on_postgresql_only
+@committing
 def test_postgresql_refuses_truncate_of_the_audit_log():
     record()
     for statement in ("TRUNCATE changes_auditevent", "TRUNCATE changes_target CASCADE"):
-        with pytest.raises(IntegrityError, match="append-only"), connection.cursor() as cursor:
+        with pytest.raises(IntegrityError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement)
     assert AuditEvent.objects.count() == 1
 
@@ -122,7 +128,7 @@ def test_database_refuses_update_and_delete_of_checkpoints(signing_key):
     record()
     checkpoint = audit_checkpoint_create()
     for statement in ("UPDATE changes_auditcheckpoint SET seq = 7", "DELETE FROM changes_auditcheckpoint"):
-        with pytest.raises(IntegrityError, match="append-only"), connection.cursor() as cursor:
+        with pytest.raises(IntegrityError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(statement)
     assert AuditCheckpoint.objects.get().seq == checkpoint.seq
 
@@ -133,12 +139,13 @@ def test_the_chain_head_row_still_moves():
     assert AuditChainHead.objects.values_list("seq", "hash").get() == (2, last.hash)
 
 
+@committing
 def test_flush_lifts_the_triggers_only_for_itself():
     record()
     call_command("flush", interactive=False, verbosity=0)
     assert not AuditEvent.objects.exists()
     record()
-    with pytest.raises(IntegrityError, match="append-only"), connection.cursor() as cursor:
+    with pytest.raises(IntegrityError, match="append-only"), transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM changes_auditevent")
 
 
@@ -216,6 +223,7 @@ def test_editing_any_hashed_field_breaks_the_chain():
 # --- concurrent writers ---------------------------------------------------------------
 
 @on_postgresql_only
+@committing
 def test_concurrent_writers_never_leave_a_gap_or_fork_the_chain():
     writers, per_writer = 8, 50
     start = threading.Barrier(writers)
@@ -399,6 +407,7 @@ def published(tmp_path, settings, signing_key) -> dict[str, str]:
     return {"file": settings.CHANGEGATE_AUDIT_CHECKPOINT_FILE, "pub": str(pub)}
 
 
+@committing
 def test_a_rewrite_with_recomputed_hashes_is_caught_by_the_published_checkpoints(published, tmp_path):
     for _ in range(12):
         record()
@@ -414,6 +423,7 @@ def test_a_rewrite_with_recomputed_hashes_is_caught_by_the_published_checkpoints
         call_command("audit_verify", stdout=io.StringIO())
 
 
+@committing
 def test_a_rewrite_is_caught_by_an_earlier_export_naming_the_first_divergent_seq(tmp_path, settings):
     settings.CHANGEGATE_AUDIT_SIGNING_KEY_FILE = ""  # the default deployment before issue 9: no key at all
     for _ in range(10):
@@ -429,6 +439,7 @@ def test_a_rewrite_is_caught_by_an_earlier_export_naming_the_first_divergent_seq
         call_command("audit_verify", extends=old, stdout=io.StringIO())
 
 
+@committing
 def test_a_dropped_tail_is_caught_by_an_earlier_export_and_the_published_checkpoints(published, tmp_path):
     for _ in range(12):
         record()
@@ -486,6 +497,7 @@ def test_the_beat_signs_the_head_on_a_timer_only_when_it_moved(published, settin
     assert [c.seq for c in AuditCheckpoint.objects.all()] == [2, 3]
 
 
+@committing
 def test_the_timer_refuses_to_sign_a_head_that_no_longer_extends_the_last_checkpoint(published, caplog):
     for _ in range(5):
         record()  # checkpoint at 5

@@ -1,5 +1,5 @@
 """The `changegate` CLI against the real API: pytest-django's live_server, a real
-DRF token, a real named behind it. Most tests call `changes.cli.main(argv)` in
+DRF token, a real named behind it. Most tests call `changegate_cli.main.main(argv)` in
 process; one runs the installed console script as a subprocess."""
 
 from __future__ import annotations
@@ -16,7 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from changes import cli
+from changegate_cli import client as cli_client
+from changegate_cli import config as cli_config
+from changegate_cli import errors as cli_errors
+from changegate_cli import main as cli
+from changegate_cli import patch as cli_patch
+from changegate_cli import render as cli_render
 from tests.conftest import ZONE
 
 ANSI = re.compile(r"\x1b\[")
@@ -31,6 +36,11 @@ class Run:
 
     def json(self):
         return json.loads(self.out)
+
+
+# Real commits: the live_server thread serves the API through its own database
+# connection, so it sees only committed rows.
+LIVE = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
@@ -99,7 +109,7 @@ def diff_lines(out: str) -> set[str]:
 # Against the live server
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_targets_reads_url_and_token_from_the_config_profile(live_server, token, dns_target, clean_env, run):
     clean_env.parent.mkdir(parents=True)
@@ -119,7 +129,7 @@ def test_targets_reads_url_and_token_from_the_config_profile(live_server, token,
     assert as_json["results"][0]["name"] == dns_target.name
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_propose_builds_the_patch_from_flags_and_file_and_submits(server, dns_target, run, tmp_path):
     from changes.models import AuditEvent, ChangeRequest
@@ -141,10 +151,10 @@ def test_propose_builds_the_patch_from_flags_and_file_and_submits(server, dns_ta
     assert change.health_checks == [{"type": "tcp", "host": "127.0.0.1", "port": 443, "timeout": 2}]
     # The server tells CLI from plain API calls by our User-Agent.
     origins = set(AuditEvent.objects.filter(change=change).values_list("origin", "user_agent"))
-    assert origins == {("cli", cli.USER_AGENT)}
+    assert origins == {("cli", cli_client.USER_AGENT)}
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_a_draft_shows_its_diff_risk_flags_and_events_without_ansi(server, dns_target, run):
     proposed = run("propose", "--target", str(dns_target.pk), "--reason", "Route mail via the new relay\nticket 42",
@@ -174,7 +184,7 @@ def test_a_draft_shows_its_diff_risk_flags_and_events_without_ansi(server, dns_t
     assert "plan unchanged" in replanned.out
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_list_filters_and_submit_and_cancel_move_changes(server, dns_target, run, monkeypatch):
     from rest_framework.pagination import PageNumberPagination
@@ -210,7 +220,7 @@ def test_list_filters_and_submit_and_cancel_move_changes(server, dns_target, run
     assert again.err.startswith("error: ") and "cancelled" in again.err
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_live_prints_the_records_of_a_name(server, dns_target, run):
     result = run("live", "--target", dns_target.name, "www", "a")
@@ -221,7 +231,7 @@ def test_live_prints_the_records_of_a_name(server, dns_target, run):
     assert run("--json", "live", "--target", str(dns_target.pk), "www", "A").json()
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_a_bad_record_exits_1_naming_the_item_field(server, dns_target, run):
     from changes.models import ChangeRequest
@@ -234,7 +244,7 @@ def test_a_bad_record_exits_1_naming_the_item_field(server, dns_target, run):
     assert not ChangeRequest.objects.exists()
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 def test_an_unknown_change_exits_1_with_the_server_detail(server, run):
     result = run("show", "999999")
     assert result.code == 1
@@ -242,7 +252,7 @@ def test_an_unknown_change_exits_1_with_the_server_detail(server, run):
     assert "Traceback" not in result.err
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 def test_a_wrong_token_or_base_url_exits_1_saying_so(server, run):
     result = run("--token", "0" * 40, "targets")
     assert (result.code, result.err) == (1, "error: Invalid token.\n")
@@ -252,12 +262,12 @@ def test_a_wrong_token_or_base_url_exits_1_saying_so(server, run):
     assert (result.code, result.err) == (1, f"error: HTTP 404 Not Found (GET {wrong}/api/v1/targets/)\n")
 
 
-@pytest.mark.django_db(transaction=True)
+@LIVE
 @pytest.mark.named
 def test_the_console_script_proposes_from_stdin(server, dns_target, token, tmp_path):
     from changes.models import ChangeRequest
 
-    script = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "changes.cli"]
+    script = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "changegate_cli"]
     env = {**os.environ, "CHANGEGATE_URL": server.url, "CHANGEGATE_TOKEN": token, "NO_COLOR": "1",
            "XDG_CONFIG_HOME": str(tmp_path)}
     done = subprocess.run([*script, "--json", "propose", "--target", dns_target.name, "--reason", "from a pipe",
@@ -331,12 +341,12 @@ def test_flags_beat_environment_beat_the_config_file(clean_env, capsys):
     clean_env.write_text("[default]\nurl = http://file\ntoken = file-token\nuser = file-user\n")
     clean_env.chmod(0o644)
     args = argparse.Namespace(url=None, token=None, profile=None, user=None)
-    assert cli.resolve_settings(args, {}) == cli.Settings("http://file", "file-token", "file-user")
+    assert cli_config.resolve_settings(args, {}) == cli_config.Settings("http://file", "file-token", "file-user")
     assert "readable by others; run: chmod 600" in capsys.readouterr().err
     env = {"CHANGEGATE_URL": "http://env/", "CHANGEGATE_TOKEN": "env-token"}
-    assert cli.resolve_settings(args, env) == cli.Settings("http://env", "env-token", "file-user")
+    assert cli_config.resolve_settings(args, env) == cli_config.Settings("http://env", "env-token", "file-user")
     args = argparse.Namespace(url="https://flag", token="flag-token", profile=None, user="me")
-    assert cli.resolve_settings(args, env) == cli.Settings("https://flag", "flag-token", "me")
+    assert cli_config.resolve_settings(args, env) == cli_config.Settings("https://flag", "flag-token", "me")
 
 
 def test_patch_is_built_in_command_line_order():
@@ -344,26 +354,26 @@ def test_patch_is_built_in_command_line_order():
         "propose", "--target", "t", "--reason", "r", "--delete", "old A", "--upsert", "www 300 A 192.0.2.1",
         "--add", "www 300 A 192.0.2.2", "--remove", "api A 192.0.2.20", "--upsert", "www 300 A 192.0.2.3",
     ])
-    assert cli.build_patch(args) == (
+    assert cli_patch.build_patch(args) == (
         "- old A\n= www 300 A 192.0.2.1\n+ www 300 A 192.0.2.2\n- api A 192.0.2.20\n= www 300 A 192.0.2.3\n"
     )
 
 
 def test_title_defaults_to_the_first_line_of_the_reason_truncated():
-    assert cli.title_from_reason("\n  Move www  \nbecause") == "Move www"
-    long = cli.title_from_reason("x" * 300)
-    assert len(long) == cli.TITLE_FROM_REASON_MAX and long.endswith("...")
+    assert cli_patch.title_from_reason("\n  Move www  \nbecause") == "Move www"
+    long = cli_patch.title_from_reason("x" * 300)
+    assert len(long) == cli_patch.TITLE_FROM_REASON_MAX and long.endswith("...")
 
 
 def test_field_errors_are_printed_with_their_line(capsys):
     body = {"detail": "invalid items", "code": "invalid",
             "errors": [{"index": 0, "field": "items[0].ttl", "message": "TTL out of range", "line": 3},
                        {"index": None, "field": "title", "message": "title is required"}]}
-    cli._report(cli.ApiError(400, body))
+    cli._report(cli_errors.ApiError(400, body))
     assert capsys.readouterr().err == (
         "error: the server refused 2 fields:\n  items[0].ttl: TTL out of range (line 3)\n  title: title is required\n"
     )
-    cli._report(cli.ApiError(409, {"detail": "change #3 is cancelled", "code": "invalid_state"}))
+    cli._report(cli_errors.ApiError(409, {"detail": "change #3 is cancelled", "code": "invalid_state"}))
     assert capsys.readouterr().err == "error: change #3 is cancelled\n"
 
 
@@ -375,26 +385,26 @@ class _Tty(io.StringIO):
 def test_diff_is_coloured_only_on_a_tty_without_no_color(monkeypatch):
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.setattr(sys, "stdout", _Tty())
-    assert cli.use_color()
-    coloured = cli.render_diff("--- z (live)\n+++ z (planned)\n@@ www A @@\n-www 300 IN A 1\n+www 300 IN A 2\n",
+    assert cli_render.use_color()
+    coloured = cli_render.render_diff("--- z (live)\n+++ z (planned)\n@@ www A @@\n-www 300 IN A 1\n+www 300 IN A 2\n",
                                color=True).splitlines()
     assert [line[:5] for line in coloured[2:]] == ["\x1b[36m", "\x1b[31m", "\x1b[32m"]
     monkeypatch.setenv("NO_COLOR", "1")
-    assert not cli.use_color()
+    assert not cli_render.use_color()
     monkeypatch.setattr(sys, "stdout", io.StringIO())
     monkeypatch.delenv("NO_COLOR")
-    assert not cli.use_color()
+    assert not cli_render.use_color()
 
 
 def test_the_inlined_patch_syntax_matches_the_server():
     from dns_adapters.presentation import PATCH_SYNTAX
 
-    assert cli.PATCH_SYNTAX == PATCH_SYNTAX
+    assert cli_patch.PATCH_SYNTAX == PATCH_SYNTAX
 
 
 def test_the_cli_imports_neither_django_nor_server_code():
-    code = ("import sys, changes.cli; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('django', 'rest_framework', 'dns', 'dns_adapters', 'approvals', 'config') "
-            "or (m.startswith('changes.') and m != 'changes.cli')); print(bad); sys.exit(bool(bad))")
+    code = ("import sys, changegate_cli.main; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('django', 'rest_framework', 'dns', 'dns_adapters', 'approvals', 'config', 'changes', 'accounts', "
+            "'changegate_audit')); print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr

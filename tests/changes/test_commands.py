@@ -11,7 +11,7 @@ from django.core.management.base import CommandError
 from changes.models import AuditEvent, Origin, Target
 from dns_adapters.local_named import free_port
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 
 
 def add_dns(*args: str) -> str:
@@ -27,9 +27,9 @@ def test_target_add_dns_registers_a_live_zone_and_prints_it(named_server, fresh_
     assert target.config["zone"] == fresh_zone
     assert target.config["nameservers"] == [named_server.primary]
     assert (target.required_approvals, target.bake_seconds, target.config["timeout"]) == (2, 5, 3.0)
-    assert target.rrset_count and target.rrset_count > 5
+    assert target.item_count and target.item_count > 5
     assert f"Registered target {fresh_zone} (id {target.pk})" in out
-    assert f"rrset_count:        {target.rrset_count}" in out
+    assert f"rrset_count:        {target.item_count}" in out
     assert "SOA serial:         " in out and "not checked" not in out
     assert named_server.secret not in out
     event = AuditEvent.objects.get(target=target, action="target_registered")
@@ -44,7 +44,7 @@ def test_target_add_dns_takes_zone_and_nameservers_and_can_skip_the_check(named_
     target = Target.objects.get(name="demo-internal")
     assert target.config["zone"] == "demo.test"
     assert target.config["nameservers"] == [named_server.primary, "127.0.0.1:5399"]
-    assert target.rrset_count is None
+    assert target.item_count is None
 
 
 def test_target_add_dns_refuses_an_unreachable_port_clearly(named_server):

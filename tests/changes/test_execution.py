@@ -17,21 +17,10 @@ from changes.execution import LeaseLost, _move, execution_claim, execution_run, 
 from changes.models import AuditEvent, ChangeRequest, CheckResult, Execution
 from changes.services import change_create, change_submit, target_update_policy
 from dns_adapters.local_named import free_port
+from tests.factories import WWW, approved, run
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
-
-
-@pytest.fixture
-def fast_target(dns_target, staff):
-    return target_update_policy(actor=staff, target=dns_target, bake_seconds=0)
-
-
-def approved(author, reviewer, target, items=WWW, **kwargs):
-    change = change_create(actor=author, target=target, title="t", reason="r", items=items, **kwargs)
-    change = change_submit(actor=author, change=change)
-    return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
 
 
 def zone(target):
@@ -46,10 +35,6 @@ def outside(named_server, target, build):
     update = dns.update.UpdateMessage(target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
     build(update)
     dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
-
-
-def run(change):
-    return execution_run(execution_id=change.execution.pk, worker="test-worker")
 
 
 def test_approval_writes_the_outbox_row_in_the_same_transaction(author, reviewer, fast_target):
@@ -161,13 +146,15 @@ def approved_existing(author, reviewer, change):
     return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
 
 
-def test_approval_alerts_the_author_and_reviewers(author, reviewer, fast_target):
+def test_approval_alerts_the_author_and_reviewers(
+        author, reviewer, fast_target, django_capture_on_commit_callbacks):
     from django.core import mail
 
     author.email, reviewer.email = "alice@example.test", "bob@example.test"
     author.save()
     reviewer.save()
-    approved(author, reviewer, fast_target)
+    with django_capture_on_commit_callbacks(execute=True):  # notifications are delivered on commit
+        approved(author, reviewer, fast_target)
     (message,) = [m for m in mail.outbox if "approved" in m.subject]
     assert sorted(message.to) == ["alice@example.test", "bob@example.test"]
 
@@ -311,7 +298,7 @@ def wrong_secret(key_file, named_server):
 
 @pytest.mark.parametrize("breakage", ["wrong secret", "deleted"])
 def test_a_bad_key_at_apply_time_fails_the_change_once_audited_and_alerted(
-        breakage, author, reviewer, keyed_target, named_server):
+        breakage, author, reviewer, keyed_target, named_server, django_capture_on_commit_callbacks):
     from django.core import mail
 
     target, key_file = keyed_target
@@ -324,19 +311,22 @@ def test_a_bad_key_at_apply_time_fails_the_change_once_audited_and_alerted(
     else:
         key_file.unlink()
 
-    assert run(change) == State.APPLY_FAILED
+    with django_capture_on_commit_callbacks(execute=True):  # the alert is delivered on commit
+        assert run(change) == State.APPLY_FAILED
     change.refresh_from_db()
     assert change.state == State.APPLY_FAILED
     event = AuditEvent.objects.get(change=change, action="apply_failed")
     assert event.payload["permanent"] is True and event.payload["error_kind"] == "ConfigError"
-    assert "own.key" in event.payload["error"] or "TSIG" in event.payload["error"]
+    expected = "own.key: not found" if breakage == "deleted" else "rejected the TSIG key"
+    assert expected in event.payload["error"], event.payload["error"]
     assert named_server.secret not in event.canonical_text
     execution = Execution.objects.get(change=change)
     assert (execution.state, execution.outcome, execution.claims) == ("done", "apply_failed", 1)
     assert execution.error == event.payload["error"]
     # Once: nothing is re-claimed, re-swept, re-audited or re-alerted.
-    assert execution_sweep() == []
-    assert run(change) == "not-claimed"
+    with django_capture_on_commit_callbacks(execute=True):  # a second alert would be delivered here
+        assert execution_sweep() == []
+        assert run(change) == "not-claimed"
     assert AuditEvent.objects.filter(change=change, action="apply_failed").count() == 1
     assert len([m for m in mail.outbox if f"apply_failed: change #{change.pk}" in m.subject]) == 1
     if breakage == "deleted":  # nothing was sent: with the key back, the zone is as it was

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from functools import partial
 from io import StringIO
 
 import pytest
@@ -26,25 +27,19 @@ from rest_framework.test import APIClient
 from approvals.models import Approval
 from changes.models import AccountOrigin, AuditEvent, ChangeRequest, PrivilegeGain
 from changes.permissions import grant_request_approve, grant_request_create, os_actor
-from changes.services import change_create, change_submit, target_update_policy
-from tests import conftest
+from changes.services import target_update_policy
 from tests.conftest import grant
+from tests.factories import submitted
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 PASSWORD = "Correct-Horse-Battery-9"
 
 
-@pytest.fixture(scope="module")
-def identity_zone(named_server) -> str:
-    return f"z{next(conftest._zone_counter)}.test"
-
-
 @pytest.fixture
-def fresh_zone(identity_zone: str) -> str:
+def fresh_zone(module_zone: str) -> str:
     """Nothing here applies a change: one zone for the module."""
-    return identity_zone
+    return module_zone
 
 
 @pytest.fixture
@@ -77,9 +72,7 @@ def user_form(user, **changes) -> dict:
     return {key: value for key, value in data.items() if value is not None}
 
 
-def pending(author, target) -> ChangeRequest:
-    change = change_create(actor=author, target=target, title="Move www", reason="new lb", items=WWW)
-    return change_submit(actor=author, change=change)
+pending = partial(submitted, title="Move www", reason="new lb")
 
 
 def approve_over_api(user, change: ChangeRequest):

@@ -21,7 +21,7 @@ from changes.models import Target
 from changes.services import target_register
 from tests.conftest import grant
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 
 # Contents of /etc/passwd that an error must never show.
 PASSWD_MARKERS = ("root:", "/bin/", "nologin")

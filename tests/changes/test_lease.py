@@ -15,9 +15,10 @@ from changes.execution import execution_claim
 from changes.lease import LeaseHeartbeat, lease_extend
 from changes.models import Execution
 from changes.services import change_create, change_submit
+from tests.factories import WWW
 
+# Real commits: the heartbeat renews from its own thread and connection (see above).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 
 
 @pytest.fixture

@@ -29,14 +29,16 @@ from changes.execution import _store_round, execution_claim
 from changes.locking import RETRY_ATTEMPTS, retry_on_contention
 from changes.models import AuditEvent, ChangeRequest, CheckResult
 from changes.services import change_create, change_submit, target_update_policy
+from tests.factories import WWW
 
+# Real commits: threads with their own connections race for the locks, and
+# retry_on_contention retries only when it owns the outermost transaction.
 pytestmark = [pytest.mark.django_db(transaction=True)]
 on_postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="row locks and truly concurrent writers are PostgreSQL's; SQLite serializes whole-database writes",
 )
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 DEADLINE = 30.0  # seconds any wait below may take before the test fails instead of hanging
 
 

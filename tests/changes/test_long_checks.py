@@ -19,7 +19,10 @@ from django.conf import settings
 from changes.models import CheckResult, ChangeRequest, Execution
 from tests.changes.test_worker import approve, broker, propose, wait_terminal, worker, www  # noqa: F401 - fixtures
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
+# Real commits for the tests with worker processes: they read and write the database
+# through their own connections.
+with_workers = pytest.mark.django_db(transaction=True)
 State = ChangeRequest.State
 
 NINE = 9
@@ -104,6 +107,7 @@ def rounds_of(change) -> dict[int, list[CheckResult]]:
     return by_round
 
 
+@with_workers
 def test_slow_checks_near_the_lease_end_applied_and_the_next_change_follows(
         author, reviewer, target, worker, slow_web):
     assert settings.CHANGEGATE_LEASE_SECONDS == 3 and settings.CHANGEGATE_CHECK_ROUND_SECONDS == 2.5
@@ -128,6 +132,7 @@ def test_slow_checks_near_the_lease_end_applied_and_the_next_change_follows(
     assert Execution.objects.get(change=first).token == 1  # one claim: nobody took the lease over
 
 
+@with_workers
 def test_checks_that_hang_fail_within_the_round_and_roll_back(author, reviewer, target, worker, slow_web):
     before = www(target)
     worker()
@@ -143,6 +148,7 @@ def test_checks_that_hang_fail_within_the_round_and_roll_back(author, reviewer, 
     assert Execution.objects.get(change=change).token == 1
 
 
+@with_workers
 def test_the_heartbeat_alone_keeps_a_round_longer_than_the_lease(author, reviewer, target, worker, slow_web):
     # Misconfigured on purpose for these workers: a 6 s round deadline over a 3 s lease.
     # The dripping body outlives every check's own timeout, so each round lasts the full

@@ -26,10 +26,13 @@ from approvals.policy import change_emergency, emergency_review
 from changes.models import AuditEvent, ChangeRequest
 from changes.services import change_create, target_update_policy
 from config.celery_app import app
+from tests.factories import upsert
 from tests.processes import CeleryWorker, RedisServer, point_app_at
 
+# Real commits: notifications are delivered by on_commit hooks (eagerly in the test
+# process, or by the real worker below), and each test follows several deliveries.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.77"]}]
+WWW = upsert("www", "192.0.2.77")
 TOKEN = "s3cr3t-hook-token"
 
 

@@ -17,9 +17,9 @@ from django.core import mail
 from django.db import connection, connections
 from django.utils import timezone
 
-from approvals.policy import change_approve
 from changes import adapters as adapters_module
-from changes.execution import execution_claim, execution_run
+from changes.kinds import kind_named
+from changes.execution import execution_claim
 from changes.models import AuditEvent, ChangeRequest, Target, ZoneBaseline
 from changes.oob import (
     DIFF_CAP,
@@ -33,23 +33,16 @@ from changes.oob import (
 )
 from changes.selectors import out_of_band_changes
 from changes.services import (
-    change_create,
-    change_submit,
     target_register,
     target_update_policy,
 )
 from changes.tasks import check_out_of_band
 from dns_adapters.base import Plan, RRKey, RRValue, Step
 from dns_adapters.local_named import free_port
+from tests.factories import approved, run
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
-
-
-@pytest.fixture
-def fast_target(dns_target, staff):
-    return target_update_policy(actor=staff, target=dns_target, bake_seconds=0)
 
 
 @pytest.fixture
@@ -66,16 +59,6 @@ def outside(named_server, target, build):
     build(update)
     response = dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
     assert response.rcode() == 0
-
-
-def approved(author, reviewer, target, items=WWW, **kwargs):
-    change = change_create(actor=author, target=target, title="t", reason="r", items=items, **kwargs)
-    change = change_submit(actor=author, change=change)
-    return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
-
-
-def run(change):
-    return execution_run(execution_id=change.execution.pk, worker="test-worker")
 
 
 def events(action):
@@ -109,7 +92,7 @@ def test_an_unchanged_zone_reports_nothing(fast_target):
 
 
 def test_an_nsupdate_behind_changegates_back_is_one_out_of_band_change_with_the_diff(
-    fast_target, named_server, reviewers_with_mail, reviewer
+    fast_target, named_server, reviewers_with_mail, reviewer, django_capture_on_commit_callbacks
 ):
     oob_check_target(target=fast_target)
     zone = fast_target.name + "."
@@ -120,7 +103,8 @@ def test_an_nsupdate_behind_changegates_back_is_one_out_of_band_change_with_the_
         update.delete("txt", "TXT")
 
     outside(named_server, fast_target, sneak)
-    result = oob_check_target(target=fast_target)
+    with django_capture_on_commit_callbacks(execute=True):  # the alert is delivered on commit
+        result = oob_check_target(target=fast_target)
     assert result.status == "changed"
     (event,) = events("out_of_band_change")
     assert event.target_id == fast_target.pk and event.change_id is None and event.actor_id is None
@@ -156,14 +140,19 @@ def test_an_soa_change_other_than_the_serial_is_out_of_band(fast_target, named_s
     assert entry["before"]["rdatas"][0].split()[3] == "3600" and entry["after"]["rdatas"][0].split()[3] == "7200"
 
 
-def test_changegates_own_apply_is_not_out_of_band(author, reviewer, fast_target, reviewers_with_mail):
-    oob_check_target(target=fast_target)
-    change = approved(author, reviewer, fast_target)
-    assert run(change) == State.APPLIED
+def test_changegates_own_apply_is_not_out_of_band(
+        author, reviewer, fast_target, reviewers_with_mail, django_capture_on_commit_callbacks):
+    # Alerts are delivered on commit: run the callbacks, or "no mail" below could not fail.
+    with django_capture_on_commit_callbacks(execute=True):
+        oob_check_target(target=fast_target)
+        change = approved(author, reviewer, fast_target)
+        assert run(change) == State.APPLIED
     baseline = ZoneBaseline.objects.get(target=fast_target)
     assert baseline.records[f"www.{fast_target.name}. A"]["rdatas"] == ["192.0.2.99"]
-    assert oob_check_target(target=fast_target).status == "unchanged"  # the SOA serial moved, nothing else
-    assert oob_check_target(target=fast_target).status == "unchanged"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert oob_check_target(target=fast_target).status == "unchanged"  # the SOA serial moved, nothing else
+        assert oob_check_target(target=fast_target).status == "unchanged"
+    assert [m.subject for m in mail.outbox if "approved" in m.subject]  # delivery did run
     assert events("out_of_band_change") == [] and oob_mails() == []
 
 
@@ -269,7 +258,7 @@ def test_the_diff_ignores_only_the_soa_serial_and_the_event_caps_the_diff():
     soa = "ns1.z. hostmaster.z. {} 3600 600 604800 300"
     before = {"z. SOA": {"ttl": 3600, "rdatas": [soa.format(1)]}, "a.z. A": {"ttl": 60, "rdatas": ["192.0.2.1"]}}
     after = {"z. SOA": {"ttl": 3600, "rdatas": [soa.format(9)]}, "a.z. A": {"ttl": 30, "rdatas": ["192.0.2.1"]}}
-    assert zone_diff(before, after) == [RRsetDiff(RRKey("a.z.", "A"), RRValue(60, ("192.0.2.1",)),
+    assert zone_diff(before, after, kind=kind_named("dns")) == [RRsetDiff(RRKey("a.z.", "A"), RRValue(60, ("192.0.2.1",)),
                                                   RRValue(30, ("192.0.2.1",)))]
     many = [RRsetDiff(RRKey(f"h{i}.z.", "A"), None, RRValue(60, ("192.0.2.1",))) for i in range(DIFF_CAP + 7)]
     baseline = ZoneBaseline(serial=1, digest="0" * 64, taken_at=timezone.now())
@@ -284,6 +273,8 @@ on_postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="row locks and truly concurrent writers are PostgreSQL's; SQLite serializes whole-database writes",
 )
+# Real commits: the threads read and write through their own connections.
+in_own_connections = pytest.mark.django_db(transaction=True)
 
 
 def in_threads(count, work):
@@ -310,6 +301,7 @@ def in_threads(count, work):
 
 
 @on_postgresql_only
+@in_own_connections
 def test_overlapping_checks_report_an_outside_change_once(fast_target, named_server):
     oob_check_target(target=fast_target)
     outside(named_server, fast_target, lambda u: u.replace("api", 300, "A", "198.51.100.1"))
@@ -319,6 +311,7 @@ def test_overlapping_checks_report_an_outside_change_once(fast_target, named_ser
 
 
 @on_postgresql_only
+@in_own_connections
 def test_checks_racing_applies_and_rollbacks_never_report_changegates_own_change(
     author, reviewer, fast_target, monkeypatch
 ):

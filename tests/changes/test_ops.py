@@ -18,7 +18,6 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from approvals.policy import change_approve
 from changes.execution import execution_claim, execution_run
 from changes.logs import (
     ChangeContextFilter,
@@ -31,10 +30,10 @@ from changes.models import ChangeRequest
 from changes.services import change_create, change_submit, target_update_policy
 from config.celery_app import app
 from dns_adapters.local_named import free_port
+from tests.factories import WWW, approved
 from tests.processes import ROOT, CeleryWorker, RedisServer, point_app_at
 
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 
 
 @contextmanager
@@ -95,6 +94,7 @@ def test_readyz_is_503_naming_the_database_when_it_is_down(client, monkeypatch):
     assert client.get("/healthz").status_code == 503
 
 
+# Real commits: a real worker process answers the ping and reads the database.
 @pytest.mark.django_db(transaction=True)
 def test_readyz_is_200_with_a_real_redis_and_a_real_worker(client, monkeypatch):
     server = RedisServer().start()
@@ -160,14 +160,8 @@ def test_metrics_on_an_empty_database_list_every_state_at_zero(client):
     assert value(samples, "changegate_executions_pending") == 0
 
 
-def approved(author, reviewer, target, items=WWW, **kwargs) -> ChangeRequest:
-    change = change_create(actor=author, target=target, title="t", reason="r", items=items, **kwargs)
-    change = change_submit(actor=author, change=change)
-    return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
-
-
 @pytest.mark.named
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 def test_metrics_count_changes_durations_failures_and_the_queue(client, author, reviewer, dns_target, staff):
     target = target_update_policy(actor=staff, target=dns_target, bake_seconds=0)
     change_create(actor=author, target=target, title="draft", reason="r", items=WWW)

@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from changes.models import ChangeRequest
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 
 
 def propose(user, target, items, **extra):

@@ -16,6 +16,7 @@ from rest_framework.test import APIClient
 
 from changes import urls as change_urls
 from tests.conftest import ZONE, grant
+from tests.factories import api_client
 
 OPERATIONS = {
     ("/api/v1/targets/", "get"): "targets_list",
@@ -125,12 +126,6 @@ def demo_target(db, named_server, staff, author):
     return target
 
 
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
-
-
 CHECKS = [
     {"type": "tcp", "host": "127.0.0.1", "port": 443},
     {"type": "http", "url": "https://pay.example/health", "expect_status": 204, "contains": "ok", "timeout": 1.5},
@@ -138,10 +133,10 @@ CHECKS = [
 ]
 
 
-@pytest.mark.django_db(transaction=True)
+@pytest.mark.django_db
 @pytest.mark.named
 def test_real_responses_validate_against_the_schema(schema, demo_target, author, staff):
-    client = client_for(author)
+    client = api_client(author)
     created = client.post("/api/v1/changes/", {
         "target": ZONE, "title": "Mail and www", "reason": "migration", "health_checks": CHECKS,
         "patch": "= www 300 IN A 192.0.2.99\n= @ 300 IN MX 20 mail\n+ new 60 IN CNAME www\n"}, format="json")
@@ -160,7 +155,7 @@ def test_real_responses_validate_against_the_schema(schema, demo_target, author,
 
     check(schema, "PaginatedTargetList", client.get("/api/v1/targets/").json())
     grant(staff, "auditor", demo_target)
-    staff_view = client_for(staff).get(f"/api/v1/targets/{ZONE}/").json()
+    staff_view = api_client(staff).get(f"/api/v1/targets/{ZONE}/").json()
     assert "tsig_key_file" in staff_view
     check(schema, "Target", staff_view)
     for name in ("www", "nothing-here"):

@@ -29,11 +29,11 @@ from schemathesis.specs.openapi._hypothesis import get_schema_for_location
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
 from changes import services
+from tests.factories import WWW
 
 pytestmark = [pytest.mark.named]
 
 EXAMPLES = int(os.environ.get("CHANGEGATE_FUZZ_EXAMPLES", "10"))
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 CHECKS = [{"type": "http", "url": "https://pay.example.test/health", "expect_status": 200, "timeout": 2}]
 
 

@@ -15,10 +15,10 @@ from changes.services import (
     change_update,
     target_register,
 )
+from tests.factories import WWW
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
+pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
-WWW = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
 
 
 def create(author, target, **kwargs):

@@ -22,6 +22,8 @@ from config.celery_app import app
 from tests.processes import RedisServer, point_app_at
 from tests.soak import Soak, Write, explained
 
+# Real commits: real worker processes and live_server read the database through
+# their own connections.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
 SOAK_SECONDS = float(os.environ.get("CHANGEGATE_SOAK_SECONDS", "30"))
 SOAK_SEED = int(os.environ.get("CHANGEGATE_SOAK_SEED", "10"))
@@ -40,9 +42,9 @@ def broker():
 @pytest.fixture
 def load_zones(named_server) -> list[str]:
     """Ten zones of the session's named that no other test touched."""
-    from tests.conftest import _zone_counter
+    from tests.conftest import spare_zone
 
-    return [f"z{next(_zone_counter)}.test" for _ in range(LOAD_ZONES)]
+    return [spare_zone() for _ in range(LOAD_ZONES)]
 
 
 def test_the_pipeline_survives_a_soak_with_faults(

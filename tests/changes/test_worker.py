@@ -4,6 +4,7 @@ and redis restarted empty."""
 
 from __future__ import annotations
 
+import socket
 import time
 
 import pytest
@@ -20,6 +21,8 @@ from dns_adapters.base import RRKey
 from dns_adapters.local_named import free_port
 from tests.processes import CeleryWorker, RedisServer, point_app_at
 
+# Real commits: real worker processes (and live_server) read the database through
+# their own connections.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
 State = ChangeRequest.State
 
@@ -92,12 +95,13 @@ def applies(change) -> int:
 
 
 def test_approved_change_is_applied_by_the_worker(author, reviewer, target, worker):
-    worker()
+    started = worker()
     change = approve(reviewer, propose(author, target, "192.0.2.99"))
     assert wait_terminal(change) == State.APPLIED
     assert www(target) == ("192.0.2.99",)
     assert applies(change) == 1
-    assert Execution.objects.get(change=change).lease_owner.startswith(("w1@", ""))  # the worker's host:pid
+    # The lease names the worker process that ran it (changes.execution.worker_id: host:pid).
+    assert Execution.objects.get(change=change).lease_owner == f"{socket.gethostname()}:{started.process.pid}"
 
 
 def test_failing_check_rolls_back_through_the_worker(author, reviewer, target, worker):
@@ -109,14 +113,31 @@ def test_failing_check_rolls_back_through_the_worker(author, reviewer, target, w
     assert www(target) == before
 
 
+# What a kill -9 at each crash point (changes.faults, placed in changes.execution._drive
+# and _store_round) leaves behind: the zone, the change's state and how many
+# change_applied events were recorded. Before the send nothing reached named; after
+# the send named holds the change but the worker died before recording it; during the
+# checks the send is recorded and the change is verifying. A new crash point without
+# an entry here fails with a KeyError.
+AT_CRASH = {
+    "before_send": ("before", State.APPLYING, 0),
+    "after_send": ("after", State.APPLYING, 0),
+    "during_checks": ("after", State.VERIFYING, 1),
+}
+
+
 @pytest.mark.parametrize("point", POINTS)
 @pytest.mark.parametrize("attempt", range(2))
 def test_kill_9_inside_the_apply_never_applies_twice(point, attempt, author, reviewer, target, worker):
     before = www(target)
+    after = (f"192.0.2.{60 + attempt}",)
     crashing = worker(CHANGEGATE_CRASH_AT=point)
-    change = approve(reviewer, propose(author, target, f"192.0.2.{60 + attempt}"))
+    change = approve(reviewer, propose(author, target, after[0]))
     assert crashing.wait_dead() == -9  # SIGKILL at the crash point
-    assert www(target) in (before, (f"192.0.2.{60 + attempt}",))
+    zone, state, recorded = AT_CRASH[point]
+    assert www(target) == {"before": before, "after": after}[zone]
+    assert ChangeRequest.objects.values_list("state", flat=True).get(pk=change.pk) == state
+    assert applies(change) == recorded
     worker()
     end = wait_terminal(change, sweep=True)
     assert end == State.APPLIED
@@ -145,7 +166,7 @@ def test_redis_restarted_empty_loses_nothing(author, reviewer, target, worker, b
 def test_cli_wait_follows_the_change_to_applied(author, reviewer, target, worker, live_server, capsys):
     from rest_framework.authtoken.models import Token
 
-    from changes import cli
+    from changegate_cli import main as cli
 
     token = Token.objects.create(user=author).key
     worker()
@@ -160,7 +181,7 @@ def test_cli_wait_follows_the_change_to_applied(author, reviewer, target, worker
 def test_cli_wait_exits_non_zero_when_rolled_back(author, reviewer, target, worker, live_server, capsys):
     from rest_framework.authtoken.models import Token
 
-    from changes import cli
+    from changegate_cli import main as cli
 
     token = Token.objects.create(user=author).key
     worker()

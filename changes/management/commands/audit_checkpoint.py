@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from changes.audit import audit_checkpoint_tick, audit_checkpoints_publish, publish_sinks
+from changes.audit_checkpoints import audit_checkpoint_tick, audit_checkpoints_publish, publish_sinks
 from changes.models import AuditCheckpointPublication
 
 

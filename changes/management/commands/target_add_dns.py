@@ -86,7 +86,7 @@ def describe(target: Target) -> list[str]:
         f"tsig key file:      {config.get('tsig_key_file')}",
         f"timeout:            {config.get('timeout')} s",
         f"SOA serial:         {serial if serial is not None else 'not checked'}",
-        f"rrset_count:        {target.rrset_count if target.rrset_count is not None else 'not read'}",
+        f"rrset_count:        {target.item_count if target.item_count is not None else 'not read'}",
         f"required approvals: {target.required_approvals}",
         f"approval lifetime:  {target.approval_lifetime_seconds} s",
         f"bake time:          {target.bake_seconds} s",

@@ -9,11 +9,11 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from .admin import _admin_origin
-from .errors import ServiceError
-from .models import Notification
-from .notify import notification_retry
-from .permissions import is_operator
+from ..errors import ServiceError
+from ..models import Notification
+from ..notify import notification_retry
+from ..permissions import is_operator
+from .common import _admin_origin
 
 SHOWN = ("event", "channel", "state", "destination", "recipients", "subject", "payload", "change", "target",
          "attempts", "last_error", "dead_letters", "next_attempt_at", "claimed_until", "created_at", "delivered_at",

@@ -21,10 +21,9 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from .admin import _admin_origin, _render_form, add_service_errors
-from .errors import ServiceError, ValidationFailed
-from .models import GrantRequest, Target
-from .permissions import (
+from ..errors import ServiceError, ValidationFailed
+from ..models import GrantRequest, Target
+from ..permissions import (
     FOUR_EYES_ROLES,
     ROLES,
     grant_request_approve,
@@ -34,6 +33,7 @@ from .permissions import (
     target_role_grant,
     target_role_revoke,
 )
+from .common import _admin_origin, _render_form, add_service_errors
 
 GRANT_TEMPLATE = "admin/changes/grantrequest/detail.html"
 

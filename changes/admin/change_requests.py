@@ -1,21 +1,11 @@
-"""The Django admin: a thin adapter over `changes.services` and `changes.selectors`.
-
-Nothing here decides who may do what or writes `state`: adding a target or a
-change calls its service, the change page is rendered by hand (no model form, so
-no POST can write a field) and its buttons call one service each; approve and
-reject (buttons and bulk actions) call `approvals.policy`, which alone decides.
-The admin only asks the policy's `can_review` whether to show the buttons.
-Whatever a service refuses becomes a form error or an admin message, never a 500.
-
-The add views are not the admin's `changeform_view`: that one wraps the request
-in `transaction.atomic()`, and the services read the live zone *before* opening
-their own transaction so a DNS timeout never holds a database lock.
-"""
+"""Change requests in the admin: the proposal form, the read-only change page whose
+buttons call one service each, the evidence page, and the bulk approve/reject pages
+that confirm what they show (fingerprints) before the policy decides per change."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
@@ -23,12 +13,9 @@ from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.forms import Form
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import URLPattern, path, re_path, reverse
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.urls import URLPattern, path, reverse
 
 from approvals.policy import (
     approvals_of,
@@ -38,203 +25,29 @@ from approvals.policy import (
     change_approve,
     change_reject,
 )
-from dns_adapters.base import RRValue, Step
-from dns_adapters.presentation import PATCH_SYNTAX, RISKS, rrset_lines
+from adapters import RRValue
 
-from .audit import RequestOrigin
-from .audit_export import CONTENT_TYPES, ExportQuery, change_evidence, events_exportable, events_jsonl
-from .errors import NotPermitted, ServiceError, ValidationFailed
-from .models import TERMINAL, AuditEvent, ChangeRequest, Origin, Target
-from .permissions import is_operator
-from .selectors import (
+from ..audit_export import change_evidence
+from ..errors import NotPermitted, ServiceError, ValidationFailed
+from ..kinds import REGISTRY, kind_of, risk_description
+from ..models import TERMINAL, AuditEvent, ChangeRequest, Target
+from ..selectors import (
     access_change,
-    change_diff,
     change_events,
     change_executions,
-    change_live_drift,
-    change_plan_of,
     changes_reviewable,
     changes_visible,
     targets_reviewable,
     targets_visible,
 )
-from .services import change_cancel, change_create, change_plan, change_submit, target_register, target_update_policy
+from ..services import change_cancel, change_create, change_plan, change_submit
+from .common import _admin_origin, _render_form, add_service_errors
+from .diff import _rrset_text, live_drift_context, plan_diff_html
 
-FORM_TEMPLATE = "admin/changes/form_page.html"
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
 REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
 APPROVE_SELECTED_TEMPLATE = "admin/changes/changerequest/approve_selected.html"
 EVIDENCE_TEMPLATE = "admin/changes/changerequest/evidence.html"
-
-
-# ---------------------------------------------------------------------------
-# Service errors -> form errors
-
-
-def add_service_errors(form: Form, errors: Iterable[dict[str, Any]], *, field_of: Callable[[str], str | None]) -> None:
-    """Attach each ValidationFailed entry to the form field it names (or the form)."""
-    for error in errors:
-        field = field_of(error["field"])
-        message = error["message"]
-        if error.get("line"):
-            message = f"line {error['line']}: {_item_field(error['field'])}: {message}"
-        if field in form.fields:
-            form.add_error(field, message)
-        else:
-            form.add_error(None, f"{error['field']}: {message}")
-
-
-def _item_field(field: str) -> str:
-    # "items[1].records[0]" -> "records[0]": the line number already says which item.
-    return field.split(".", 1)[1] if field.startswith("items[") and "." in field else field
-
-
-def _base_field(field: str) -> str:
-    # "config.nameservers[1]" -> "nameservers", "health_checks[0].url" -> "health_checks"
-    return field.removeprefix("config.").split(".", 1)[0].split("[", 1)[0]
-
-
-def _admin_origin(request: HttpRequest) -> RequestOrigin:
-    return RequestOrigin.from_request(request, kind=Origin.ADMIN)
-
-
-def _render_form(model_admin: admin.ModelAdmin, request: HttpRequest, form: Form, *, title: str,
-                 submit_label: str) -> TemplateResponse:
-    opts = model_admin.model._meta
-    context = {
-        **model_admin.admin_site.each_context(request),
-        "title": title,
-        "opts": opts,
-        "app_label": opts.app_label,
-        "form": form,
-        "submit_label": submit_label,
-        "media": model_admin.media + form.media,
-    }
-    return TemplateResponse(request, FORM_TEMPLATE, context)
-
-
-# ---------------------------------------------------------------------------
-# Targets
-
-
-class TargetRegisterForm(forms.Form):
-    """What `target_register` needs for a DNS zone. Validation is the service's."""
-
-    name = forms.CharField(max_length=253, help_text="Unique name of the target, usually the zone name.")
-    zone = forms.CharField(max_length=253, required=False, help_text="Zone name (default: the target name).")
-    primary = forms.CharField(max_length=300, help_text="HOST:PORT of the primary that accepts signed UPDATEs.")
-    tsig_key_file = forms.CharField(
-        max_length=1000, label="TSIG key file",
-        help_text="Absolute path of a BIND-format key file in the gateway's key directory (CHANGEGATE_KEY_DIR). "
-                  "Only the path is stored.",
-    )
-    nameservers = forms.CharField(
-        max_length=2000, required=False,
-        help_text="Comma-separated HOST:PORT of the authoritative servers checked after apply (default: the primary).",
-    )
-    timeout = forms.FloatField(required=False, help_text="Seconds per DNS query (default 5).")
-    required_approvals = forms.IntegerField(initial=1)
-    approval_lifetime_seconds = forms.IntegerField(initial=24 * 3600)
-    bake_seconds = forms.IntegerField(initial=60, help_text="How long health checks watch an applied change.")
-    frozen = forms.BooleanField(required=False, help_text="A frozen target accepts proposals but applies nothing.")
-
-    def config(self) -> dict[str, Any]:
-        data = self.cleaned_data
-        config: dict[str, Any] = {
-            "zone": data["zone"] or data["name"],
-            "primary": data["primary"],
-            "tsig_key_file": data["tsig_key_file"],
-        }
-        nameservers = [ns.strip() for ns in data["nameservers"].split(",") if ns.strip()]
-        if nameservers:
-            config["nameservers"] = nameservers
-        if data["timeout"] is not None:
-            config["timeout"] = data["timeout"]
-        return config
-
-
-@admin.register(Target)
-class TargetAdmin(admin.ModelAdmin):
-    """Operators register targets and edit their policy. Not guardian's
-    GuardedModelAdmin: its object-permissions page wrote grants around the grant
-    service (unaudited, no second operator); roles are granted on the Grants page."""
-
-    list_display = ("name", "kind", "zone", "required_approvals", "frozen", "rrset_count")
-    list_filter = ("kind", "frozen")
-    search_fields = ("name",)
-    fields = (
-        "name", "kind", "config", "required_approvals", "approval_lifetime_seconds", "bake_seconds", "frozen",
-        "health_checks", "rrset_count", "rrset_count_at", "created_at", "updated_at",
-    )
-    # Config is validated (and the zone checked) only at registration; health checks
-    # only through their validator. Neither may be typed in here unchecked.
-    readonly_fields = (
-        "name", "kind", "config", "health_checks", "rrset_count", "rrset_count_at", "created_at", "updated_at",
-    )
-
-    @admin.display(description="zone")
-    def zone(self, obj: Target) -> str:
-        return obj.config.get("zone", "")
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Target]:
-        # Operators register and tune every target without holding a role on it.
-        return Target.objects.all() if is_operator(request.user) else targets_visible(user=request.user)
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return is_operator(request.user)
-
-    def has_change_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
-        return is_operator(request.user)  # not changes.change_target: the operator role is the one rule
-
-    def has_view_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
-        return is_operator(request.user) or super().has_view_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Target | None = None) -> bool:
-        return False  # the audit chain references every target
-
-    def get_urls(self) -> list[URLPattern]:
-        # guardian's object-permissions pages lived under <id>/permissions/; say
-        # plainly that they are gone instead of redirecting to a "not found" change page.
-        gone = re_path(r"^(?P<object_id>.+)/permissions/", self.admin_site.admin_view(self.permissions_gone_view))
-        return [gone, *super().get_urls()]
-
-    def permissions_gone_view(self, request: HttpRequest, object_id: str, **kwargs: Any) -> HttpResponse:
-        raise Http404("roles are granted on the Grants page")
-
-    def save_model(self, request: HttpRequest, obj: Target, form: forms.ModelForm, change: bool) -> None:
-        if not change:  # pragma: no cover - add_view below never reaches the model form
-            raise PermissionDenied
-        # Only the edited policy fields, through the service (validated, audited); a
-        # full save would put back a stale rrset_count over a concurrent refresh.
-        if form.changed_data:
-            target_update_policy(actor=request.user, target=obj, origin=_admin_origin(request),
-                                 **{field: form.cleaned_data[field] for field in form.changed_data})
-
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
-        if not self.has_add_permission(request):
-            raise PermissionDenied
-        form = TargetRegisterForm(request.POST if request.method == "POST" else None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            try:
-                target = target_register(
-                    actor=request.user, name=data["name"], config=form.config(),
-                    required_approvals=data["required_approvals"],
-                    approval_lifetime_seconds=data["approval_lifetime_seconds"],
-                    bake_seconds=data["bake_seconds"], frozen=data["frozen"], origin=_admin_origin(request),
-                )
-            except ValidationFailed as exc:
-                add_service_errors(form, exc.errors, field_of=_base_field)
-            except ServiceError as exc:  # TargetUnavailable, NotPermitted
-                form.add_error(None, exc.message)
-            else:
-                messages.success(request, f"Registered target {target.name} ({target.rrset_count} RRsets).")
-                return HttpResponseRedirect(reverse("admin:changes_target_change", args=[target.pk]))
-        return _render_form(self, request, form, title="Register a DNS zone", submit_label="Register")
-
-
-# ---------------------------------------------------------------------------
-# Change requests
 
 
 class ChangeProposalForm(forms.Form):
@@ -244,63 +57,21 @@ class ChangeProposalForm(forms.Form):
     reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
                              help_text="Why the change is needed.")
     patch = forms.CharField(widget=forms.Textarea(attrs={"rows": 8, "class": "cg-patch", "spellcheck": "false"}),
-                            required=False, help_text=PATCH_SYNTAX)
+                            required=False)
     allow_apex = forms.BooleanField(required=False, label="Allow apex changes",
                                     help_text="Needed to touch records at the zone apex (@).")
 
     def __init__(self, *args: Any, targets: QuerySet[Target], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.fields["target"].queryset = targets  # type: ignore[attr-defined]
+        # The patch syntax is each kind's own; a kind registered later shows too.
+        self.fields["patch"].help_text = "\n\n".join(kind.patch_syntax for kind in REGISTRY.all())
 
 
 def _proposal_field(field: str) -> str:
     if field.startswith("items") or field == "patch":
         return "patch"
     return field
-
-
-STEP_CLASS = {"-": "cg-del", "+": "cg-add", " ": "cg-ctx"}
-
-
-def _step_summary(step: Step) -> str:
-    if step.before is None:
-        return "create"
-    if step.after is None:
-        return "delete"
-    return "replace"
-
-
-def plan_diff_html(change: ChangeRequest) -> SafeString:
-    """The plan as a coloured diff, one table body per RRset. Built from the same
-    unified diff the API and CLI show; every piece of text goes through format_html."""
-    plan = change_plan_of(change)
-    if plan is None:
-        return format_html('<p class="cg-empty">{}</p>', "No plan has been computed.")
-    lines = change_diff(change).splitlines()
-    header, body = lines[:2], lines[2:]
-    hunks: list[tuple[str, list[str]]] = []
-    for line in body:
-        if line.startswith("@@"):
-            hunks.append((line.strip("@ "), []))
-        elif hunks:
-            hunks[-1][1].append(line)
-    if not hunks:
-        return format_html('<p class="cg-empty">{}</p>', "The live zone already matches this change: nothing to do.")
-    sections = []
-    for index, (key, rows) in enumerate(hunks):
-        summary = _step_summary(plan.steps[index]) if index < len(plan.steps) else ""
-        row_html = format_html_join(
-            "", '<tr class="{}"><td class="cg-sign">{}</td><td class="cg-line"><code>{}</code></td></tr>',
-            ((STEP_CLASS.get(row[:1], "cg-ctx"), row[:1], row[1:]) for row in rows),
-        )
-        sections.append(format_html(
-            '<tbody class="cg-rrset"><tr class="cg-hunk"><th colspan="2">{} <span class="cg-op">{}</span></th></tr>'
-            "{}</tbody>", key, summary, row_html,
-        ))
-    return format_html(
-        '<table class="cg-diff"><thead><tr><th colspan="2">{}<br>{}</th></tr></thead>{}</table>',
-        header[0], header[1], format_html_join("", "{}", ((s,) for s in sections)),
-    )
 
 
 def _event_summary(event: AuditEvent) -> str:
@@ -317,38 +88,6 @@ def _event_summary(event: AuditEvent) -> str:
         parts.append(f"reason: {payload['reason']}")
     return "; ".join(parts)
 
-
-# What the live zone holds is compared with the plan's `before` only while the plan
-# has not been applied: afterwards the live zone is meant to differ from it.
-LIVE_COMPARED = frozenset({
-    ChangeRequest.State.DRAFT, ChangeRequest.State.PENDING_APPROVAL, ChangeRequest.State.APPROVED,
-    ChangeRequest.State.DRIFTED,
-})
-
-
-def _rrset_text(name: str, rdtype: str, value: RRValue | None) -> list[str]:
-    return rrset_lines(name, rdtype, value) or ["(absent)"]
-
-
-def live_drift_context(change: ChangeRequest) -> dict[str, Any]:
-    """The "live zone since the plan was read" section: rows, or why there are none.
-    A target that cannot be read is a message on the page, never a 500."""
-    if change.state not in LIVE_COMPARED:
-        return {"drift_note": f"Not compared: the change is {change.get_state_display()}."}
-    try:
-        rows = change_live_drift(change)
-    except ServiceError as exc:  # TargetUnavailable
-        return {"drift_error": exc.message}
-    if not rows:
-        return {"drift_note": "The plan has no steps."}
-    return {
-        "drift": [
-            {**row, "before_lines": _rrset_text(row["name"], row["type"], row["before"]),
-             "live_lines": _rrset_text(row["name"], row["type"], row["live"])}
-            for row in rows
-        ],
-        "drift_count": sum(1 for row in rows if not row["matches"]),
-    }
 
 
 class ReviewFilter(admin.SimpleListFilter):
@@ -485,7 +224,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             "original": change,
             "change": change,
             "editors": list(change.editors.all()),
-            "risks": [(flag, RISKS.get(flag, "")) for flag in change.risk_flags],
+            "risks": [(flag, risk_description(flag, "")) for flag in change.risk_flags],
             "diff": plan_diff_html(change),
             "events": [(event, _event_summary(event)) for event in change_events(change).select_related("actor")],
             "executions": list(change_executions(change)),  # every attempt, oldest first
@@ -510,14 +249,15 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET", "HEAD"])
         evidence = change_evidence(change)
+        kind = kind_of(change.target)
         context = {
             "title": f"Evidence: change #{change.pk}",
             "change": change,
             "evidence": evidence,
             "steps": [
                 {"name": step["name"], "type": step["type"],
-                 "before": _rrset_text(step["name"], step["type"], RRValue.from_json(step["before"])),
-                 "after": _rrset_text(step["name"], step["type"], RRValue.from_json(step["after"]))}
+                 "before": _rrset_text(kind, step["name"], step["type"], RRValue.from_json(step["before"])),
+                 "after": _rrset_text(kind, step["name"], step["type"], RRValue.from_json(step["after"]))}
                 for step in (evidence["plan"] or {}).get("steps", [])
             ],
             "execution_json": {
@@ -644,65 +384,3 @@ def _approved_message(change: ChangeRequest) -> str:
         return f"Change #{change.pk} approved."
     return (f"Your approval of change #{change.pk} is recorded "
             f"({approvals_valid(change).count()} of {approvals_required(change)} needed).")
-
-
-# ---------------------------------------------------------------------------
-# Audit log
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    list_display = ("seq", "created_at", "actor_username", "origin", "action", "change", "target", "hash_prefix")
-    list_filter = ("action", "origin")
-    search_fields = ("actor_username", "action")
-    list_select_related = ("change", "target")
-    date_hierarchy = "created_at"
-    actions = ("export_jsonl",)
-    readonly_fields = [field.name for field in AuditEvent._meta.fields]
-
-    def has_export_permission(self, request: HttpRequest) -> bool:
-        """Offer the export to whoever may export some target (the action checks per event)."""
-        try:
-            events_exportable(user=request.user)
-        except NotPermitted:
-            return False
-        return True
-
-    @admin.action(description="Export selected as JSON Lines", permissions=["export"])
-    def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> HttpResponse | None:
-        """The selection in the export's line format (changes.audit_export), limited to the
-        events of targets the user may export. "Select all" exports the filtered changelist."""
-        try:
-            events = events_exportable(user=request.user).filter(pk__in=queryset.values("pk"))
-        except NotPermitted as exc:
-            messages.error(request, exc.message)
-            return None
-        response = StreamingHttpResponse(events_jsonl(events), content_type=CONTENT_TYPES["jsonl"])
-        response["Content-Disposition"] = f'attachment; filename="{ExportQuery().filename()}"'
-        response["Cache-Control"] = "no-store"
-        return response
-
-    @admin.display(description="hash", ordering="hash")
-    def hash_prefix(self, obj: AuditEvent) -> str:
-        return obj.hash[:12]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[AuditEvent]:
-        qs = super().get_queryset(request)
-        if request.user.is_superuser:
-            return qs
-        # Events of targets the user cannot see do not exist for them.
-        return qs.filter(target__in=targets_visible(user=request.user))
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: AuditEvent | None = None) -> bool:
-        return False
-
-
-# Grants, users and groups: their own module, registered with this site.
-from . import admin_grants  # noqa: E402,F401
-from . import admin_notifications  # noqa: E402,F401  # the notification outbox and its dead letters

@@ -1,0 +1,15 @@
+"""The kind-free core of changegate's adapters: the plan model (Step, Plan, Guard,
+their canonical JSON and fingerprint), the errors, the adapter interface, and the
+`TargetKind` object each kind registers. Nothing here imports Django or a concrete
+adapter; the DNS adapter package imports from here, never the reverse."""
+
+from .errors import AdapterError, ConfigError, DriftError, FieldError, ItemValidationError, TransientError
+from .interface import Adapter, ApplyResult, Options, ServerCheck, Snapshot, VerifyReport
+from .kind import CheckKind, PatchItem, Registry, TargetKind, UnknownKind
+from .plan import Guard, Key, Plan, RRKey, RRValue, Step, Value
+
+__all__ = [
+    "Adapter", "AdapterError", "ApplyResult", "CheckKind", "ConfigError", "DriftError", "FieldError", "Guard",
+    "ItemValidationError", "Key", "Options", "PatchItem", "Plan", "RRKey", "RRValue", "Registry", "ServerCheck",
+    "Snapshot", "Step", "TargetKind", "TransientError", "UnknownKind", "Value", "VerifyReport",
+]

@@ -1,0 +1,152 @@
+"""What generic code may do to a live target, whatever its kind.
+
+Adapters never import Django or the `changes` models; generic code never imports a
+concrete adapter (it asks the registry, see adapters.kind). Moved here from
+the DNS adapter package's base module, which keeps the DNS-specific parts and re-exports these.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .plan import Plan, RRKey, RRValue
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What an apply did. `applied` is False when the plan was already live (a
+    re-apply is a no-op, never a second apply). `rcode` and `serial` come from the
+    target (DNS: the UPDATE's rcode and the SOA serial); `detail` is a short account."""
+
+    applied: bool
+    rcode: str
+    detail: str
+    serial: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"applied": self.applied, "rcode": self.rcode, "detail": self.detail, "serial": self.serial}
+
+
+@dataclass(frozen=True)
+class ServerCheck:
+    """One server's answer for one step's key, compared with the step's `after`."""
+
+    server: str
+    key: RRKey
+    ok: bool
+    answer: RRValue | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    checks: tuple[ServerCheck, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return all(check.ok for check in self.checks)
+
+    def by_server(self) -> dict[str, bool]:
+        result: dict[str, bool] = {}
+        for check in self.checks:
+            result[check.server] = result.get(check.server, True) and check.ok
+        return result
+
+    def failures(self) -> list[ServerCheck]:
+        return [check for check in self.checks if not check.ok]
+
+
+class Snapshot(abc.ABC):
+    """Everything a target holds, read at one instant (DNS: AXFR). Keyed like
+    everything else; values may be held in a cheap form and parsed only when asked."""
+
+    zone: str
+    serial: int
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of keyed values."""
+
+    @abc.abstractmethod
+    def __iter__(self) -> Iterator[RRKey]: ...
+
+    @abc.abstractmethod
+    def get(self, key: RRKey) -> RRValue | None: ...
+
+    @abc.abstractmethod
+    def matches(self, key: RRKey, value: RRValue | None) -> bool:
+        """True when the snapshot holds exactly `value` at `key` (cheap: no parsing)."""
+
+    def items(self) -> Iterator[tuple[RRKey, RRValue]]:
+        for key in self:
+            value = self.get(key)
+            assert value is not None
+            yield key, value
+
+
+# Kind options (DNS: allow_apex) travel as one mapping so the interface does not
+# grow a keyword per kind; an adapter ignores options it does not know.
+Options = Mapping[str, Any]
+
+
+class Adapter(abc.ABC):
+    """Everything generic code may do to a live target. Implementations talk to the
+    network; callers never import a concrete adapter's network code themselves."""
+
+    zone: str
+
+    @abc.abstractmethod
+    def __init__(self, config: Mapping[str, Any], *, key_dir: str | os.PathLike[str]) -> None:
+        """Open the target a normalized config names; secrets are read from files
+        inside `key_dir` here, never taken from the config itself."""
+
+    @classmethod
+    @abc.abstractmethod
+    def validate_config(cls, config: Mapping[str, Any], *, key_dir: str | os.PathLike[str]) -> dict[str, Any]:
+        """Return the normalized config or raise ItemValidationError naming the field
+        (index None). Secrets are never part of config: only file references, which
+        must lie inside `key_dir` (the deployment's key directory)."""
+
+    @abc.abstractmethod
+    def check_reachable(self) -> int:
+        """Prove the target answers with our credentials; return its version (DNS: SOA
+        serial). Raises ConfigError or TransientError."""
+
+    @abc.abstractmethod
+    def validate_items(self, items: Sequence[Mapping[str, Any]], *, options: Options | None = None) -> list[Any]:
+        """Parse raw items; raise ItemValidationError naming every bad item and field."""
+
+    @abc.abstractmethod
+    def read(self, keys: Iterable[RRKey]) -> dict[RRKey, RRValue | None]:
+        """The live values for `keys` (cost proportional to len(keys))."""
+
+    @abc.abstractmethod
+    def read_zone(self) -> Snapshot:
+        """Everything the target holds, at one instant."""
+
+    @abc.abstractmethod
+    def plan(self, items: Sequence[Any], *, options: Options | None = None) -> Plan:
+        """Read what `items` touch and build the plan. No side effects on the target.
+        Raises ItemValidationError when live data makes an item invalid,
+        TransientError/ConfigError when the target cannot be read."""
+
+    @abc.abstractmethod
+    def apply(self, plan: Plan) -> ApplyResult:
+        """Apply `plan` atomically, conditional on every step's `before` (and every
+        guard) being live. Raises DriftError, ConfigError or TransientError; returns
+        applied=False when the plan's `after` is already live."""
+
+    def rollback(self, plan: Plan) -> ApplyResult:
+        """Undo an applied plan: its inverse, conditional on `after` still being live."""
+        return self.apply(plan.inverse())
+
+    @abc.abstractmethod
+    def verify(self, plan: Plan) -> VerifyReport:
+        """Ask every configured server for every step's key; compare with `after`."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""

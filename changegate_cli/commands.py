@@ -1,0 +1,159 @@
+"""The commands that propose and follow changes: one function each,
+(client, args) -> exit code. Review commands are in `review`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from .client import Client
+from .errors import EXIT_OK, ApiError, UsageError
+from .patch import build_patch, parse_tcp_check, title_from_reason
+from .render import _name, _out, print_change, print_json, table
+
+
+def cmd_targets(client: Client, args: argparse.Namespace) -> int:
+    if args.json:
+        print_json(client.all_pages("/api/v1/targets/"))
+        return EXIT_OK
+    rows = [
+        (t.get("id"), t.get("name"), t.get("zone") or "", t.get("required_approvals"),
+         "yes" if t.get("frozen") else "no")
+        for t in client.paginate("/api/v1/targets/")
+    ]
+    if not rows:
+        print("no targets visible to you", file=sys.stderr)
+        return EXIT_OK
+    print(table(("ID", "NAME", "ZONE", "APPROVALS", "FROZEN"), rows), file=_out())
+    return EXIT_OK
+
+
+def cmd_propose(client: Client, args: argparse.Namespace) -> int:
+    # Everything that can be a usage error is checked before anything is sent.
+    patch = build_patch(args)
+    if not patch.strip():
+        raise UsageError("nothing to propose: give --upsert, --add, --remove, --delete or --file")
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the change is needed")
+    body = {
+        "target": args.target,
+        "title": args.title or title_from_reason(args.reason),
+        "reason": args.reason,
+        "patch": patch,
+        "health_checks": [parse_tcp_check(v) for v in args.check_tcp or []],
+    }
+    if args.allow_apex:
+        body["allow_apex"] = True
+    change = client.post("/api/v1/changes/", body)
+    if args.submit:
+        try:
+            submitted = client.post(f"/api/v1/changes/{change['id']}/submit/")
+        except ApiError:
+            print(f"change #{change['id']} was created but stays a draft:", file=sys.stderr)
+            if not args.json:
+                print_change(change, full=False)
+            raise
+        change = submitted
+    if args.json:
+        print_json(change)
+    else:
+        print_change(change, full=False)
+        if not args.submit and change.get("state") == "draft" and (change.get("plan") or {}).get("steps"):
+            print(f"\nsubmit it for review with: changegate submit {change['id']}", file=_out())
+    return EXIT_OK
+
+
+def cmd_show(client: Client, args: argparse.Namespace) -> int:
+    change = client.get(f"/api/v1/changes/{args.id}/")
+    if args.json:
+        print_json(change)
+    else:
+        print_change(change, full=True)
+    return EXIT_OK
+
+
+def cmd_list(client: Client, args: argparse.Namespace) -> int:
+    author = args.author
+    if args.mine:
+        if not args.settings.user:
+            raise UsageError("--mine needs your username: give --user NAME or set CHANGEGATE_USER")
+        author = args.settings.user
+    params = {"state": args.state, "target": args.target, "author": author}
+    if args.json:
+        print_json(client.all_pages("/api/v1/changes/", **params))
+        return EXIT_OK
+    rows = [
+        (c.get("id"), c.get("state"), _name(c.get("target")), _name(c.get("author")),
+         c.get("updated_at") or c.get("created_at") or "", c.get("title") or "")
+        for c in client.paginate("/api/v1/changes/", **params)
+    ]
+    if not rows:
+        print("no matching changes", file=sys.stderr)
+        return EXIT_OK
+    print(table(("ID", "STATE", "TARGET", "AUTHOR", "UPDATED", "TITLE"), rows), file=_out())
+    return EXIT_OK
+
+
+def _transition(client: Client, args: argparse.Namespace, action: str, body: dict[str, Any] | None = None) -> int:
+    change = client.post(f"/api/v1/changes/{args.id}/{action}/", body)
+    if args.json:
+        print_json(change)
+    else:
+        print(f"change #{change.get('id')} is now {change.get('state')}", file=_out())
+    return EXIT_OK
+
+
+def cmd_submit(client: Client, args: argparse.Namespace) -> int:
+    return _transition(client, args, "submit")
+
+
+def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
+    return _transition(client, args, "cancel", {"reason": args.reason})
+
+
+def cmd_plan(client: Client, args: argparse.Namespace) -> int:
+    before = client.get(f"/api/v1/changes/{args.id}/")
+    change = client.post(f"/api/v1/changes/{args.id}/plan/")
+    if args.json:
+        print_json(change)
+        return EXIT_OK
+    print_change(change, full=False)
+    out = _out()
+    if before.get("fingerprint") == change.get("fingerprint"):
+        print("\nplan unchanged: the live zone still matches what was planned", file=out)
+    else:
+        print("\nplan CHANGED: the live zone moved; approvals given to the old fingerprint no longer count",
+              file=out)
+    return EXIT_OK
+
+
+def cmd_live(client: Client, args: argparse.Namespace) -> int:
+    data = client.get(f"/api/v1/targets/{quote(args.target, safe='')}/live/",
+                      name=args.name, type=args.type.upper())
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    lines = list(_live_lines(data, args.name, args.type.upper()))
+    print("\n".join(lines) if lines else f"{args.name} {args.type.upper()}: no such RRset", file=_out())
+    return EXIT_OK
+
+
+def _live_lines(data: Any, name: str, rdtype: str) -> Iterator[str]:
+    """Zone-file lines from the live answer: a single {ttl, rdatas} value (or null),
+    or a list of RRsets ({name, type, ttl, rdatas}) under "rrsets"/"results"."""
+    if isinstance(data, dict) and isinstance(data.get("rrsets") or data.get("results"), list):
+        rrsets = data.get("rrsets") or data.get("results")
+    elif isinstance(data, list):
+        rrsets = data
+    elif isinstance(data, dict):
+        value = data.get("value", data.get("rrset", data))
+        rrsets = [{"name": data.get("name", name), "type": data.get("type", rdtype), **value}] if value else []
+    else:
+        rrsets = []
+    for rrset in rrsets:
+        rdatas = rrset.get("rdatas", rrset.get("records")) or []
+        for rdata in rdatas:
+            yield f"{rrset.get('name', name)} {rrset.get('ttl', '')} IN {rrset.get('type', rdtype)} {rdata}"

@@ -1,0 +1,73 @@
+"""The patch a proposal sends, built from --upsert/--add/--remove/--delete/--file,
+and the other proposal fields derived from flags (title, TCP health checks)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import UsageError
+
+TITLE_FROM_REASON_MAX = 80
+
+# Kept in sync with the DNS kind's PATCH_SYNTAX (its presentation module) by a test; copied
+# rather than imported so the CLI stays free of server code.
+PATCH_SYNTAX = """\
+One change per line; '#' starts a comment.
+  = NAME TTL [IN] TYPE RDATA   upsert: the RRset becomes exactly the '=' lines given for NAME/TYPE
+  + NAME [TTL] [IN] TYPE RDATA add one record (TTL needed when the RRset does not exist yet)
+  - NAME [TTL] [IN] TYPE RDATA remove one record
+  - NAME [IN] TYPE             delete the whole RRset
+NAME is relative to the zone unless it ends in '.'; '@' is the apex."""
+
+
+def build_patch(args: argparse.Namespace) -> str:
+    """Patch text from --upsert/--add/--remove/--delete/--file, in command-line order."""
+    lines: list[str] = []
+    for op, value in args.patch_parts or []:
+        if op == "file":
+            lines += _read_patch_file(value).splitlines()
+            continue
+        value = value.strip()
+        if not value:
+            raise UsageError(f"--{op} needs a record, e.g. --{op} {_EXAMPLES[op]!r}")
+        if "\n" in value or "\r" in value:
+            raise UsageError(f"--{op} takes one record; use --file for several lines")
+        if op == "delete":
+            words = value.split()
+            if not (len(words) == 2 or (len(words) == 3 and words[1].upper() == "IN")):
+                raise UsageError(f"--delete takes 'NAME TYPE' (the whole RRset), got {value!r}; "
+                                 "use --remove 'NAME TYPE RDATA' to remove one record")
+        lines.append(f"{_PATCH_OPS[op]} {value}")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+_PATCH_OPS = {"upsert": "=", "add": "+", "remove": "-", "delete": "-"}
+_EXAMPLES = {"upsert": "www 300 A 192.0.2.10", "add": "www 300 A 192.0.2.11",
+             "remove": "www A 192.0.2.11", "delete": "old A"}
+
+
+def _read_patch_file(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot read patch file {path}: {exc.strerror}") from None
+
+
+def parse_tcp_check(value: str) -> dict[str, Any]:
+    host, sep, port = value.rpartition(":")
+    host = host.strip().removeprefix("[").removesuffix("]")  # [2001:db8::1]:443
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+        raise UsageError(f"--check-tcp takes HOST:PORT, got {value!r}")
+    return {"type": "tcp", "host": host, "port": int(port)}
+
+
+def title_from_reason(reason: str) -> str:
+    first = next((line.strip() for line in reason.splitlines() if line.strip()), "")
+    if len(first) <= TITLE_FROM_REASON_MAX:
+        return first
+    return first[: TITLE_FROM_REASON_MAX - 3].rstrip() + "..."

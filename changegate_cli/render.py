@@ -1,0 +1,150 @@
+"""Printing: JSON, tables, the coloured diff and the change summary. Every print
+goes to `_out()` so captured or redirected stdout is honoured."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+
+def _out() -> TextIO:
+    return sys.stdout  # looked up per call so redirected/captured stdout is honoured
+
+
+def print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, sort_keys=True), file=_out())
+
+
+def use_color() -> bool:
+    # https://no-color.org: any non-empty NO_COLOR disables colour.
+    return _out().isatty() and not os.environ.get("NO_COLOR")
+
+
+COLORS = {"red": "31", "green": "32", "cyan": "36", "bold": "1"}
+
+
+def paint(text: str, color: str, enabled: bool) -> str:
+    return f"\033[{COLORS[color]}m{text}\033[0m" if enabled else text
+
+
+def render_diff(diff: str, *, color: bool) -> str:
+    lines = []
+    for line in diff.splitlines():
+        if line.startswith(("---", "+++")):
+            lines.append(paint(line, "bold", color))
+        elif line.startswith("@@"):
+            lines.append(paint(line, "cyan", color))
+        elif line.startswith("-"):
+            lines.append(paint(line, "red", color))
+        elif line.startswith("+"):
+            lines.append(paint(line, "green", color))
+        else:
+            lines.append(line)
+    return "\n".join(lines)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths[:-1], strict=True)) + "  " + row[-1]
+        for row in cells
+    ).rstrip(" ")
+
+
+def _name(ref: Any) -> str:
+    """A nested object ({"id", "name"} or {"username"}) or a plain value as text."""
+    if isinstance(ref, dict):
+        return str(ref.get("name") or ref.get("username") or ref.get("id") or "")
+    return "" if ref is None else str(ref)
+
+
+def print_change(change: dict[str, Any], *, full: bool) -> None:
+    """The summary `propose` and `plan` print; `show` adds reason, checks and events."""
+    out, color = _out(), use_color()
+    print(f"change #{change.get('id')}  {change.get('state')}  {change.get('title', '')}", file=out)
+    print(f"  target       {_name(change.get('target'))}", file=out)
+    if full:
+        editors = ", ".join(_name(e) for e in change.get("editors") or [])
+        print(f"  author       {_name(change.get('author'))}" + (f"  (editors: {editors})" if editors else ""),
+              file=out)
+        for label, key in (("created", "created_at"), ("updated", "updated_at"), ("submitted", "submitted_at"),
+                           ("planned", "planned_at")):
+            if change.get(key):
+                print(f"  {label:<12} {change[key]}", file=out)
+        if change.get("emergency"):
+            print(f"  {paint('EMERGENCY change (break-glass: reviewed after the fact)', 'red', color)}", file=out)
+    print(f"  fingerprint  {change.get('fingerprint') or '-'}", file=out)
+    flags = change.get("risk_flags") or []
+    if flags:
+        print("  risk flags:", file=out)
+        for flag in flags:
+            if isinstance(flag, dict):
+                print(f"    {paint(str(flag.get('flag')), 'red', color)}: {flag.get('description', '')}", file=out)
+            else:
+                print(f"    {paint(str(flag), 'red', color)}", file=out)
+    else:
+        print("  risk flags   none", file=out)
+    if full:
+        print("  reason:", file=out)
+        for line in str(change.get("reason") or "").splitlines() or [""]:
+            print(f"    {line}", file=out)
+        checks = change.get("health_checks") or []
+        if checks:
+            print("  health checks:", file=out)
+            for check in checks:
+                print(f"    {_describe_check(check)}", file=out)
+    steps = ((change.get("plan") or {}).get("steps")) if isinstance(change.get("plan"), dict) else None
+    diff = change.get("diff") or ""
+    print("", file=out)
+    if diff and steps != []:
+        print(render_diff(diff, color=color), file=out)
+    else:
+        print("(no changes: the live zone already matches this change)", file=out)
+    if full:
+        _print_list_section("approvals", change.get("approvals"), _describe_approval)
+        _print_list_section("events", change.get("events"), _describe_event)
+
+
+def _print_list_section(title: str, entries: Any, describe: Callable[[dict[str, Any]], str]) -> None:
+    if entries is None:
+        return
+    out = _out()
+    print(f"\n{title}:", file=out)
+    if not entries:
+        print("  (none)", file=out)
+    for entry in entries:
+        print(f"  {describe(entry) if isinstance(entry, dict) else entry}", file=out)
+
+
+def _describe_check(check: Any) -> str:
+    if not isinstance(check, dict):
+        return str(check)
+    kind = check.get("type")
+    if kind == "tcp":
+        host = str(check.get("host"))
+        return f"tcp [{host}]:{check.get('port')}" if ":" in host else f"tcp {host}:{check.get('port')}"
+    if kind == "http":
+        return f"http {check.get('url')} -> {check.get('expect_status', 200)}"
+    if kind == "dns_resolve":
+        return f"dns_resolve {check.get('name')} {check.get('rdtype')} via {check.get('resolver')}"
+    return json.dumps(check, sort_keys=True)
+
+
+def _describe_approval(approval: dict[str, Any]) -> str:
+    who = _name(approval.get("approver") or approval.get("user"))
+    parts = [str(approval.get("created_at") or ""), who, str(approval.get("decision") or "approved")]
+    if approval.get("fingerprint"):
+        parts.append(f"fingerprint {str(approval['fingerprint'])[:12]}")
+    if approval.get("comment"):
+        parts.append(f"- {approval['comment']}")
+    return "  ".join(p for p in parts if p)
+
+
+def _describe_event(event: dict[str, Any]) -> str:
+    actor = _name(event.get("actor")) or "system"
+    return f"{event.get('seq', ''):>5}  {event.get('created_at', '')}  {event.get('action', '')}  " \
+           f"{actor} ({event.get('origin', '')})"

@@ -1,0 +1,49 @@
+"""Test data built through the services, as a user would build it (STYLE.md): one
+place for the change items, changes in each state and API clients that the test
+modules used to copy. Fixtures (personas, targets, zones) are in tests/conftest.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.test import APIClient
+
+# The change most tests propose: www A becomes one address.
+WWW: list[dict[str, Any]] = [{"op": "upsert", "name": "www", "type": "A", "ttl": 300, "records": ["192.0.2.99"]}]
+
+
+def upsert(name: str, *records: str, rdtype: str = "A", ttl: int = 300) -> list[dict[str, Any]]:
+    """The items of a change that makes `name` hold exactly `records`."""
+    return [{"op": "upsert", "name": name, "type": rdtype, "ttl": ttl, "records": list(records)}]
+
+
+def submitted(author, target, items: list[dict[str, Any]] = WWW, *, title: str = "t", reason: str = "r",
+              **kwargs: Any):
+    """A change `author` wrote and submitted: pending approval."""
+    from changes.services import change_create, change_submit
+
+    change = change_create(actor=author, target=target, title=title, reason=reason, items=items, **kwargs)
+    return change_submit(actor=author, change=change)
+
+
+def approved(author, reviewer, target, items: list[dict[str, Any]] = WWW, *, comment: str = "", **kwargs: Any):
+    """A change `author` submitted and `reviewer` approved on the fingerprint they saw."""
+    from approvals.policy import change_approve
+
+    change = submitted(author, target, items, **kwargs)
+    return change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint, comment=comment)
+
+
+def run(change) -> str:
+    """Run the change's current attempt in this process, as a worker's task would."""
+    from changes.execution import execution_run
+
+    return execution_run(execution_id=change.execution.pk, worker="test-worker")
+
+
+def api_client(user=None) -> APIClient:
+    """A DRF test client, authenticated as `user` when one is given."""
+    client = APIClient()
+    if user is not None:
+        client.force_authenticate(user)
+    return client
