@@ -168,7 +168,10 @@ def change_approve(
         count, required = approvals_valid(locked, now=now).count(), approvals_required(locked)
         audit_record(actor=actor, origin=origin, action="approval_given", change=locked,
                      payload={"fingerprint": approval.fingerprint, "comment": approval.comment,
-                              "expires_at": approval.expires_at.isoformat(), "count": count, "required": required})
+                              "expires_at": approval.expires_at.isoformat(), "count": count, "required": required,
+                              # Whether the approver's session had a multi-factor IdP sign-in: an
+                              # assessor reads it from the chain, whatever the setting was then.
+                              "mfa": origin.mfa})
         if count >= required:
             approvers = list(approvals_valid(locked, now=now).values_list("approver__username", flat=True))
             transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_approved",
@@ -256,7 +259,7 @@ def change_emergency(
             transition(locked, ChangeRequest.State.PENDING_APPROVAL, actor=actor, origin=origin,
                        action="change_submitted", payload={"fingerprint": locked.fingerprint, "emergency": True})
         transition(locked, ChangeRequest.State.APPROVED, actor=actor, origin=origin, action="change_emergency_approved",
-                   payload={"fingerprint": locked.fingerprint, "reason": locked.emergency_reason})
+                   payload={"fingerprint": locked.fingerprint, "reason": locked.emergency_reason, "mfa": origin.mfa})
         execution_create(change=locked)
         alert(event="emergency_change", change=locked, recipients=reviewers_of(locked.target),
               detail={"by": actor.get_username(), "reason": locked.emergency_reason,

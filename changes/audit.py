@@ -102,6 +102,13 @@ class RequestOrigin:
 SYSTEM = RequestOrigin()
 
 
+def lock_chain_head() -> AuditChainHead:
+    """Lock the one chain-head row (created on first use): always the last lock of a
+    transaction (changes.locking). Call inside a transaction."""
+    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+    return head
+
+
 def audit_record(
     *,
     actor: AbstractBaseUser | AnonymousUser | None,
@@ -129,7 +136,7 @@ def audit_record(
     key_share(user, change, target)
     # The head row lock serializes writers: sequence numbers have no gaps and every
     # event's prev_hash is the hash of the one before it.
-    head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+    head = lock_chain_head()
     event = AuditEvent(
         seq=head.seq + 1,
         created_at=timezone.now(),
@@ -172,7 +179,7 @@ def audit_checkpoint_create(*, now: dt.datetime | None = None) -> AuditCheckpoin
     with transaction.atomic():
         # Holding the head lock means no event can land between reading the head and
         # storing the signature over it.
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        head = lock_chain_head()
         if head.seq == 0:
             return None
         return _checkpoint_write(key, seq=head.seq, head_hash=head.hash, created_at=now or timezone.now())

@@ -18,8 +18,8 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .audit import _checkpoint_write, _signing_key, checkpoint_record
-from .models import AuditChainHead, AuditCheckpoint, AuditCheckpointPublication, AuditEvent
+from .audit import _checkpoint_write, _signing_key, checkpoint_record, lock_chain_head
+from .models import AuditCheckpoint, AuditCheckpointPublication, AuditEvent
 
 WEBHOOK_TIMEOUT = 5.0
 PUBLISH_BATCH = 200  # checkpoints sent per sink per run; the rest on the next run
@@ -41,7 +41,7 @@ def audit_checkpoint_tick(*, now: dt.datetime | None = None) -> AuditCheckpoint 
     if key is None:
         return None
     with transaction.atomic():
-        head, _ = AuditChainHead.objects.select_for_update().get_or_create(id=1)
+        head = lock_chain_head()
         if head.seq == 0:
             return None
         last = AuditCheckpoint.objects.order_by("-seq", "-pk").values_list("seq", "head_hash").first()

@@ -142,6 +142,8 @@ def test_approval_from_a_multi_factor_session_passes_when_required(oidc, idp, pe
 
     assert response.status_code == 200, response.text
     assert response.json()["state"] == "approved"
+    # The chain says the approval came from a multi-factor session.
+    assert AuditEvent.objects.get(change=pending, action="approval_given").payload["mfa"] is True
 
 
 @pytest.mark.named
