@@ -94,6 +94,17 @@ def require_operator(user: User, doing: str) -> None:
         raise NotPermitted(f"only operators may {doing}")
 
 
+def may_change_privileges(*, actor: User, user: AbstractBaseUser | None = None, group: Group | None = None) -> bool:
+    """Whether `actor` may change the superuser flag, groups or model-wide permissions
+    of `user`, or the permissions of `group`: superusers only, and never their own
+    account or a group they belong to (someone else must raise you)."""
+    if actor is None or not actor.is_authenticated or not actor.is_active or not actor.is_superuser:
+        return False
+    if user is not None and user.pk == actor.pk:
+        return False
+    return not (group is not None and group.user_set.filter(pk=actor.pk).exists())
+
+
 def can_cancel(user: User, change: ChangeRequest) -> bool:
     """The author, an editor, or an operator."""
     from .lifecycle import in_author_set  # lifecycle imports the audit chain; keep this module light

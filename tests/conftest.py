@@ -207,3 +207,29 @@ def fast_target(dns_target, operator):
     from changes.services import target_update_policy
 
     return target_update_policy(actor=operator, target=dns_target, bake_seconds=0)
+
+
+@pytest.fixture
+def own_named() -> Iterator[LocalNamed]:
+    """A named of the test's own serving `down.test`, to stop (and start again on the
+    same port) without disturbing the session's server."""
+    server = LocalNamed({"down.test": default_zone_text("down.test", DEMO_RECORDS)})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def keyed_target(named_server, fresh_zone, operator, author, reviewer, tmp_path):
+    """A target with a key file of its own, to be swapped or deleted after approval."""
+    import shutil
+
+    from changes.services import target_register
+
+    key_file = tmp_path / "own.key"
+    shutil.copy(named_server.key_file, key_file)
+    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, config={
+        "zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(key_file), "timeout": 3})
+    grant(author, "engineer", target)
+    grant(reviewer, "reviewer", target)
+    return target, key_file

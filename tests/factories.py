@@ -47,3 +47,13 @@ def api_client(user=None) -> APIClient:
     if user is not None:
         client.force_authenticate(user)
     return client
+
+
+def wrong_secret(key_file, named_server) -> None:
+    """Rewrite `key_file` with the same key name and a secret the server does not know
+    (still a valid key file: the server, not the parser, must refuse it)."""
+    import base64
+
+    from dns_adapters.local_named import write_key_file
+
+    write_key_file(key_file, named_server.key_name, base64.b64encode(b"w" * 32).decode())

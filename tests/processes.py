@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -115,14 +117,34 @@ class CeleryWorker:
         return self.process.wait(timeout=timeout)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         self.process = None
+
+
+def stop_group(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a child started with start_new_session (it and its pool), SIGKILL
+    after 15 s."""
+    if process is not None and process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+@contextmanager
+def app_broker(app) -> Iterator[RedisServer]:
+    """A real redis-server that the in-process Celery app publishes to, for the block."""
+    from django.conf import settings
+
+    server = RedisServer().start()
+    point_app_at(app, server.url)
+    try:
+        yield server
+    finally:
+        point_app_at(app, settings.CELERY_BROKER_URL)
+        server.stop()
 
 
 def point_app_at(app, url: str) -> None:
@@ -160,12 +182,6 @@ class CeleryBeat:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
+        stop_group(self.process)
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -30,6 +30,7 @@ from ..permissions import (
     grant_request_create,
     grant_request_reject,
     is_operator,
+    may_change_privileges,
     target_role_grant,
     target_role_revoke,
 )
@@ -178,7 +179,7 @@ PRIVILEGE_FIELDS = ("is_superuser", "groups", "user_permissions")
 class ChangegateUserAdmin(UserAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         readonly = list(super().get_readonly_fields(request, obj))
-        if not request.user.is_superuser or (obj is not None and obj.pk == request.user.pk):
+        if not may_change_privileges(actor=request.user, user=obj):
             readonly += [field for field in PRIVILEGE_FIELDS if field not in readonly]
         return readonly
 
@@ -186,8 +187,7 @@ class ChangegateUserAdmin(UserAdmin):
 class ChangegateGroupAdmin(GroupAdmin):
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         readonly = list(super().get_readonly_fields(request, obj))
-        member = obj is not None and obj.user_set.filter(pk=request.user.pk).exists()
-        if not request.user.is_superuser or member:
+        if not may_change_privileges(actor=request.user, group=obj):
             readonly.append("permissions")
         return readonly
 

@@ -29,7 +29,6 @@ from changes.execution import MAX_TRANSIENT_ATTEMPTS
 from changes.models import AuditEvent, ChangeRequest, Target, canonical_event
 from changes.services import change_cancel, change_create, target_register
 from dns_adapters.local_named import free_port
-from tests import conftest
 from tests.conftest import grant
 from tests import factories
 from tests.factories import WWW, api_client, run
@@ -290,17 +289,6 @@ def test_the_admin_offers_no_export_to_whoever_may_export_nothing(author, dns_ta
 
 # ---------------------------------------------------------------------------
 # Every end state, told completely
-
-
-@pytest.fixture
-def own_named():
-    """A named of this test's own, to stop (apply_failed)."""
-    from dns_adapters.local_named import LocalNamed, default_zone_text
-
-    server = LocalNamed({"down.test": default_zone_text("down.test", conftest.DEMO_RECORDS)})
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

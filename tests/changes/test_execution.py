@@ -17,7 +17,7 @@ from changes.execution import LeaseLost, _move, execution_claim, execution_run, 
 from changes.models import AuditEvent, ChangeRequest, CheckResult, Execution
 from changes.services import change_create, change_submit, target_update_policy
 from dns_adapters.local_named import free_port
-from tests.factories import WWW, approved, run
+from tests.factories import WWW, approved, run, wrong_secret
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
@@ -160,18 +160,6 @@ def test_approval_alerts_the_author_and_reviewers(
 
 
 @pytest.fixture
-def own_named():
-    """A named of this test's own, to stop and start again on the same port."""
-    from dns_adapters.local_named import LocalNamed, default_zone_text
-    from tests.conftest import DEMO_RECORDS
-
-    server = LocalNamed({"down.test": default_zone_text("down.test", DEMO_RECORDS)})
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def down_target(own_named, staff, author, reviewer):
     from changes.services import target_register
     from tests.conftest import grant
@@ -268,32 +256,6 @@ def test_a_break_glass_change_applies_without_approvals(author, make_user, fast_
 
 # ---------------------------------------------------------------------------
 # A permanent error ends the attempt once; a hold is audited once.
-
-
-@pytest.fixture
-def keyed_target(named_server, fresh_zone, operator, author, reviewer, tmp_path):
-    """A target with a key file of its own, to be swapped or deleted after approval."""
-    import shutil
-
-    from changes.services import target_register
-    from tests.conftest import grant
-
-    key_file = tmp_path / "own.key"
-    shutil.copy(named_server.key_file, key_file)
-    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, config={
-        "zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(key_file), "timeout": 3})
-    grant(author, "engineer", target)
-    grant(reviewer, "reviewer", target)
-    return target, key_file
-
-
-def wrong_secret(key_file, named_server):
-    """The same key name with a secret the server does not know (a valid key file)."""
-    import base64
-
-    from dns_adapters.local_named import write_key_file
-
-    write_key_file(key_file, named_server.key_name, base64.b64encode(b"w" * 32).decode())
 
 
 @pytest.mark.parametrize("breakage", ["wrong secret", "deleted"])

@@ -27,7 +27,7 @@ from changes.models import AuditEvent, ChangeRequest
 from changes.services import change_create, target_update_policy
 from config.celery_app import app
 from tests.factories import upsert
-from tests.processes import CeleryWorker, RedisServer, point_app_at
+from tests.processes import CeleryWorker, app_broker, point_app_at
 
 # Real commits: notifications are delivered by on_commit hooks (eagerly in the test
 # process, or by the real worker below), and each test follows several deliveries.
@@ -331,15 +331,9 @@ def test_an_overdue_break_glass_review_alerts_reviewers_and_operators_once(on_ca
 
 
 @pytest.fixture
-def broker(monkeypatch):
-    server = RedisServer().start()
-    monkeypatch.delenv("CELERY_BROKER_URL", raising=False)
-    point_app_at(app, server.url)
-    yield server
-    from django.conf import settings as django_settings
-
-    point_app_at(app, django_settings.CELERY_BROKER_URL)
-    server.stop()
+def broker():
+    with app_broker(app) as server:  # point_app_at also drops CELERY_BROKER_URL from the environment
+        yield server
 
 
 @pytest.fixture

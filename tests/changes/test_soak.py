@@ -16,10 +16,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.conf import settings as django_settings
 
 from config.celery_app import app
-from tests.processes import RedisServer, point_app_at
+from tests.processes import app_broker, point_app_at
 from tests.soak import Soak, Write, explained
 
 # Real commits: real worker processes and live_server read the database through
@@ -32,11 +31,8 @@ LOAD_ZONES = 10
 
 @pytest.fixture
 def broker():
-    server = RedisServer().start()
-    point_app_at(app, server.url)
-    yield server
-    point_app_at(app, django_settings.CELERY_BROKER_URL)
-    server.stop()
+    with app_broker(app) as server:
+        yield server
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import socket
 import time
 
 import pytest
-from django.conf import settings
 
 from approvals.policy import change_approve
 from changes.adapters import adapter_for
@@ -19,7 +18,8 @@ from changes.services import change_create, change_submit, target_update_policy
 from config.celery_app import app
 from dns_adapters.base import RRKey
 from dns_adapters.local_named import free_port
-from tests.processes import CeleryWorker, RedisServer, point_app_at
+from tests.factories import wrong_secret
+from tests.processes import CeleryWorker, app_broker, point_app_at
 
 # Real commits: real worker processes (and live_server) read the database through
 # their own connections.
@@ -29,11 +29,8 @@ State = ChangeRequest.State
 
 @pytest.fixture(scope="module")
 def broker():
-    server = RedisServer().start()
-    point_app_at(app, server.url)
-    yield server
-    point_app_at(app, settings.CELERY_BROKER_URL)
-    server.stop()
+    with app_broker(app) as server:
+        yield server
 
 
 @pytest.fixture
@@ -253,33 +250,13 @@ def test_a_drifted_change_is_approved_again_and_the_worker_applies_the_new_attem
     assert attempts == [("drifted", 1), ("applied", 1)]
 
 
-@pytest.fixture
-def keyed_target(named_server, fresh_zone, operator, author, reviewer, tmp_path):
-    import shutil
-
-    from changes.services import target_register
-    from tests.conftest import grant
-
-    key_file = tmp_path / "own.key"
-    shutil.copy(named_server.key_file, key_file)
-    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, config={
-        "zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(key_file), "timeout": 3})
-    grant(author, "engineer", target)
-    grant(reviewer, "reviewer", target)
-    return target, key_file
-
-
 @pytest.mark.parametrize("breakage", ["wrong secret", "deleted"])
 def test_a_bad_key_fails_the_change_once_in_the_worker_instead_of_looping(
         breakage, author, reviewer, keyed_target, worker, named_server):
-    import base64
-
-    from dns_adapters.local_named import write_key_file
-
     target, key_file = keyed_target
     change = approve(reviewer, propose(author, target, "192.0.2.93"))
     if breakage == "wrong secret":
-        write_key_file(key_file, named_server.key_name, base64.b64encode(b"w" * 32).decode())
+        wrong_secret(key_file, named_server)
     else:
         key_file.unlink()
     worker()
@@ -290,17 +267,6 @@ def test_a_bad_key_fails_the_change_once_in_the_worker_instead_of_looping(
     (event,) = AuditEvent.objects.filter(change=change, action="apply_failed")
     assert event.payload["permanent"] is True and execution.error == event.payload["error"]
     assert named_server.secret not in event.canonical_text
-
-
-@pytest.fixture
-def own_named():
-    from dns_adapters.local_named import LocalNamed, default_zone_text
-    from tests.conftest import DEMO_RECORDS
-
-    server = LocalNamed({"down.test": default_zone_text("down.test", DEMO_RECORDS)})
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_named_stopped_during_the_bake_and_back_later_is_rolled_back_by_the_worker(
