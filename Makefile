@@ -30,6 +30,10 @@ run: install
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Every production module imports on its own, in a fresh interpreter (no hidden circle).
+check-imports: install
+	$(VENV)/bin/python scripts/check_imports.py
+
 # The long schemathesis run; `make test` runs the same tests with 10 examples per operation.
 fuzz: install
 	CHANGEGATE_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(VENV)/bin/pytest tests/changes/test_schemathesis.py $(PYTEST_ARGS)

@@ -8,6 +8,6 @@ class AccountsConfig(AppConfig):
     name = "accounts"
 
     def ready(self) -> None:
-        from .mfa import on_user_logged_in
+        from accounts.mfa import on_user_logged_in
 
         user_logged_in.connect(on_user_logged_in, dispatch_uid="changegate_session_mfa")

@@ -14,7 +14,7 @@ from rest_framework.authentication import TokenAuthentication, get_authorization
 from rest_framework.exceptions import AuthenticationFailed, Throttled
 from rest_framework.request import Request
 
-from .client_ip import client_address
+from accounts.client_ip import client_address
 
 
 class ThrottledTokenAuthentication(TokenAuthentication):

@@ -24,7 +24,7 @@ from django.views.generic import View
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from .mfa import id_token_has_mfa, record_session_mfa
+from accounts.mfa import id_token_has_mfa, record_session_mfa
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class OIDCBackend(OIDCAuthenticationBackend):
     def _sync(self, user: AbstractBaseUser, claims: dict[str, Any], *, created: bool) -> AbstractBaseUser:
         """Profile fields, the mapped groups and is_staff from the claims; audited when
         anything about access changed. Never touches is_superuser or permissions."""
-        from changes.audit import RequestOrigin, audit_record
+        from audit.chain import RequestOrigin, audit_record
         from changes.models import Origin
 
         for field, claim in (("email", "email"), ("first_name", "given_name"), ("last_name", "family_name")):

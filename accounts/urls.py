@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import oidc
+from accounts import oidc
 
 # The names are mozilla-django-oidc's: its backend reverses the callback by name.
 urlpatterns = [

@@ -6,9 +6,8 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from approvals.models import Approval
 from changes.selectors import changes_visible
-
-from .models import Approval
 
 
 @admin.register(Approval)

@@ -7,7 +7,7 @@ class ApprovalsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import backstop
+        from approvals import backstop
 
         # SQLite only: the author-set triggers are off while migrations rebuild tables.
         pre_migrate.connect(backstop.before_migrate, sender=self, dispatch_uid="approvals_backstop_before")

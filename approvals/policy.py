@@ -3,35 +3,38 @@ here; nothing else decides who may do what to a target."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
 from django.utils import timezone
 
-from changes.audit import SYSTEM, RequestOrigin, audit_record
+from approvals.models import Approval
+from approvals.standing import approvals_invalidate, approvals_of, approvals_required, approvals_valid  # noqa: F401
+from audit.chain import SYSTEM, RequestOrigin, audit_record
 from changes.errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
-from changes.lifecycle import in_author_set, lock_change, transition
+from changes.lifecycle import lock_change, transition
 from changes.locking import retry_on_contention
 from changes.models import ChangeRequest
-from changes.execution import execution_create
-from changes.notify import alert, reviewers_of
+
 # Roles, operator checks and grants live in the one permissions module; re-exported
 # here so every entry point can keep asking the policy.
 from changes.permissions import (  # noqa: F401
     PERMISSIONS,
     ROLES,
+    can_review,
     has_target_permission,
     require_no_self_grant,
+    require_reviewer,
     require_target_permission,
     target_role_grant,
     target_role_revoke,
 )
-
-from .models import Approval
+from changes.selectors import change_live_drift
+from pipeline.execution import execution_create
+from pipeline.outbox import alert, reviewers_of
 
 # ---------------------------------------------------------------------------
 # Four eyes. The only code that creates approvals or moves a change to approved.
@@ -64,46 +67,6 @@ class PlanStale(Conflict):
         return {"moved": self.moved}
 
 
-def approvals_required(change: ChangeRequest) -> int:
-    """The target's N, plus one for a plan with risk flags."""
-    return change.target.required_approvals + (1 if change.risk_flags else 0)
-
-
-def approvals_valid(change: ChangeRequest, *, now: datetime | None = None) -> QuerySet[Approval]:
-    """Approvals that count: not invalidated, for the current plan, not expired."""
-    return change.approvals.filter(
-        invalidated_at__isnull=True, fingerprint=change.fingerprint, expires_at__gt=now or timezone.now()
-    )
-
-
-def approvals_of(change: ChangeRequest) -> QuerySet[Approval]:
-    """Every approval ever given on the change, oldest first (valid or not)."""
-    return change.approvals.select_related("approver").order_by("created_at", "pk")
-
-
-def can_review(user: AbstractBaseUser | AnonymousUser | None, change: ChangeRequest) -> bool:
-    """Whether `user` is someone who may approve or reject `change`: the same checks
-    change_approve and change_reject make about the person (not in the author set,
-    approve_change on the target). Entry points use it to decide what to offer; the
-    policy functions still refuse on their own."""
-    if user is None or not user.is_authenticated:
-        return False
-    try:
-        _require_reviewer(user, change, "review")  # type: ignore[arg-type]
-        require_no_self_grant(approver=user, change=change)  # type: ignore[arg-type]
-    except NotPermitted:
-        return False
-    return True
-
-
-def approvals_invalidate(*, change: ChangeRequest, reason: str) -> int:
-    """Kill every live approval of `change` (an edit, a different re-plan, drift).
-    Runs inside the caller's transaction."""
-    return change.approvals.filter(invalidated_at__isnull=True).update(
-        invalidated_at=timezone.now(), invalidated_reason=reason[:200]
-    )
-
-
 def require_approval_mfa(origin: RequestOrigin) -> None:
     """With CHANGEGATE_APPROVAL_REQUIRES_MFA, approving (four-eyes, break-glass and
     its review) needs a session whose identity-provider sign-in reported multi-factor
@@ -111,13 +74,6 @@ def require_approval_mfa(origin: RequestOrigin) -> None:
     if settings.CHANGEGATE_APPROVAL_REQUIRES_MFA and not origin.mfa:
         raise NotPermitted("approving needs a multi-factor sign-in: sign in through the identity provider with "
                            "MFA and approve from that session (API tokens and passwords do not count)")
-
-
-def _require_reviewer(actor: AbstractBaseUser, change: ChangeRequest, verb: str) -> None:
-    # The author set never reviews its own change, whatever its role: superusers too.
-    if in_author_set(actor, change):
-        raise NotPermitted(f"you wrote or edited change #{change.pk}; someone else must {verb} it")
-    require_target_permission(actor, "approve_change", change.target)
 
 
 @retry_on_contention
@@ -139,7 +95,7 @@ def change_approve(
     checked = _require_plan_live(actor=actor, change=change, fingerprint=fingerprint.strip())
     with transaction.atomic():
         locked = lock_change(change)
-        _require_reviewer(actor, locked, "approve")
+        require_reviewer(actor, locked, "approve")
         require_no_self_grant(approver=actor, change=locked)
         if locked.state != ChangeRequest.State.PENDING_APPROVAL:
             raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only pending changes can be approved")
@@ -189,7 +145,6 @@ def _require_plan_live(*, actor: AbstractBaseUser, change: ChangeRequest, finger
     the request will be refused anyway by the checks change_approve repeats under
     the lock (so nobody can make the gateway query DNS for a change they may not
     approve)."""
-    from changes.selectors import change_live_drift  # changes.selectors imports this module
 
     current = ChangeRequest.objects.select_related("target").filter(pk=change.pk).first()
     if (current is None or current.state != ChangeRequest.State.PENDING_APPROVAL
@@ -219,7 +174,7 @@ def change_reject(
         raise ValidationFailed([{"index": None, "field": "comment", "message": "say why the change is rejected"}])
     with transaction.atomic():
         locked = lock_change(change)
-        _require_reviewer(actor, locked, "reject")
+        require_reviewer(actor, locked, "reject")
         if locked.state != ChangeRequest.State.PENDING_APPROVAL:
             raise InvalidTransition(f"change #{locked.pk} is {locked.state}; only pending changes can be rejected")
         approvals_invalidate(change=locked, reason="change rejected")
@@ -281,7 +236,7 @@ def emergency_review(
         # Who you are before what state it is in: a 403 must not depend on the state.
         if locked.emergency_by_id == actor.pk:
             raise NotPermitted("you forced this change; someone else must review it")
-        _require_reviewer(actor, locked, "review")
+        require_reviewer(actor, locked, "review")
         if not locked.emergency:
             raise InvalidTransition(f"change #{locked.pk} is not an emergency change")
         if locked.emergency_reviewed_at is not None:

@@ -283,7 +283,7 @@ class Pipeline:
                    on_poll: Callable[[], None] | None = None) -> dict[int, tuple[str, float]]:
         """Poll until every change is in an end state: {pk: (state, perf_counter seen)}.
         Runs the sweep every CHANGEGATE_SWEEP_SECONDS meanwhile, as beat would."""
-        from changes.execution import execution_sweep
+        from pipeline.execution import execution_sweep
         from changes.models import TERMINAL, ChangeRequest
 
         ends = [*TERMINAL, ChangeRequest.State.DRIFTED]
@@ -352,7 +352,7 @@ def in_process_runs(p: Pipeline, target: Any, count: int) -> tuple[float, float]
     freshly approved 1-RRset changes (bake 0): the pipeline's own work (database
     and DNS) without Celery and Redis. The wake-up is not published meanwhile, so
     the worker never sees these executions."""
-    from changes import execution as pipeline_module
+    from pipeline import execution as pipeline_module
     from changes.models import ChangeRequest, Execution
 
     walls, cpus = [], []

@@ -18,7 +18,7 @@ own: VmHWM from /proc/self/status, as bench/dns_bench.py reads it), with the
 time measured inside the child (no interpreter start-up):
 
   (1) JSON Lines export: `export_stream(user=None, query=export_query(...))` from
-      changes/audit_export.py (what the API, the admin and the `audit_export`
+      audit/export.py (what the API, the admin and the `audit_export`
       command stream), written to a file. Rows/s and peak RSS.
   (2) CSV export, likewise.
   (3) verify of the JSON Lines file with `changegate_audit.verify.verify_file`
@@ -254,7 +254,7 @@ def child_main(kind: str, path: str, profile: bool) -> None:
 def child_django_side(kind: str, path: str) -> Any:
     from django.db import connection
 
-    from changes.audit_export import export_query, export_stream
+    from audit.export import export_query, export_stream
     from changes.models import AuditEvent
 
     names = [field.attname for field in AuditEvent._meta.concrete_fields]

@@ -9,9 +9,8 @@ from typing import Any
 from django.conf import settings
 
 from adapters import Adapter
-
-from .kinds import kind_named, kind_of
-from .models import Target
+from changes.kinds import kind_named, kind_of, target_unavailable_on_adapter_error
+from changes.models import Target
 
 # Unit tests may swap in a fake factory; the integration suite never does.
 _factory_override: Callable[[Target], Adapter] | None = None
@@ -25,6 +24,14 @@ def adapter_for(target: Target) -> Adapter:
     if _factory_override is not None:
         return _factory_override(target)
     return kind_of(target).adapter(target.config, key_dir=settings.CHANGEGATE_KEY_DIR)
+
+
+def adapter_open(target: Target) -> Adapter:
+    """adapter_for, with a config that broke after registration (the key file was
+    removed or rotated badly) reported as an unavailable target, not an AdapterError
+    escaping to the caller as a crash."""
+    with target_unavailable_on_adapter_error(target):
+        return adapter_for(target)
 
 
 def validate_target_config(kind: str, config: Any) -> dict[str, Any]:

@@ -12,9 +12,8 @@ from collections.abc import Iterator
 from typing import Any, Protocol
 
 from adapters import AdapterError, Registry, TargetKind
+from changes.errors import TargetUnavailable
 from dns_adapters.kind import DNS
-
-from .errors import TargetUnavailable
 
 REGISTRY = Registry()
 REGISTRY.register(DNS)

@@ -11,10 +11,10 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from .audit import RequestOrigin, audit_record
-from .errors import Conflict, InvalidTransition
-from .locking import lock_change as _lock_change_row
-from .models import EDITABLE, TRANSITIONS, ChangeRequest
+from audit.chain import RequestOrigin, audit_record
+from changes.errors import Conflict, InvalidTransition
+from changes.locking import lock_change as _lock_change_row
+from changes.models import EDITABLE, TRANSITIONS, ChangeRequest
 
 
 def lock_change(change: ChangeRequest) -> ChangeRequest:

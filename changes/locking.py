@@ -25,11 +25,11 @@ skipping what it does not need, and never goes back to an earlier kind:
 Who takes what, in that order:
 - change services (`changes.services`, `approvals.policy`): `lock_change` (change,
   then its target), the change's approvals, a new execution, the audit head.
-- the worker's moves (`changes.execution._fenced`): the change and its target, then
+- the worker's moves (`pipeline.execution._fenced`): the change and its target, then
   the execution (fencing token), then the audit head; a claim: target, execution;
   the check-round writer: its execution (lease renewal), its check results, the
   audit head (no change or target lock: only the KEY SHARE before the head).
-- target policy, rename and the out-of-band detector (`changes.oob`): the target,
+- target policy, rename and the out-of-band detector (`drift.sweep`): the target,
   its baseline, the audit head.
 - grant requests (`changes.permissions`): the request, the guardian rows, the head.
 
@@ -52,8 +52,8 @@ from typing import ParamSpec, TypeVar
 
 from django.db import OperationalError, connection, models, transaction
 
-from .errors import Contention
-from .models import ChangeRequest, Execution, Target
+from changes.errors import Contention
+from changes.models import ChangeRequest, Execution, Target
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")

@@ -40,9 +40,10 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
 
-from .audit import SYSTEM, RequestOrigin, audit_record
-from .errors import InvalidTransition, NotPermitted, ValidationFailed
-from .models import AccountOrigin, ChangeRequest, GrantRequest, PrivilegeGain, Target
+from audit.chain import SYSTEM, RequestOrigin, audit_record
+from changes.errors import InvalidTransition, NotPermitted, ValidationFailed
+from changes.lifecycle import in_author_set
+from changes.models import AccountOrigin, ChangeRequest, GrantRequest, PrivilegeGain, Target
 
 PERMISSIONS = ("view_target", "submit_change", "approve_change", "emergency_change", "export_audit")
 
@@ -107,8 +108,6 @@ def may_change_privileges(*, actor: User, user: AbstractBaseUser | None = None, 
 
 def can_cancel(user: User, change: ChangeRequest) -> bool:
     """The author, an editor, or an operator."""
-    from .lifecycle import in_author_set  # lifecycle imports the audit chain; keep this module light
-
     if user is None or not user.is_authenticated or not user.is_active:
         return False
     return in_author_set(user, change) or is_operator(user)  # type: ignore[arg-type]
@@ -163,7 +162,7 @@ def require_no_self_grant(*, approver: AbstractBaseUser, change: ChangeRequest, 
 
 
 # ---------------------------------------------------------------------------
-# Grants. The identity signals (changes.identity_audit) record raw permission
+# Grants. The identity signals (audit.identity) record raw permission
 # rows; the services below write their own, richer events and say so here.
 
 _service_writing: ContextVar[bool] = ContextVar("changegate_permission_service_writing", default=False)
@@ -216,6 +215,38 @@ def target_role_grant(
         elif reason:
             payload["reason"] = str(reason).strip()
         audit_record(actor=actor, origin=origin, action="permission_granted", target=target, payload=payload)
+    return added
+
+
+# Model-wide permissions that only open admin pages (list and add change requests,
+# read the audit log); what a person may do to a target is always a target role.
+ADMIN_PAGE_PERMISSIONS = frozenset({"add_changerequest", "view_changerequest", "view_auditevent"})
+
+
+def admin_pages_grant(
+    *, actor: AbstractBaseUser | None, group: Group, codenames: Iterable[str], origin: RequestOrigin = SYSTEM,
+    reason: str = "",
+) -> list[str]:
+    """Let `group` open admin pages (ADMIN_PAGE_PERMISSIONS only); audited as
+    admin_pages_granted. Operators only (actor None = a command). Returns the
+    permissions that were not held before."""
+    wanted = sorted(set(codenames))
+    if unknown := [name for name in wanted if name not in ADMIN_PAGE_PERMISSIONS]:
+        raise ValidationFailed([{"index": None, "field": "codenames",
+                                 "message": f"not an admin-page permission: {', '.join(unknown)}"}])
+    if actor is not None:
+        require_operator(actor, "grant admin pages")
+        if _is_principal(actor, None, group):
+            raise NotPermitted("you cannot grant admin pages to a group you belong to; ask another operator")
+    with transaction.atomic(), _writing():
+        held = set(group.permissions.filter(content_type__app_label="changes").values_list("codename", flat=True))
+        added = [name for name in wanted if name not in held]
+        for name in added:
+            assign_perm(f"changes.{name}", group)
+        if added:
+            audit_record(actor=actor, origin=origin, action="admin_pages_granted",
+                         payload={"group": group.name, "permissions": added, "reason": reason.strip(),
+                                  **actor_fields(actor)})
     return added
 
 
@@ -380,3 +411,28 @@ def _principal(user: AbstractBaseUser | None, group: Group | None) -> dict[str, 
 def _requester(request: GrantRequest) -> str:
     return request.requested_by.get_username() if request.requested_by is not None else request.requested_by_label
 
+
+# ---------------------------------------------------------------------------
+# Who may review a change (the person; approvals.policy decides the rest)
+
+
+def require_reviewer(actor: AbstractBaseUser, change: ChangeRequest, verb: str) -> None:
+    # The author set never reviews its own change, whatever its role: superusers too.
+    if in_author_set(actor, change):
+        raise NotPermitted(f"you wrote or edited change #{change.pk}; someone else must {verb} it")
+    require_target_permission(actor, "approve_change", change.target)
+
+
+def can_review(user: AbstractBaseUser | AnonymousUser | None, change: ChangeRequest) -> bool:
+    """Whether `user` is someone who may approve or reject `change`: the same checks
+    change_approve and change_reject make about the person (not in the author set,
+    approve_change on the target). Entry points use it to decide what to offer; the
+    policy functions still refuse on their own."""
+    if user is None or not user.is_authenticated:
+        return False
+    try:
+        require_reviewer(user, change, "review")  # type: ignore[arg-type]
+        require_no_self_grant(approver=user, change=change)  # type: ignore[arg-type]
+    except NotPermitted:
+        return False
+    return True

@@ -12,14 +12,13 @@ from django.http import Http404
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
-from approvals.models import Approval
-from approvals.policy import can_review
 from adapters import Plan, RRKey, RRValue
-
-from .adapters import adapter_for
-from .errors import ValidationFailed
-from .kinds import kind_of, target_unavailable_on_adapter_error
-from .models import AuditEvent, ChangeRequest, Execution, Target
+from approvals.models import Approval
+from changes.adapters import adapter_for
+from changes.errors import ValidationFailed
+from changes.kinds import kind_of, target_unavailable_on_adapter_error
+from changes.models import AuditEvent, ChangeRequest, Execution, Target
+from changes.permissions import can_review
 
 # Any role on a target lets you see it and its changes.
 VISIBLE_WITH = [

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .api import views
+from changes.api import views
 
 urlpatterns = [
     path("targets/", views.TargetListView.as_view(), name="target-list"),

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from changes import views as change_views
 from changes.api import views as api_views
+from ops import views as change_views
 
 urlpatterns = [
     path("admin/", admin.site.urls),

@@ -99,7 +99,7 @@ def make_user(db):
 def operator(make_user):
     """The operator persona: may open the admin (is_staff) and holds the operator role,
     the model-wide `changes.operate_targets` permission. Bootstrap, documented: the
-    role is added directly to the user's permissions, which `changes.identity_audit`
+    role is added directly to the user's permissions, which `audit.identity`
     records as an audit event (actor: the OS user running the tests)."""
     from django.contrib.auth.models import Permission
 

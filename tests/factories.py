@@ -36,7 +36,7 @@ def approved(author, reviewer, target, items: list[dict[str, Any]] = WWW, *, com
 
 def run(change) -> str:
     """Run the change's current attempt in this process, as a worker's task would."""
-    from changes.execution import execution_run
+    from pipeline.run import execution_run
 
     return execution_run(execution_id=change.execution.pk, worker="test-worker")
 
@@ -57,3 +57,22 @@ def wrong_secret(key_file, named_server) -> None:
     from dns_adapters.local_named import write_key_file
 
     write_key_file(key_file, named_server.key_name, base64.b64encode(b"w" * 32).decode())
+
+
+def migrate_to(*targets: tuple[str, str]) -> None:
+    """Migrate the test database to `targets` (or, with none, to the latest) the way
+    `manage.py migrate` does, around the executor: on SQLite the approvals
+    author-set triggers name the change table, whose rebuilds they would break, so
+    they are dropped first and put back after (approvals.backstop)."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    from approvals import backstop
+
+    executor = MigrationExecutor(connection)
+    backstop.before_migrate(using="default")
+    try:
+        executor.migrate(list(targets) or executor.loader.graph.leaf_nodes())
+    finally:
+        backstop.after_migrate(using="default")
+

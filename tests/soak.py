@@ -52,7 +52,7 @@ ACTIVE = frozenset({"approved", "applying", "verifying", "rolling_back"})  # a w
 WAITING = frozenset({"draft", "pending_approval", "drifted"})  # a person owes it something
 ENDED = frozenset({"applied", "apply_failed", "rolled_back", "rollback_failed", "rejected", "cancelled"})
 # How a worker ends an attempt (the audit event's outcome, origin system), and the
-# alert each raises (changes.execution: NOTIFY, approval_lapsed).
+# alert each raises (pipeline.execution: NOTIFY, approval_lapsed).
 WORKER_ENDS = frozenset({"applied", "apply_failed", "rolled_back", "rollback_failed", "drifted"})
 
 # Settings for every process of the soak (workers, beat; the web process in the
@@ -773,7 +773,7 @@ class Soak:
         return problems
 
     def verify_audit(self) -> list[str]:
-        from changes.audit import chain_verify
+        from audit.chain import chain_verify
         from changes.models import AuditEvent
 
         problems = []

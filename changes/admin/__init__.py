@@ -18,4 +18,4 @@ One module per page family; importing them registers their ModelAdmins with
 `notifications` (the outbox and its dead letters); `common` is what they share.
 """
 
-from . import audit, change_requests, grants, notifications, targets  # noqa: F401  # registrations
+from changes.admin import change_requests, grants, targets  # noqa: F401  # registrations

@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
+from adapters import RRValue
 from approvals.policy import (
     approvals_of,
     approvals_required,
@@ -25,13 +26,13 @@ from approvals.policy import (
     change_approve,
     change_reject,
 )
-from adapters import RRValue
-
-from ..audit_export import change_evidence
-from ..errors import NotPermitted, ServiceError, ValidationFailed
-from ..kinds import REGISTRY, kind_of, risk_description
-from ..models import TERMINAL, AuditEvent, ChangeRequest, Target
-from ..selectors import (
+from audit.evidence import change_evidence
+from changes.admin.common import _admin_origin, _render_form, add_service_errors
+from changes.admin.diff import _rrset_text, live_drift_context, plan_diff_html
+from changes.errors import NotPermitted, ServiceError, ValidationFailed
+from changes.kinds import REGISTRY, kind_of, risk_description
+from changes.models import TERMINAL, AuditEvent, ChangeRequest, Target
+from changes.selectors import (
     access_change,
     change_events,
     change_executions,
@@ -40,9 +41,7 @@ from ..selectors import (
     targets_reviewable,
     targets_visible,
 )
-from ..services import change_cancel, change_create, change_plan, change_submit
-from .common import _admin_origin, _render_form, add_service_errors
-from .diff import _rrset_text, live_drift_context, plan_diff_html
+from changes.services import change_cancel, change_create, change_plan, change_submit
 
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
 REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
@@ -193,7 +192,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             try:
                 change = change_create(
                     actor=request.user, target=data["target"], title=data["title"], reason=data["reason"],
-                    patch=data["patch"], allow_apex=data["allow_apex"], origin=_admin_origin(request),
+                    patch=data["patch"], options={"allow_apex": data["allow_apex"]}, origin=_admin_origin(request),
                 )
             except ValidationFailed as exc:
                 add_service_errors(form, exc.errors, field_of=_proposal_field)

@@ -11,8 +11,8 @@ from django.forms import Form
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from ..audit import RequestOrigin
-from ..models import Origin
+from audit.chain import RequestOrigin
+from changes.models import Origin
 
 FORM_TEMPLATE = "admin/changes/form_page.html"
 

@@ -9,11 +9,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from adapters import RRKey, RRValue, Step, TargetKind
-
-from ..errors import ServiceError
-from ..kinds import kind_of
-from ..models import ChangeRequest
-from ..selectors import change_diff, change_live_drift, change_plan_of
+from changes.errors import ServiceError
+from changes.kinds import kind_of
+from changes.models import ChangeRequest
+from changes.selectors import change_diff, change_live_drift, change_plan_of
 
 STEP_CLASS = {"-": "cg-del", "+": "cg-add", " ": "cg-ctx"}
 

@@ -3,7 +3,7 @@ through `changes.permissions`, four-eyes for reviewer and emergency) and Django'
 User and Group pages, narrowed so nobody raises their own privileges there.
 
 Every change made on these pages is an audit event: the grant services write
-theirs, `changes.identity_audit` those of the User and Group pages.
+theirs, `audit.identity` those of the User and Group pages.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 
-from ..errors import ServiceError, ValidationFailed
-from ..models import GrantRequest, Target
-from ..permissions import (
+from changes.admin.common import _admin_origin, _render_form, add_service_errors
+from changes.errors import ServiceError, ValidationFailed
+from changes.models import GrantRequest, Target
+from changes.permissions import (
     FOUR_EYES_ROLES,
     ROLES,
     grant_request_approve,
@@ -34,7 +35,6 @@ from ..permissions import (
     target_role_grant,
     target_role_revoke,
 )
-from .common import _admin_origin, _render_form, add_service_errors
 
 GRANT_TEMPLATE = "admin/changes/grantrequest/detail.html"
 
@@ -169,7 +169,7 @@ class GrantRequestAdmin(admin.ModelAdmin):
 
 
 # ---------------------------------------------------------------------------
-# Django's User and Group pages: audited by changes.identity_audit; here only
+# Django's User and Group pages: audited by audit.identity; here only
 # narrowed. The superuser flag, groups and model-wide permissions are superusers'
 # to change, and never on their own account (someone else must raise you).
 

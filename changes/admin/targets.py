@@ -12,12 +12,12 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, re_path, reverse
 
-from ..errors import ServiceError, ValidationFailed
-from ..models import Target
-from ..permissions import is_operator
-from ..selectors import targets_visible
-from ..services import target_register, target_update_policy
-from .common import _admin_origin, _base_field, _render_form, add_service_errors
+from changes.admin.common import _admin_origin, _base_field, _render_form, add_service_errors
+from changes.errors import ServiceError, ValidationFailed
+from changes.models import Target
+from changes.permissions import is_operator
+from changes.selectors import targets_visible
+from changes.services import target_register, target_update_policy
 
 
 class TargetRegisterForm(forms.Form):

@@ -15,8 +15,8 @@ from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from ..errors import Contention, ServiceError, ValidationFailed
-from ..locking import is_contention
+from changes.errors import Contention, ServiceError, ValidationFailed
+from changes.locking import is_contention
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:

@@ -22,30 +22,31 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from approvals import policy
-
-from .. import audit_export, selectors, services
-from ..audit import RequestOrigin
-from ..models import ChangeRequest, Origin, Target
-from .query import StrictPageNumberPagination, StrictQueryMixin
-from .serializers import (
-    AuditExportQuerySerializer,
-    EvidenceSerializer,
-    EmergencyReviewSerializer,
-    EmergencySerializer,
+from audit import export as audit_export
+from audit.chain import RequestOrigin
+from audit.evidence import change_evidence
+from changes import selectors, services
+from changes.api.query import StrictPageNumberPagination, StrictQueryMixin
+from changes.api.serializers import (
     ApproveSerializer,
-    RejectSerializer,
+    AuditExportQuerySerializer,
+    CancelSerializer,
     ChangeCreateSerializer,
     ChangeDetailSerializer,
     ChangeListQuerySerializer,
     ChangeSummarySerializer,
     ChangeUpdateSerializer,
-    CancelSerializer,
+    EmergencyReviewSerializer,
+    EmergencySerializer,
     ErrorSerializer,
+    EvidenceSerializer,
     LiveQuerySerializer,
     LiveRRsetSerializer,
+    RejectSerializer,
     TargetRegisterSerializer,
     TargetSerializer,
 )
+from changes.models import ChangeRequest, Origin, Target
 
 # ---------------------------------------------------------------------------
 # Input hygiene shared by every endpoint
@@ -427,4 +428,4 @@ class ChangeEvidenceView(APIBase):
     )
     def get(self, request: Request, pk: int) -> Response:
         change = selectors.access_change(user=request.user, pk=pk)
-        return Response(audit_export.change_evidence(change))
+        return Response(change_evidence(change))

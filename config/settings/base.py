@@ -33,6 +33,11 @@ INSTALLED_APPS = [
     "axes",
     "changes",
     "approvals",
+    # Rooms without models of their own (their tables are in changes.models):
+    "audit",
+    "pipeline",
+    "drift",
+    "ops",
 ]
 
 MIDDLEWARE = [
@@ -41,8 +46,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
-    # Names the actor of user/group/permission audit events (changes.identity_audit).
-    "changes.identity_audit.RequestActorMiddleware",
+    # Names the actor of user/group/permission audit events (audit.identity).
+    "audit.identity.RequestActorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last: turns a login refused by AxesStandaloneBackend into the lockout page.
@@ -192,13 +197,13 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660)
 # Must exceed the longest apply + bake, or Redis redelivers a task still running.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_IGNORE_RESULT = True
-# Apply pipeline timing (seconds). A worker renews its lease in the background (changes.lease)
+# Apply pipeline timing (seconds). A worker renews its lease in the background (pipeline.lease)
 # while it works; a dead worker's change resumes once the lease has run out.
 CHANGEGATE_LEASE_SECONDS = env_int("CHANGEGATE_LEASE_SECONDS", 60)
-# A round of health checks (changes.checks.run_round) ends at this deadline whatever its
-# checks do, and declared check timeouts may not exceed it (changes.health). Shorter than
+# A round of health checks (pipeline.checks.run_round) ends at this deadline whatever its
+# checks do, and declared check timeouts may not exceed it (pipeline.check_specs). Shorter than
 # the lease, so the renewal after each round comes in time even if the heartbeat
-# (changes.lease) stalled. Default: half the lease.
+# (pipeline.lease) stalled. Default: half the lease.
 CHANGEGATE_CHECK_ROUND_SECONDS = env_int("CHANGEGATE_CHECK_ROUND_SECONDS", max(1, CHANGEGATE_LEASE_SECONDS // 2))
 if not 0 < CHANGEGATE_CHECK_ROUND_SECONDS < CHANGEGATE_LEASE_SECONDS:
     raise ImproperlyConfigured("CHANGEGATE_CHECK_ROUND_SECONDS must be positive and shorter than CHANGEGATE_LEASE_SECONDS")
@@ -223,7 +228,7 @@ CELERY_BEAT_SCHEDULE = {
                           "options": {"expires": CHANGEGATE_OOB_SWEEP_SECONDS}},
 }
 
-# Notifications (changes.notify): an outbox row per alert, delivered by a Celery task.
+# Notifications (pipeline.outbox): an outbox row per alert, delivered by a Celery task.
 # A failed attempt is retried after BACKOFF * 2^(n-1) seconds (at most BACKOFF_MAX),
 # up to MAX_ATTEMPTS attempts, then dead-lettered (admin, /metrics, audit event).
 CHANGEGATE_NOTIFY_MAX_ATTEMPTS = env_int("CHANGEGATE_NOTIFY_MAX_ATTEMPTS", 6)
@@ -253,7 +258,7 @@ CELERY_BEAT_SCHEDULE["sweep-notifications"] = {
 
 # Audit checkpoints: an Ed25519 private key (PEM or raw 32 bytes) in this file signs
 # (seq, head hash, time) every N events; unset = no checkpoints. N = 0 turns the
-# automatic ones off (changes.audit.audit_checkpoint_create still works on demand).
+# automatic ones off (audit.chain.audit_checkpoint_create still works on demand).
 CHANGEGATE_AUDIT_SIGNING_KEY_FILE = env_str("CHANGEGATE_AUDIT_SIGNING_KEY_FILE", "")
 
 # TSIG key files: a target's tsig_key_file must be a regular file (at most 64 KiB)
@@ -276,16 +281,16 @@ CELERY_BEAT_SCHEDULE["audit-checkpoint"] = {
     "options": {"expires": CHANGEGATE_AUDIT_CHECKPOINT_SECONDS},
 }
 
-# One line per record with the change id (changes.logs.log_context); LOG_JSON=true
+# One line per record with the change id (ops.logs.log_context); LOG_JSON=true
 # writes one JSON object per line instead. Both redact URL passwords.
 LOG_JSON = env_bool("LOG_JSON", False)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "filters": {"change": {"()": "changes.logs.ChangeContextFilter"}},
+    "filters": {"change": {"()": "ops.logs.ChangeContextFilter"}},
     "formatters": {
-        "plain": {"()": "changes.logs.PlainFormatter"},
-        "json": {"()": "changes.logs.JSONFormatter"},
+        "plain": {"()": "ops.logs.PlainFormatter"},
+        "json": {"()": "ops.logs.JSONFormatter"},
     },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "json" if LOG_JSON else "plain",

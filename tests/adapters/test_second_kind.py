@@ -14,11 +14,11 @@ import pytest
 from adapters import RRKey, RRValue
 from approvals.policy import change_approve
 from changes.errors import ValidationFailed
-from changes.execution import execution_run
 from changes.kinds import REGISTRY
 from changes.models import AuditEvent, ChangeRequest, CheckResult
 from changes.selectors import change_diff
 from changes.services import change_create, change_propose_rollback, change_submit, target_register
+from pipeline.run import execution_run
 from tests.conftest import grant
 
 from . import memory_kind

@@ -45,7 +45,7 @@ def canonical_hash(record: dict[str, Any]) -> str:
 
 
 def dumps_line(obj: dict[str, Any]) -> bytes:
-    """What the server's export writes (changes/audit_export.py): sorted, compact, ASCII."""
+    """What the server's export writes (audit/export.py): sorted, compact, ASCII."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 

@@ -10,8 +10,8 @@ import dns.tsigkeyring
 import dns.update
 import pytest
 
-from changes.execution import execution_run
 from changes.models import AuditEvent, ChangeRequest, Execution
+from pipeline.run import execution_run
 from tests.conftest import grant
 from tests.factories import WWW, api_client
 
@@ -116,21 +116,18 @@ def test_break_glass_on_a_drifted_change_after_re_planning_is_a_new_attempt(
 def test_the_migration_gives_running_attempts_the_state_of_their_change(author, reviewer, fast_target):
     """0011: an attempt a worker was running ("running") becomes the phase its change is in."""
     from django.db import connection
-    from django.db.migrations.executor import MigrationExecutor
 
     from approvals.policy import change_approve
     from changes.services import change_create, change_submit
+    from tests.factories import migrate_to
 
     change = change_create(actor=author, target=fast_target, title="t", reason="r", items=WWW)
     change = change_submit(actor=author, change=change)
     change = change_approve(actor=reviewer, change=change, fingerprint=change.fingerprint)
-    executor = MigrationExecutor(connection)
-    latest = executor.loader.graph.leaf_nodes()
-    executor.migrate([("changes", "0010_notification_outbox")])
+    migrate_to(("changes", "0010_notification_outbox"))
     with connection.cursor() as cursor:
         cursor.execute("UPDATE changes_execution SET state = 'running', attempts = 2")
         cursor.execute("UPDATE changes_changerequest SET state = 'verifying'")
-    executor = MigrationExecutor(connection)
-    executor.migrate(latest)
+    migrate_to()
     execution = Execution.objects.get(change=change)
     assert (execution.state, execution.claims, execution.retries) == (Execution.State.VERIFYING, 2, 0)

@@ -19,18 +19,18 @@ import dns.update
 import pytest
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
-from django.urls import reverse
 from django.test import Client
+from django.urls import reverse
 from rest_framework.test import APIClient
 
 from approvals.policy import change_emergency, change_reject, emergency_review
-from changes.audit_export import csv_columns
-from changes.execution import MAX_TRANSIENT_ATTEMPTS
+from audit.export import csv_columns
 from changes.models import AuditEvent, ChangeRequest, Target, canonical_event
 from changes.services import change_cancel, change_create, target_register
 from dns_adapters.local_named import free_port
-from tests.conftest import grant
+from pipeline.execution import MAX_TRANSIENT_ATTEMPTS
 from tests import factories
+from tests.conftest import grant
 from tests.factories import WWW, api_client, run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
@@ -137,8 +137,8 @@ def test_spreadsheet_formulas_in_csv_cells_are_neutralized(author, auditor, dns_
 
 def test_checkpoints_follow_their_event_and_a_time_range_export_verifies_offline(
         author, reviewer, root, dns_target, tmp_path, settings):
+    from audit.chain import audit_signing_key_generate
     from changegate_audit.verify import verify_bytes
-    from changes.audit import audit_signing_key_generate
 
     audit_signing_key_generate(tmp_path / "signing.pem")
     settings.CHANGEGATE_AUDIT_SIGNING_KEY_FILE = str(tmp_path / "signing.pem")
@@ -558,8 +558,8 @@ def test_spliced_line_is_byte_identical_to_the_encoded_record(make_user):
     give the same line for awkward payloads."""
     from django.db import transaction
 
-    from changes.audit import RequestOrigin, audit_record
-    from changes.audit_export import dumps_line, spliced_event_line
+    from audit.chain import RequestOrigin, audit_record
+    from audit.export import dumps_line, spliced_event_line
     from changes.models import AuditEvent
 
     user = make_user('quoted"name')
@@ -573,7 +573,7 @@ def test_spliced_line_is_byte_identical_to_the_encoded_record(make_user):
             audit_record(actor=user, origin=RequestOrigin(kind="api", ip="::1", user_agent='ua "q" ,"origin":'),
                          action="probe", payload=payload)
     for event in AuditEvent.objects.filter(action="probe"):
-        from changes.audit import event_record
+        from audit.chain import event_record
 
         assert spliced_event_line(event.canonical_text, event.hash) == dumps_line(event_record(event))
 
@@ -586,8 +586,8 @@ def test_csv_from_stored_text_has_the_cells_of_the_decoded_rows(make_user):
 
     from django.db import transaction
 
-    from changes.audit import RequestOrigin, audit_record, event_record
-    from changes.audit_export import _cell, csv_columns, events_csv
+    from audit.chain import RequestOrigin, audit_record, event_record
+    from audit.export import _cell, csv_columns, events_csv
     from changes.models import AuditEvent
 
     with transaction.atomic():

@@ -28,7 +28,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import CommandError, call_command
 from django.db import IntegrityError, connection, connections, transaction
 
-from changes.audit import (
+from audit.chain import (
     SYSTEM,
     audit_checkpoint_create,
     audit_record,
@@ -38,7 +38,7 @@ from changes.audit import (
     checkpoint_verify,
     event_record,
 )
-from changes.audit_checkpoints import audit_checkpoint_tick, audit_checkpoints_publish
+from audit.checkpoints import audit_checkpoint_tick, audit_checkpoints_publish
 from changes.management.commands.flush import _append_only_lifted
 from changes.models import (
     AppendOnlyError,
@@ -50,7 +50,7 @@ from changes.models import (
     Target,
 )
 from changes.services import change_create, change_submit
-from changes.tasks import audit_checkpoint as audit_checkpoint_task
+from pipeline.tasks import audit_checkpoint as audit_checkpoint_task
 from tests.factories import WWW
 
 pytestmark = pytest.mark.django_db

@@ -1,11 +1,12 @@
 """A change cancelled while the worker re-reads the zone ends cancelled; the worker does not crash (found by the soak)."""
 
 import pytest
+
 from approvals.policy import change_approve
-from changes import execution as ex
 from changes.models import ChangeRequest
 from changes.services import change_cancel, change_create, change_submit, target_update_policy
 from dns_adapters.base import RRValue
+from pipeline import run as ex
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -15,7 +15,12 @@ import dns.message
 import dns.rcode
 import pytest
 
-from changes.checks import (
+from dns_adapters.base import ConfigError, TransientError
+from dns_adapters.local_named import LocalNamed, free_port
+from dns_adapters.resolve import resolve
+from dns_adapters.rfc2136 import RFC2136Adapter
+from pipeline.check_specs import validate_health_checks
+from pipeline.checks import (
     DEFAULT_FAILURE_THRESHOLD,
     ROUND_TIMED_OUT,
     BakePolicy,
@@ -26,11 +31,6 @@ from changes.checks import (
     run_round,
     run_verify,
 )
-from changes.health import validate_health_checks
-from dns_adapters.base import ConfigError, TransientError
-from dns_adapters.local_named import LocalNamed, free_port
-from dns_adapters.resolve import resolve
-from dns_adapters.rfc2136 import RFC2136Adapter
 
 DEMO = "demo.test"
 
@@ -562,7 +562,7 @@ def test_a_check_without_timeout_takes_the_default(settings):
 
 def test_more_checks_than_a_set_may_hold_are_refused():
     from changes.errors import ValidationFailed
-    from changes.health import MAX_CHECKS
+    from pipeline.check_specs import MAX_CHECKS
 
     tcp = {"type": "tcp", "host": "h", "port": 1, "timeout": 1}
     assert len(declared(*[tcp] * MAX_CHECKS)) == MAX_CHECKS

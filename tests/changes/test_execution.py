@@ -13,10 +13,11 @@ from django.utils import timezone
 
 from approvals.policy import approvals_valid, change_approve
 from changes.adapters import adapter_for
-from changes.execution import LeaseLost, _move, execution_claim, execution_run, execution_sweep
 from changes.models import AuditEvent, ChangeRequest, CheckResult, Execution
 from changes.services import change_create, change_submit, target_update_policy
 from dns_adapters.local_named import free_port
+from pipeline.execution import LeaseLost, change_move, execution_claim, execution_sweep
+from pipeline.run import execution_run
 from tests.factories import WWW, approved, run, wrong_secret
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
@@ -106,14 +107,14 @@ def test_a_worker_that_lost_its_lease_cannot_write(author, reviewer, fast_target
     assert execution_sweep() == [change.execution.pk]  # an expired lease is resumed
     assert run(change) == State.APPLIED  # a second worker takes over
     with pytest.raises(LeaseLost):
-        _move(stale, State.APPLYING, action="apply_started")
+        change_move(stale, State.APPLYING, action="apply_started")
     assert AuditEvent.objects.filter(change=change, action="change_applied").count() == 1
 
 
 def test_resuming_after_a_crash_mid_apply_never_applies_twice(author, reviewer, fast_target):
     change = approved(author, reviewer, fast_target)
     lease = execution_claim(execution_id=change.execution.pk, worker="crashed")
-    _move(lease, State.APPLYING, action="apply_started")
+    change_move(lease, State.APPLYING, action="apply_started")
     adapter = adapter_for(fast_target)
     from dns_adapters.base import Plan
 
@@ -172,7 +173,7 @@ def down_target(own_named, staff, author, reviewer):
 
 
 def test_dns_server_down_at_apply_time_fails_after_retries_zone_untouched(author, reviewer, down_target, own_named):
-    from changes.execution import MAX_TRANSIENT_ATTEMPTS
+    from pipeline.execution import MAX_TRANSIENT_ATTEMPTS
 
     change = approved(author, reviewer, down_target)
     port = own_named.port
@@ -326,7 +327,7 @@ def test_every_permanent_adapter_error_ends_the_attempt_and_transient_ones_retry
     monkeypatch.setattr(adapters, "_factory_override", None)
     change = approved(author, reviewer, fast_target)
     monkeypatch.setattr(adapters, "_factory_override", failing(TransientError("timed out")))
-    from changes.execution import MAX_TRANSIENT_ATTEMPTS
+    from pipeline.execution import MAX_TRANSIENT_ATTEMPTS
 
     results = [run(change) for _ in range(MAX_TRANSIENT_ATTEMPTS)]
     assert results == ["retrying"] * (MAX_TRANSIENT_ATTEMPTS - 1) + [State.APPLY_FAILED]
@@ -360,7 +361,7 @@ def test_a_frozen_target_audits_the_hold_once_not_on_every_sweep(author, reviewe
 
 def stopping_during_the_bake(server, then=None):
     """The real bake, after the server went down (stopped, its files kept)."""
-    from changes import checks
+    from pipeline import checks
 
     def bake(**kwargs):
         server.stop(cleanup=False)
@@ -414,7 +415,7 @@ def test_a_server_that_answers_and_refuses_the_rollback_makes_it_final_at_once(
     settings.CHANGEGATE_ROLLBACK_RETRY_SECONDS = 300
     dead = {"type": "tcp", "host": "127.0.0.1", "port": free_port(), "timeout": 0.5}
     change = approved(author, reviewer, fast_target, health_checks=[dead])
-    from changes import checks
+    from pipeline import checks
 
     def drifting_bake(**kwargs):  # somebody else's change lands during the bake
         outside(named_server, fast_target, lambda u: u.replace("www", 300, "A", "203.0.113.7"))

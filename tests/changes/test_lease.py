@@ -1,4 +1,4 @@
-"""The lease heartbeat (changes.lease): renewals are fenced by the token, so a
+"""The lease heartbeat (pipeline.lease): renewals are fenced by the token, so a
 worker that lost its lease renews nothing; the heartbeat keeps a live worker's
 lease and stops when its work ends. Threads with their own database connections,
 hence transactional tests."""
@@ -11,10 +11,10 @@ import pytest
 from django.utils import timezone
 
 from approvals.policy import change_approve
-from changes.execution import execution_claim
-from changes.lease import LeaseHeartbeat, lease_extend
 from changes.models import Execution
 from changes.services import change_create, change_submit
+from pipeline.execution import execution_claim
+from pipeline.lease import LeaseHeartbeat, lease_extend
 from tests.factories import WWW
 
 # Real commits: the heartbeat renews from its own thread and connection (see above).

@@ -21,14 +21,15 @@ from django.db import OperationalError, connection, connections, transaction
 from rest_framework.test import APIClient
 
 from approvals.policy import change_approve
-from changes import execution as execution_module
-from changes.audit import chain_verify
-from changes.checks import CheckOutcome
+from audit.chain import chain_verify
 from changes.errors import Contention
-from changes.execution import _store_round, execution_claim
 from changes.locking import RETRY_ATTEMPTS, retry_on_contention
 from changes.models import AuditEvent, ChangeRequest, CheckResult
 from changes.services import change_create, change_submit, target_update_policy
+from pipeline import run as run_module
+from pipeline.checks import CheckOutcome
+from pipeline.execution import execution_claim
+from pipeline.run import _store_round
 from tests.factories import WWW
 
 # Real commits: threads with their own connections race for the locks, and
@@ -120,7 +121,7 @@ def test_a_change_action_while_a_check_round_holds_the_audit_head_is_not_a_deadl
     if verb == "approve":
         other = change_submit(actor=author, change=other)
     head_held, go = threading.Event(), threading.Event()
-    real_audit_record = execution_module.audit_record
+    real_audit_record = run_module.audit_record
 
     def audit_record_then_pause(**kwargs: Any) -> Any:
         # The check-round writer, stopped inside its transaction right after it
@@ -130,7 +131,7 @@ def test_a_change_action_while_a_check_round_holds_the_audit_head_is_not_a_deadl
         assert go.wait(DEADLINE)
         return event
 
-    monkeypatch.setattr(execution_module, "audit_record", audit_record_then_pause)
+    monkeypatch.setattr(run_module, "audit_record", audit_record_then_pause)
     worker: list[Any] = []
     worker_thread = in_thread(lambda: _store_round(lease, baked, "apply", 1, outcomes(1)), worker)
     assert head_held.wait(DEADLINE)
@@ -319,7 +320,7 @@ def test_a_real_postgresql_deadlock_is_retried_and_both_transactions_commit(auth
 
 @pytest.mark.named
 def test_the_api_answers_lasting_contention_with_a_503_json_error_never_a_500(author, dns_target, monkeypatch):
-    from changes import services
+    from changes.services import change_requests
 
     change = change_create(actor=author, target=dns_target, title="t", reason="r", items=WWW)
     attempts: list[int] = []
@@ -329,7 +330,7 @@ def test_the_api_answers_lasting_contention_with_a_503_json_error_never_a_500(au
         raise deadlock_error()
 
     # Every attempt of the submit transaction is chosen as the deadlock victim.
-    monkeypatch.setattr(services, "transition", always_deadlocked)
+    monkeypatch.setattr(change_requests, "transition", always_deadlocked)
     response = api(author).post(f"/api/v1/changes/{change.pk}/submit/", {}, format="json")
     assert response.status_code == 503, response.content
     assert response.json()["code"] == "contention" and response["Retry-After"] == "1"

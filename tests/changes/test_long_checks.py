@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from django.conf import settings
 
-from changes.models import CheckResult, ChangeRequest, Execution
+from changes.models import ChangeRequest, CheckResult, Execution
 from tests.changes.test_worker import approve, broker, propose, wait_terminal, worker, www  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
@@ -207,7 +207,7 @@ def test_a_check_timeout_at_the_round_deadline_is_accepted(author, target):
 
 
 def test_more_checks_than_a_round_runs_at_once_are_refused(author, target):
-    from changes.health import MAX_CHECKS
+    from pipeline.check_specs import MAX_CHECKS
 
     checks = [{"type": "tcp", "host": "127.0.0.1", "port": 443, "timeout": 1}] * (MAX_CHECKS + 1)
     response = post_change(api_client(author), target, checks)

@@ -1,4 +1,4 @@
-"""Alerts as an outbox (changes.notify): a webhook that fails is retried with
+"""Alerts as an outbox (pipeline.outbox): a webhook that fails is retried with
 backoff and delivered once; one that always fails, and an email backend that
 raises, end as dead letters (admin, audit event, /metrics); an overdue break-glass
 review raises one alert. The retry path also runs through a real Celery worker and
@@ -199,7 +199,7 @@ def test_delivered_means_the_mail_backend_took_it(on_call, quick_target, reviewe
 
 
 def test_a_second_message_for_the_same_attempt_sends_nothing(on_call, quick_target, reviewer, settings):
-    from changes.notify import notification_deliver
+    from pipeline.outbox import notification_deliver
 
     settings.CHANGEGATE_NOTIFY_EAGER = False  # the wake-up goes to the (in-memory) broker; deliver by hand
     reviewer.email = "bob@example.test"
@@ -213,7 +213,7 @@ def test_a_second_message_for_the_same_attempt_sends_nothing(on_call, quick_targ
 
 def test_a_failed_attempt_waits_for_its_backoff_and_the_sweep_publishes_it_when_due(on_call, quick_target, reviewer,
                                                                                     settings):
-    from changes.notify import notification_deliver, notification_sweep
+    from pipeline.outbox import notification_deliver, notification_sweep
 
     settings.CHANGEGATE_NOTIFY_EAGER = False
     settings.CHANGEGATE_NOTIFY_BACKOFF_SECONDS = 30
@@ -231,7 +231,7 @@ def test_a_failed_attempt_waits_for_its_backoff_and_the_sweep_publishes_it_when_
     assert notification_sweep(now=now + timedelta(seconds=35)) == []  # due, but its countdown message may still come
     assert notification_sweep(now=now + timedelta(seconds=45)) == [row.pk]
     settings.CHANGEGATE_NOTIFY_BACKOFF_SECONDS = 7
-    from changes.notify import backoff_seconds
+    from pipeline.outbox import backoff_seconds
 
     assert [backoff_seconds(n) for n in (1, 2, 3)] == [7, 14, 28]
 
@@ -300,7 +300,7 @@ def test_staff_without_the_operator_role_sees_no_notifications(plain_staff, db):
 
 def test_an_overdue_break_glass_review_alerts_reviewers_and_operators_once(on_call, quick_target, reviewer, staff,
                                                                            client, settings):
-    from changes.tasks import sweep_notifications
+    from pipeline.tasks import sweep_notifications
 
     assert settings.CELERY_BEAT_SCHEDULE["sweep-notifications"]["task"] == sweep_notifications.name
     reviewer.email, staff.email = "bob@example.test", "ops@example.test"
@@ -377,7 +377,7 @@ def test_the_worker_retries_a_failing_webhook_with_backoff_and_delivers_it_once(
 
 def test_an_alert_survives_redis_restarted_empty(on_call, quick_target, staff, hook_factory, broker, start_worker,
                                                  settings):
-    from changes.notify import notification_sweep
+    from pipeline.outbox import notification_sweep
 
     settings.CHANGEGATE_NOTIFY_EAGER = False
     settings.CHANGEGATE_NOTIFY_UNCLAIMED_AFTER_SECONDS = 0

@@ -19,9 +19,15 @@ from django.utils import timezone
 
 from changes import adapters as adapters_module
 from changes.kinds import kind_named
-from changes.execution import execution_claim
-from changes.models import AuditEvent, ChangeRequest, Target, ZoneBaseline
-from changes.oob import (
+from changes.models import AuditEvent, ChangeRequest, Target, Baseline
+from changes.selectors import out_of_band_changes
+from changes.services import (
+    target_register,
+    target_update_policy,
+)
+from dns_adapters.base import Plan, RRKey, RRValue, Step
+from dns_adapters.local_named import free_port
+from drift.sweep import (
     DIFF_CAP,
     RRsetDiff,
     _event_payload,
@@ -31,14 +37,8 @@ from changes.oob import (
     records_digest,
     zone_diff,
 )
-from changes.selectors import out_of_band_changes
-from changes.services import (
-    target_register,
-    target_update_policy,
-)
-from changes.tasks import check_out_of_band
-from dns_adapters.base import Plan, RRKey, RRValue, Step
-from dns_adapters.local_named import free_port
+from pipeline.execution import execution_claim
+from pipeline.tasks import check_out_of_band
 from tests.factories import approved, run
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
@@ -72,14 +72,14 @@ def oob_mails():
 def test_the_first_read_records_the_baseline(fast_target):
     result = oob_check_target(target=fast_target)
     assert result.status == "baseline"
-    baseline = ZoneBaseline.objects.get(target=fast_target)
+    baseline = Baseline.objects.get(target=fast_target)
     zone = fast_target.name + "."
     assert baseline.records[f"www.{zone} A"] == {"ttl": 300, "rdatas": ["192.0.2.10", "192.0.2.11"]}
-    assert baseline.serial == result.serial and baseline.rrset_count == len(baseline.records) == 9
+    assert baseline.version == result.serial and baseline.item_count == len(baseline.records) == 9
     assert baseline.digest == records_digest(baseline.records)
     (event,) = events("zone_baseline_recorded")
     assert event.target_id == fast_target.pk
-    assert event.payload == {"serial": baseline.serial, "rrsets": 9, "records": 10, "digest": baseline.digest}
+    assert event.payload == {"serial": baseline.version, "rrsets": 9, "records": 10, "digest": baseline.digest}
     assert Target.objects.get(pk=fast_target.pk).oob_checked_at is not None
     assert events("out_of_band_change") == []
 
@@ -126,7 +126,7 @@ def test_an_nsupdate_behind_changegates_back_is_one_out_of_band_change_with_the_
     # Reported once: the live zone is the new baseline.
     assert oob_check_target(target=fast_target).status == "unchanged"
     assert len(events("out_of_band_change")) == 1
-    assert ZoneBaseline.objects.get(target=fast_target).records[f"www.{zone} A"]["rdatas"] == ["203.0.113.50"]
+    assert Baseline.objects.get(target=fast_target).records[f"www.{zone} A"]["rdatas"] == ["203.0.113.50"]
 
 
 def test_an_soa_change_other_than_the_serial_is_out_of_band(fast_target, named_server):
@@ -147,7 +147,7 @@ def test_changegates_own_apply_is_not_out_of_band(
         oob_check_target(target=fast_target)
         change = approved(author, reviewer, fast_target)
         assert run(change) == State.APPLIED
-    baseline = ZoneBaseline.objects.get(target=fast_target)
+    baseline = Baseline.objects.get(target=fast_target)
     assert baseline.records[f"www.{fast_target.name}. A"]["rdatas"] == ["192.0.2.99"]
     with django_capture_on_commit_callbacks(execute=True):
         assert oob_check_target(target=fast_target).status == "unchanged"  # the SOA serial moved, nothing else
@@ -158,11 +158,11 @@ def test_changegates_own_apply_is_not_out_of_band(
 
 def test_changegates_own_rollback_is_not_out_of_band(author, reviewer, fast_target):
     oob_check_target(target=fast_target)
-    before = ZoneBaseline.objects.get(target=fast_target).records
+    before = Baseline.objects.get(target=fast_target).records
     dead = {"type": "tcp", "host": "127.0.0.1", "port": free_port(), "timeout": 0.5}
     change = approved(author, reviewer, fast_target, health_checks=[dead])
     assert run(change) == State.ROLLED_BACK
-    assert ZoneBaseline.objects.get(target=fast_target).records == before
+    assert Baseline.objects.get(target=fast_target).records == before
     assert oob_check_target(target=fast_target).status == "unchanged"
     assert events("out_of_band_change") == []
 
@@ -219,7 +219,7 @@ def test_a_zone_that_cannot_be_read_is_a_failed_check_not_a_crash(staff, named_s
     assert results == {fast_target.pk: "baseline", dead.pk: "failed"}
     (event,) = events("out_of_band_check_failed")
     assert event.target_id == dead.pk and event.payload["error"]
-    assert not ZoneBaseline.objects.filter(target=dead).exists()
+    assert not Baseline.objects.filter(target=dead).exists()
     # Checked (and failed) counts as checked: retried after its interval, not every sweep.
     assert oob_sweep() == {}
 
@@ -239,7 +239,7 @@ def test_the_periodic_task_checks_only_due_targets(staff, named_server, fast_tar
     Target.objects.filter(pk=stale.pk).update(oob_checked_at=now - timedelta(seconds=900))
 
     assert check_out_of_band() == 2  # the task, in-process
-    checked = set(ZoneBaseline.objects.values_list("target_id", flat=True))
+    checked = set(Baseline.objects.values_list("target_id", flat=True))
     assert checked == {fast_target.pk, stale.pk}
     assert off.pk not in checked and recent.pk not in checked
     assert oob_sweep() == {}  # nothing is due a second time within its interval
@@ -261,7 +261,7 @@ def test_the_diff_ignores_only_the_soa_serial_and_the_event_caps_the_diff():
     assert zone_diff(before, after, kind=kind_named("dns")) == [RRsetDiff(RRKey("a.z.", "A"), RRValue(60, ("192.0.2.1",)),
                                                   RRValue(30, ("192.0.2.1",)))]
     many = [RRsetDiff(RRKey(f"h{i}.z.", "A"), None, RRValue(60, ("192.0.2.1",))) for i in range(DIFF_CAP + 7)]
-    baseline = ZoneBaseline(serial=1, digest="0" * 64, taken_at=timezone.now())
+    baseline = Baseline(version=1, digest="0" * 64, taken_at=timezone.now())
     payload = _event_payload(baseline, 2, "1" * 64, many)
     assert (len(payload["diff"]), payload["total"], payload["added"], payload["truncated"]) == (
         DIFF_CAP, DIFF_CAP + 7, DIFF_CAP + 7, True)
@@ -315,9 +315,7 @@ def test_overlapping_checks_report_an_outside_change_once(fast_target, named_ser
 def test_checks_racing_applies_and_rollbacks_never_report_changegates_own_change(
     author, reviewer, fast_target, monkeypatch
 ):
-    from changes import execution
-
-    # Widen the window between the send and the baseline following it, where a
+    from pipeline import run as execution
     # check that did not skip in-flight targets would see changegate's own change.
     follow = execution.oob_baseline_apply
     monkeypatch.setattr(execution, "oob_baseline_apply", lambda **kw: (time.sleep(0.3), follow(**kw))[1])

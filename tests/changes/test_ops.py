@@ -18,18 +18,19 @@ import pytest
 from django.conf import settings
 from django.db import OperationalError
 
-from changes.execution import execution_claim, execution_run
-from changes.logs import (
+from changes.models import ChangeRequest
+from changes.services import change_create, change_submit, target_update_policy
+from config.celery_app import app
+from dns_adapters.local_named import free_port
+from ops.logs import (
     ChangeContextFilter,
     JSONFormatter,
     PlainFormatter,
     current_change_id,
     log_context,
 )
-from changes.models import ChangeRequest
-from changes.services import change_create, change_submit, target_update_policy
-from config.celery_app import app
-from dns_adapters.local_named import free_port
+from pipeline.execution import execution_claim
+from pipeline.run import execution_run
 from tests.factories import WWW, approved
 from tests.processes import ROOT, CeleryWorker, RedisServer, point_app_at
 
@@ -86,7 +87,7 @@ def test_readyz_is_503_naming_the_database_when_it_is_down(client, monkeypatch):
         def cursor(self):
             raise OperationalError("could not connect to server")
 
-    monkeypatch.setattr("changes.views.connection", DeadConnection())
+    monkeypatch.setattr("ops.views.connection", DeadConnection())
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json()["database"] == "error: OperationalError"
@@ -287,7 +288,7 @@ def test_plain_log_lines_name_the_change_inside_log_context(captured):
 def test_log_json_true_switches_the_configured_logging_to_json():
     code = (
         "import django, logging; django.setup()\n"
-        "from changes.logs import log_context\n"
+        "from ops.logs import log_context\n"
         "with log_context(change_id=9):\n"
         "    logging.getLogger('changes.x').warning('hello')\n"
     )

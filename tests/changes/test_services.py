@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from changes.audit import chain_verify
+from audit.chain import chain_verify
 from changes.errors import Conflict, InvalidTransition, NotPermitted, TargetUnavailable, ValidationFailed
 from changes.models import TRANSITIONS, AuditEvent, ChangeRequest
 from changes.services import (

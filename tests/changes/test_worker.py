@@ -11,13 +11,13 @@ import pytest
 
 from approvals.policy import change_approve
 from changes.adapters import adapter_for
-from changes.execution import execution_sweep
-from changes.faults import POINTS
 from changes.models import TERMINAL, AuditEvent, ChangeRequest, Execution
 from changes.services import change_create, change_submit, target_update_policy
 from config.celery_app import app
 from dns_adapters.base import RRKey
 from dns_adapters.local_named import free_port
+from pipeline.execution import execution_sweep
+from pipeline.faults import POINTS
 from tests.factories import wrong_secret
 from tests.processes import CeleryWorker, app_broker, point_app_at
 
@@ -97,7 +97,7 @@ def test_approved_change_is_applied_by_the_worker(author, reviewer, target, work
     assert wait_terminal(change) == State.APPLIED
     assert www(target) == ("192.0.2.99",)
     assert applies(change) == 1
-    # The lease names the worker process that ran it (changes.execution.worker_id: host:pid).
+    # The lease names the worker process that ran it (pipeline.execution.worker_id: host:pid).
     assert Execution.objects.get(change=change).lease_owner == f"{socket.gethostname()}:{started.process.pid}"
 
 
@@ -110,7 +110,7 @@ def test_failing_check_rolls_back_through_the_worker(author, reviewer, target, w
     assert www(target) == before
 
 
-# What a kill -9 at each crash point (changes.faults, placed in changes.execution._drive
+# What a kill -9 at each crash point (pipeline.faults, placed in pipeline.run._drive
 # and _store_round) leaves behind: the zone, the change's state and how many
 # change_applied events were recorded. Before the send nothing reached named; after
 # the send named holds the change but the worker died before recording it; during the

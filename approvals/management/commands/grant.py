@@ -15,10 +15,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from changes.audit import RequestOrigin
-from changes.permissions import FOUR_EYES_ROLES, ROLES, grant_request_create, target_role_grant, target_role_revoke
+from audit.chain import RequestOrigin
 from changes.errors import ServiceError
 from changes.models import Origin, Target
+from changes.permissions import FOUR_EYES_ROLES, ROLES, grant_request_create, target_role_grant, target_role_revoke
 
 
 def _role_help() -> str:

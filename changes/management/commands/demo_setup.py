@@ -15,12 +15,11 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from guardian.shortcuts import assign_perm
 
-from changes.audit import RequestOrigin
+from audit.chain import RequestOrigin
 from changes.errors import ServiceError, ValidationFailed
 from changes.models import Origin, Target
-from changes.permissions import FOUR_EYES_ROLES, target_role_grant
+from changes.permissions import FOUR_EYES_ROLES, admin_pages_grant, target_role_grant
 from changes.services import target_register, target_rename
 
 DEFAULT_PASSWORD = "changegate-demo"
@@ -89,10 +88,9 @@ class Command(BaseCommand):
                     user.groups.add(groups[group])
                 rows.append((username, group or "superuser", role, created))
 
-        with transaction.atomic():
-            for name, perms in ADMIN_PERMS.items():
-                for perm in perms:
-                    assign_perm(f"changes.{perm}", groups[name])
+        for name, perms in ADMIN_PERMS.items():
+            admin_pages_grant(actor=None, group=groups[name], codenames=perms, origin=RequestOrigin(kind=Origin.CLI),
+                              reason="demo setup")
         if zone and primary and tsig_key_file:
             self._demo_target(zone, primary, tsig_key_file, groups)
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from changes.audit import RequestOrigin
+from audit.chain import RequestOrigin
 from changes.errors import ServiceError, ValidationFailed
 from changes.models import AuditEvent, Origin, Target
 from changes.services import target_register

@@ -1,0 +1,273 @@
+"""Changes: what the API shows of a change (summary, detail with its plan,
+approvals, attempts and events) and what it takes to create, edit and move one.
+Separate from the evidence bundle (evidence.py), which is a record for auditors
+with its own stable shape, not the working view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.http import Http404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+from rest_framework.settings import api_settings
+
+from approvals.models import Approval
+from approvals.policy import approvals_of, approvals_required, approvals_valid
+from changes import selectors
+from changes.api.serializers.fields import (
+    KindOptionField,
+    QueryBooleanField,
+    StrictBooleanField,
+    StrictCharField,
+    StrictInputSerializer,
+    TargetRefField,
+    options_from,
+)
+from changes.api.serializers.shapes import HealthChecksField, ItemsField
+from changes.api.serializers.targets import RRValueSerializer
+from changes.kinds import risk_description
+from changes.models import AuditEvent, ChangeRequest, Execution, Target
+
+# ---------------------------------------------------------------------------
+# Output
+
+
+class TargetRefSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+
+
+class StepSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    before = RRValueSerializer(allow_null=True)
+    after = RRValueSerializer(allow_null=True)
+
+
+class GuardSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    type = serializers.CharField()
+    value = RRValueSerializer(allow_null=True)
+
+
+class PlanSerializer(serializers.Serializer):
+    zone = serializers.CharField()
+    steps = StepSerializer(many=True)
+    guards = GuardSerializer(many=True)
+
+
+class RiskFlagSerializer(serializers.Serializer):
+    flag = serializers.CharField()
+    description = serializers.CharField()
+
+
+class EventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    action = serializers.CharField()
+    actor = serializers.SerializerMethodField()
+    origin = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    hash = serializers.CharField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_actor(self, event: AuditEvent) -> str | None:
+        return event.actor_username or None
+
+
+class ApprovalSerializer(serializers.Serializer):
+    approver = serializers.CharField(source="approver.username")
+    fingerprint = serializers.CharField(help_text="The plan fingerprint this approval is bound to.")
+    comment = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    valid = serializers.SerializerMethodField(help_text="Counts now: current plan, not expired, not invalidated.")
+    invalidated_reason = serializers.CharField()
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_valid(self, approval: Approval) -> bool:
+        return approval.pk in self.context.get("valid_ids", set())
+
+
+class ExecutionSerializer(serializers.Serializer):
+    """One attempt at applying the change, with its own claim, lease and outcome."""
+
+    id = serializers.IntegerField()
+    state = serializers.ChoiceField(choices=Execution.State.choices)
+    outcome = serializers.CharField(help_text="How the attempt ended (blank while it runs): the change's end "
+                                    "state, drifted, approval_lapsed or cancelled.")
+    claims = serializers.IntegerField(help_text="How many times a worker took the lease.")
+    lease_owner = serializers.CharField(help_text="The worker that last held the lease (host:pid).")
+    fence = serializers.IntegerField(source="token", help_text="The fencing token of the last claim.")
+    lease_expires_at = serializers.DateTimeField(allow_null=True)
+    hold_reason = serializers.CharField(help_text="Why it waits without running (a frozen target).")
+    retries = serializers.IntegerField(help_text="Transient failures (server unreachable) in the current phase.")
+    retry_at = serializers.DateTimeField(allow_null=True, help_text="No retry before this (backoff).")
+    enqueued_at = serializers.DateTimeField(allow_null=True)
+    started_at = serializers.DateTimeField(allow_null=True)
+    applied_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+    error = serializers.CharField()
+
+
+class ChangeSummarySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    target = TargetRefSerializer()
+    author = serializers.CharField(source="author.username")
+    title = serializers.CharField()
+    state = serializers.ChoiceField(choices=ChangeRequest.State.choices)
+    revision = serializers.IntegerField()
+    fingerprint = serializers.CharField()
+    risk_flags = serializers.SerializerMethodField()
+    emergency = serializers.BooleanField()
+    emergency_overdue = serializers.SerializerMethodField(
+        help_text="A break-glass change whose after-the-fact review is overdue.")
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(OpenApiTypes.BOOL)
+    def get_emergency_overdue(self, change: ChangeRequest) -> bool:
+        return selectors.emergency_overdue(change)
+
+    @extend_schema_field(RiskFlagSerializer(many=True))
+    def get_risk_flags(self, change: ChangeRequest) -> list[dict[str, str]]:
+        return [{"flag": flag, "description": risk_description(flag)} for flag in change.risk_flags]
+
+
+class ChangeDetailSerializer(ChangeSummarySerializer):
+    editors = serializers.SerializerMethodField()
+    emergency_reason = serializers.CharField()
+    emergency_by = serializers.SerializerMethodField()
+    emergency_at = serializers.DateTimeField(allow_null=True)
+    emergency_reviewed_by = serializers.SerializerMethodField()
+    emergency_reviewed_at = serializers.DateTimeField(allow_null=True)
+    emergency_review_comment = serializers.CharField()
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_emergency_by(self, change: ChangeRequest) -> str | None:
+        return change.emergency_by.get_username() if change.emergency_by else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_emergency_reviewed_by(self, change: ChangeRequest) -> str | None:
+        return change.emergency_reviewed_by.get_username() if change.emergency_reviewed_by else None
+    reason = serializers.CharField()
+    items = ItemsField()
+    health_checks = HealthChecksField()
+    allow_apex = KindOptionField("allow_apex")
+    plan = PlanSerializer(allow_null=True)
+    planned_at = serializers.DateTimeField(allow_null=True)
+    diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
+    events = serializers.SerializerMethodField()
+    executions = serializers.SerializerMethodField(help_text="Every attempt at applying it, oldest first.")
+    approvals = serializers.SerializerMethodField()
+    approvals_required = serializers.SerializerMethodField(
+        help_text="Distinct approvals needed: the target's count, plus one for a plan with risk flags.")
+
+    @extend_schema_field(ApprovalSerializer(many=True))
+    def get_approvals(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
+        return ApprovalSerializer(approvals_of(change), many=True, context={"valid_ids": valid_ids}).data
+
+    @extend_schema_field(OpenApiTypes.INT)
+    def get_approvals_required(self, change: ChangeRequest) -> int:
+        return approvals_required(change)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_editors(self, change: ChangeRequest) -> list[str]:
+        return sorted(user.get_username() for user in change.editors.all())
+
+    @extend_schema_field(OpenApiTypes.STR)
+    def get_diff(self, change: ChangeRequest) -> str:
+        return selectors.change_diff(change)
+
+    @extend_schema_field(EventSerializer(many=True))
+    def get_events(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        return EventSerializer(selectors.change_events(change), many=True).data
+
+    @extend_schema_field(ExecutionSerializer(many=True))
+    def get_executions(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        return ExecutionSerializer(selectors.change_executions(change), many=True).data
+
+
+# ---------------------------------------------------------------------------
+# Input
+
+
+class ChangeCreateSerializer(StrictInputSerializer):
+    target = TargetRefField()
+    title = StrictCharField(allow_blank=True, help_text="At most 200 characters.")
+    reason = StrictCharField(allow_blank=True, help_text="Why the change is needed (required).")
+    items = ItemsField(required=False, help_text="The change as items; or give `patch`.")
+    patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
+                            help_text="The change as zone-file lines: '= NAME TTL TYPE DATA', '+ ...', '- ...'.")
+    health_checks = HealthChecksField(required=False)
+    allow_apex = StrictBooleanField(required=False, default=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return options_from(attrs, "allow_apex")
+
+    def validate_target(self, value: int | str) -> Target:
+        user: AbstractBaseUser = self.context["request"].user
+        try:
+            return selectors.access_target(user=user, ref=value)
+        except Http404:
+            raise serializers.ValidationError("no such target") from None
+
+
+class ChangeUpdateSerializer(StrictInputSerializer):
+    title = StrictCharField(required=False, allow_blank=True)
+    reason = StrictCharField(required=False, allow_blank=True)
+    items = ItemsField(required=False)
+    patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
+    health_checks = HealthChecksField(required=False)
+    allow_apex = StrictBooleanField(required=False)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        # An empty edit would still bump the revision and void every approval.
+        if not attrs:
+            raise serializers.ValidationError(
+                {api_settings.NON_FIELD_ERRORS_KEY: [f"give at least one of {', '.join(self.fields)}"]}
+            )
+        return options_from(attrs, "allow_apex")
+
+
+class CommentSerializer(StrictInputSerializer):
+    comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class CancelSerializer(StrictInputSerializer):
+    reason = StrictCharField(required=False, allow_blank=True, max_length=4000, help_text="Why (required).")
+    comment = StrictCharField(required=False, allow_blank=True, max_length=4000,
+                              help_text="Old name of `reason`, still accepted.")
+
+
+class EmergencySerializer(StrictInputSerializer):
+    """A required written reason: for break-glass, or for a manual rollback."""
+
+    reason = StrictCharField(allow_blank=True, max_length=4000, help_text="Why (required).")
+
+
+class EmergencyReviewSerializer(StrictInputSerializer):
+    comment = StrictCharField(allow_blank=True, max_length=2000, help_text="What you checked (required).")
+
+
+class ApproveSerializer(StrictInputSerializer):
+    fingerprint = StrictCharField(allow_blank=True, help_text="The fingerprint of the plan you reviewed.")
+    comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
+
+
+class RejectSerializer(StrictInputSerializer):
+    comment = StrictCharField(allow_blank=True, max_length=2000, help_text="Why the change is rejected (required).")
+
+
+class ChangeListQuerySerializer(serializers.Serializer):
+    state = serializers.ChoiceField(choices=ChangeRequest.State.choices, required=False)
+    target = serializers.CharField(required=False, help_text="Target id or name.")
+    author = serializers.CharField(required=False, help_text="Username of the author.")
+    reviewable = QueryBooleanField(
+        required=False, help_text="true: only pending changes waiting for your review "
+        "(you may approve them and have not approved the current plan yet).")

@@ -1,0 +1,66 @@
+"""The target: a DNS zone (later: a firewall) that changes are proposed against,
+with its approval policy and the permissions roles are granted on. Every other
+model points at it, so it sits alone at the bottom of the package and imports
+nothing from its siblings.
+"""
+
+from __future__ import annotations
+
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class Target(models.Model):
+    """A DNS zone (later: a firewall) that changes are proposed against."""
+
+    class Kind(models.TextChoices):
+        DNS = "dns", "DNS zone"
+
+    name = models.CharField(max_length=253, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DNS)
+    # Validated by the adapter. Secrets are never stored: only file references.
+    config = models.JSONField(default=dict)
+    required_approvals = models.PositiveSmallIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(10)]
+    )
+    # Ranges mirror services.POLICY_RANGES so the admin form refuses what the service would.
+    approval_lifetime_seconds = models.PositiveIntegerField(
+        default=24 * 3600, validators=[MinValueValidator(60), MaxValueValidator(30 * 86400)]
+    )
+    bake_seconds = models.PositiveIntegerField(default=60, validators=[MaxValueValidator(86400)])
+    health_checks = models.JSONField(default=list, blank=True)
+    frozen = models.BooleanField(default=False, help_text="A frozen target accepts proposals but applies nothing.")
+    # Cached from the last whole-zone read, for the mass-delete risk flag: reading
+    # the whole zone on every proposal would make planning cost O(zone).
+    # Break-glass changes older than this without an after-the-fact review are overdue.
+    emergency_review_hours = models.PositiveIntegerField(default=24, validators=[MinValueValidator(1)])
+    webhook_url = models.URLField(blank=True, help_text="Alerts are POSTed here as JSON (optional).")
+    # How many keyed values (DNS: RRsets) the target held at the last whole read.
+    item_count = models.PositiveIntegerField(null=True, blank=True)
+    item_count_at = models.DateTimeField(null=True, blank=True)
+    # Out-of-band change detection (drift.sweep): how often the whole zone is read
+    # and compared with its Baseline; 0 turns it off. `oob_checked_at` is the
+    # last attempt, failed ones included, so an unreachable zone is retried (and
+    # reported) once per interval, not on every sweep.
+    oob_interval_seconds = models.PositiveIntegerField(
+        default=300, validators=[MaxValueValidator(7 * 86400)],
+        help_text="Seconds between whole-zone reads for out-of-band changes; 0 = off.",
+    )
+    oob_checked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [
+            ("submit_change", "Can propose and submit changes on this target"),
+            ("approve_change", "Can approve changes on this target"),
+            ("emergency_change", "Can apply emergency changes on this target"),
+            ("export_audit", "Can export the audit log of this target"),
+            # The operator role (changes.permissions): model-wide, never per target and
+            # never implied by is_staff.
+            ("operate_targets", "Operator: registers targets, edits their policy, grants roles"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,297 @@
+"""Every write to change requests: one function per lifecycle step.
+
+Each runs in one transaction, locks the change row, checks the move against
+`TRANSITIONS`, writes its audit event in the same transaction and nothing else
+assigns `state`. Reads of the live target happen *before* the transaction (a
+DNS timeout must not hold a row lock); the revision counter then proves the
+change was not edited in between.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from adapters import ItemValidationError, Options, Plan
+from approvals.standing import approvals_invalidate
+from audit.chain import SYSTEM, RequestOrigin, audit_record
+from changes.adapters import adapter_open
+from changes.errors import InvalidTransition, NotPermitted, ValidationFailed
+from changes.kinds import kind_of, target_unavailable_on_adapter_error
+from changes.lifecycle import in_author_set, lock_change, lock_editable, transition
+from changes.locking import retry_on_contention
+from changes.models import EDITABLE, TRANSITIONS, ChangeRequest, Target
+from changes.permissions import can_cancel, has_target_permission, require_target_permission
+from pipeline.check_specs import validate_health_checks
+
+State = ChangeRequest.State
+TITLE_MAX = 200
+
+
+# ---------------------------------------------------------------------------
+# Input preparation (pure apart from the live read in `_plan`)
+
+
+@dataclass(frozen=True)
+class PreparedItems:
+    raw: list[dict[str, Any]]
+    items: list[Any]  # the kind's validated items
+    lines: list[int] | None  # patch line of each item, when the items came from a patch
+
+
+def _field_errors(exc: ItemValidationError, lines: list[int] | None, field: str = "items") -> ValidationFailed:
+    errors = []
+    for e in exc.errors:
+        error = {"index": e.index, "field": e.field if e.index is None else f"{field}[{e.index}].{e.field}", "message": e.message}
+        if lines is not None and e.index is not None and e.index < len(lines):
+            error["line"] = lines[e.index]
+        errors.append(error)
+    return ValidationFailed(errors)
+
+
+
+
+def _prepare_items(
+    *, target: Target, items: Any, patch: str | None, options: Options
+) -> PreparedItems:
+    if items not in (None, []) and patch not in (None, ""):
+        raise ValidationFailed([{"index": None, "field": "patch", "message": "give either items or patch, not both"}])
+    lines: list[int] | None = None
+    if patch not in (None, ""):
+        try:
+            parsed = kind_of(target).parse_patch(patch)  # type: ignore[arg-type]
+        except ItemValidationError as exc:
+            raise _field_errors(exc, None) from None
+        items = [p.item for p in parsed]
+        lines = [p.line for p in parsed]
+    adapter = adapter_open(target)
+    try:
+        validated = adapter.validate_items(items if items is not None else [], options=options)
+    except ItemValidationError as exc:
+        raise _field_errors(exc, lines) from None
+    finally:
+        adapter.close()
+    # Store the validated form (absolute names, canonical rdata, integer TTLs): what
+    # was checked is what is kept and shown, and re-validating it gives the same items.
+    item_json = kind_of(target).item_json
+    return PreparedItems(raw=[item_json(item) for item in validated], items=validated, lines=lines)
+
+
+def _plan(target: Target, prepared: PreparedItems, *, options: Options) -> Plan:
+    """Dry-run against the live target. Never inside a transaction."""
+    adapter = adapter_open(target)
+    try:
+        with target_unavailable_on_adapter_error(target):
+            try:
+                return adapter.plan(prepared.items, options=options)
+            except ItemValidationError as exc:
+                raise _field_errors(exc, prepared.lines) from None
+    finally:
+        adapter.close()
+
+
+def _validate_text(title: Any, reason: Any) -> tuple[str, str]:
+    errors = []
+    if not isinstance(title, str) or not title.strip():
+        errors.append({"index": None, "field": "title", "message": "title is required"})
+    elif len(title.strip()) > TITLE_MAX:
+        errors.append({"index": None, "field": "title", "message": f"at most {TITLE_MAX} characters"})
+    if not isinstance(reason, str) or not reason.strip():
+        errors.append({"index": None, "field": "reason", "message": "reason is required: say why the change is needed"})
+    if errors:
+        raise ValidationFailed(errors)
+    return title.strip(), reason.strip()
+
+
+def _store_plan(change: ChangeRequest, plan: Plan) -> None:
+    change.plan = plan.to_json()
+    change.fingerprint = plan.fingerprint
+    change.planned_at = timezone.now()
+    change.risk_flags = kind_of(change.target).risk_flags(plan, item_count=change.target.item_count)
+
+
+def _plan_summary(change: ChangeRequest) -> dict[str, Any]:
+    return {
+        "fingerprint": change.fingerprint,
+        "steps": len((change.plan or {}).get("steps", [])),
+        "risk_flags": change.risk_flags,
+    }
+
+
+# ---------------------------------------------------------------------------
+# Change requests
+
+
+def change_create(
+    *,
+    actor: AbstractBaseUser,
+    target: Target,
+    title: Any,
+    reason: Any,
+    items: Any = None,
+    patch: str | None = None,
+    health_checks: Any = None,
+    options: Options | None = None,
+    origin: RequestOrigin = SYSTEM,
+) -> ChangeRequest:
+    """Create a draft change and its dry-run plan against the live target.
+    `options` are the target kind's options for this change (DNS: allow_apex).
+    Raises NotPermitted, ValidationFailed, TargetUnavailable; stores nothing then."""
+    require_target_permission(actor, "submit_change", target)
+    title, reason = _validate_text(title, reason)
+    checks = validate_health_checks(health_checks)
+    options = dict(options or {})
+    prepared = _prepare_items(target=target, items=items, patch=patch, options=options)
+    plan = _plan(target, prepared, options=options)
+    with transaction.atomic():
+        change = ChangeRequest(
+            target=target, author=actor, title=title, reason=reason, items=prepared.raw,
+            health_checks=checks, options=options,
+        )
+        _store_plan(change, plan)
+        change.save()
+        audit_record(actor=actor, origin=origin, action="change_created", change=change,
+                     payload={"title": title, "reason": reason, "items": prepared.raw,
+                              "health_checks": checks, "options": options, "plan": change.plan,
+                              **_plan_summary(change)})
+    return change
+
+
+@retry_on_contention
+def change_update(
+    *,
+    actor: AbstractBaseUser,
+    change: ChangeRequest,
+    title: Any = None,
+    reason: Any = None,
+    items: Any = None,
+    patch: str | None = None,
+    health_checks: Any = None,
+    options: Options | None = None,
+    origin: RequestOrigin = SYSTEM,
+) -> ChangeRequest:
+    """Edit a change that is not yet approved. Records the editor and re-plans; a
+    new revision means approvals given to the old one no longer count."""
+    target = change.target
+    if change.author_id != actor.pk:
+        require_target_permission(actor, "submit_change", target)
+    if change.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; only {', '.join(sorted(EDITABLE))} changes can be edited")
+    revision = change.revision
+    new_title, new_reason = _validate_text(title if title is not None else change.title,
+                                           reason if reason is not None else change.reason)
+    checks = validate_health_checks(health_checks) if health_checks is not None else change.health_checks
+    # Options given are merged over the change's own; those not given stay.
+    merged = {**change.options, **(options or {})}
+    if items is None and patch in (None, ""):
+        items = change.items
+    prepared = _prepare_items(target=target, items=items, patch=patch, options=merged)
+    plan = _plan(target, prepared, options=merged)
+    with transaction.atomic():
+        locked = lock_editable(change, revision=revision)
+        old_fingerprint = locked.fingerprint
+        locked.title, locked.reason, locked.items = new_title, new_reason, prepared.raw
+        locked.health_checks, locked.options = checks, merged
+        locked.revision += 1
+        _store_plan(locked, plan)
+        locked.save()
+        if actor.pk != locked.author_id:
+            locked.editors.add(actor)
+        # Reviewers approved the old revision; nobody approved this one.
+        invalidated = approvals_invalidate(change=locked, reason=f"edited by {actor.get_username()}")
+        audit_record(actor=actor, origin=origin, action="change_edited", change=locked,
+                     payload={"title": new_title, "reason": new_reason, "items": prepared.raw,
+                              "health_checks": checks, "options": merged, "revision": locked.revision,
+                              "approvals_invalidated": invalidated,
+                              "previous_fingerprint": old_fingerprint, "plan": locked.plan,
+                              **_plan_summary(locked)})
+    return locked
+
+
+@retry_on_contention
+def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
+    """Re-run the dry-run against live. A different result replaces the stored plan
+    (and with it the fingerprint any approval was bound to)."""
+    target = change.target
+    if not (change.author_id == actor.pk or has_target_permission(actor, "submit_change", target)
+            or has_target_permission(actor, "approve_change", target)):
+        raise NotPermitted(f"you lack the submit_change or approve_change permission on target {target.name}")
+    if change.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; its plan is fixed")
+    revision = change.revision
+    prepared = _prepare_items(target=target, items=change.items, patch=None, options=change.options)
+    plan = _plan(target, prepared, options=change.options)
+    with transaction.atomic():
+        locked = lock_editable(change, revision=revision)
+        old = locked.fingerprint
+        _store_plan(locked, plan)
+        invalidated = 0
+        if plan.fingerprint != old:
+            locked.revision += 1
+            invalidated = approvals_invalidate(change=locked, reason="re-plan read different live data")
+        locked.save()
+        audit_record(actor=actor, origin=origin, action="change_planned", change=locked,
+                     payload={"previous_fingerprint": old, "changed": plan.fingerprint != old,
+                              "approvals_invalidated": invalidated,
+                              "plan": locked.plan, **_plan_summary(locked)})
+    return locked
+
+
+@retry_on_contention
+def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
+    """draft (or drifted, after a re-plan) -> pending_approval."""
+    with transaction.atomic():
+        locked = lock_change(change)
+        if not in_author_set(actor, locked):
+            raise NotPermitted("only the author or an editor of a change may submit it")
+        require_target_permission(actor, "submit_change", locked.target)
+        if not (locked.plan or {}).get("steps"):
+            raise InvalidTransition(f"change #{locked.pk} has nothing to do: the live zone already matches it")
+        locked.submitted_at = timezone.now()
+        transition(locked, State.PENDING_APPROVAL, actor=actor, origin=origin, action="change_submitted",
+                    payload=_plan_summary(locked))
+    return locked
+
+
+@retry_on_contention
+def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM,
+                  reason: Any = None, comment: Any = None) -> ChangeRequest:
+    """Withdraw a change that has not started applying, saying why. The author, an
+    editor or an operator (`can_cancel`). `comment` is the reason's old name."""
+    reason = reason if reason not in (None, "") else comment
+    with transaction.atomic():
+        locked = lock_change(change)
+        # Who you are before what you wrote: a 403 must not depend on the body.
+        if not can_cancel(actor, locked):
+            raise NotPermitted("only the author, an editor or an operator may cancel a change")
+        # Then the state: cancelling a finished change is a conflict whatever the body says.
+        if State.CANCELLED not in TRANSITIONS.get(locked.state, frozenset()):
+            raise InvalidTransition(f"change #{locked.pk} is {locked.state}; it cannot move to {State.CANCELLED}")
+        if not isinstance(reason, str) or not reason.strip():
+            raise ValidationFailed([{"index": None, "field": "reason", "message": "say why the change is cancelled"}])
+        transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",
+                    payload={"reason": reason.strip()})
+    return locked
+
+
+def change_propose_rollback(
+    *, actor: AbstractBaseUser, change: ChangeRequest, reason: Any, origin: RequestOrigin = SYSTEM
+) -> ChangeRequest:
+    """A manual rollback of an applied change is a new change (four eyes like any
+    other): its items put every RRset back to the applied plan's `before`, and its
+    plan is read against live now, so anything that moved since shows in the diff."""
+    require_target_permission(actor, "submit_change", change.target)
+    if change.state != State.APPLIED:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; only applied changes can be rolled back")
+    if not isinstance(reason, str) or not reason.strip():
+        raise ValidationFailed([{"index": None, "field": "reason", "message": "say why the change is rolled back"}])
+    items = kind_of(change.target).rollback_items(Plan.from_json(change.plan))
+    return change_create(
+        actor=actor, target=change.target, title=f"Roll back #{change.pk}: {change.title}"[:TITLE_MAX],
+        reason=f"Rollback of change #{change.pk}. {reason.strip()}", items=items, options=change.options,
+        health_checks=change.health_checks, origin=origin,
+    )

@@ -1,0 +1,2 @@
+"""What operators run the service with: /healthz, /readyz, /metrics and the log
+format."""
