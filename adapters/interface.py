@@ -112,9 +112,11 @@ class Adapter(abc.ABC):
         must lie inside `key_dir` (the deployment's key directory)."""
 
     @abc.abstractmethod
-    def check_reachable(self) -> int:
+    def check_reachable(self, *, prepare: bool = False) -> int:
         """Prove the target answers with our credentials; return its version (DNS: SOA
-        serial). Raises ConfigError or TransientError."""
+        serial). With `prepare`, first create what managing it needs and is missing
+        (nftables: the owned tables, empty); kinds with nothing to create ignore it.
+        Raises ConfigError or TransientError."""
 
     @abc.abstractmethod
     def validate_items(self, items: Sequence[Mapping[str, Any]], *, options: Options | None = None) -> list[Any]:
@@ -143,6 +145,28 @@ class Adapter(abc.ABC):
     def rollback(self, plan: Plan) -> ApplyResult:
         """Undo an applied plan: its inverse, conditional on `after` still being live."""
         return self.apply(plan.inverse())
+
+    def version(self) -> int | None:
+        """A cheap number that moves whenever the target changes (nftables: the kernel's
+        ruleset generation), or None when the kind has none that cheap (DNS: the SOA
+        serial is not trusted to move on every edit). The drift sweep reads the whole
+        target only when it moved."""
+        return None
+
+    def confirm(self, plan: Plan) -> dict[str, Any] | None:
+        """After the bake passed: make the applied `plan` stay (nftables: disarm the
+        commit-confirmed revert armed by apply, then write the boot configuration).
+        Returns an account for the audit log, or None when the kind has nothing to
+        confirm (DNS). Raises TargetReverted when the target already undid the change
+        by itself, and AdapterError when it cannot tell."""
+        return None
+
+    def reverted(self, plan: Plan) -> str | None:
+        """How the target undid the applied `plan` by itself (a commit-confirmed revert
+        whose deadline passed while nobody confirmed), or None. Asked before a bake
+        and before a rollback, so a change the target already reverted is recorded
+        as rolled back instead of failing its checks and its conditional rollback."""
+        return None
 
     @abc.abstractmethod
     def verify(self, plan: Plan) -> VerifyReport:

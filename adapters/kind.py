@@ -58,7 +58,8 @@ class TargetKind:
     - parse_key(config, name, type): a (key, [(field, message)]) for one live read.
     - value_lines(key, value): the lines a value is shown as (diff, admin).
     - diff(plan): the unified diff text of a plan.
-    - risks / risk_flags(plan, item_count=): flags needing a reviewer's attention.
+    - risks / risk_flags(plan, item_count=, config=): flags needing a reviewer's attention
+      (config: the target's normalized config, e.g. the firewall's management port).
     - rollback_items(plan): raw items that undo an applied plan (its inverse).
     - drift_ignores(key) / drift_comparable(key text, value json): snapshot
       normalisation for drift detection: keys the target maintains itself (DNSSEC

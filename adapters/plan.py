@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
@@ -116,6 +116,11 @@ class Plan:
     zone: str
     steps: tuple[Step, ...]
     guards: tuple[Guard, ...] = ()
+    # Advice for the reviewer (DNS: an MX whose in-zone target has no address). Not
+    # part of the canonical form, the fingerprint or equality: an approval binds to
+    # what the plan does, and a warning changes nothing it does. Not kept by
+    # to_json/from_json either: whoever stores a plan stores its warnings beside it.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {

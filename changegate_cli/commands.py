@@ -20,7 +20,9 @@ def cmd_targets(client: Client, args: argparse.Namespace) -> int:
         print_json(client.all_pages("/api/v1/targets/"))
         return EXIT_OK
     rows = [
-        (t.get("id"), t.get("name"), t.get("zone") or "", t.get("required_approvals"),
+        # A firewall target has no zone: its owned tables stand in that column.
+        (t.get("id"), t.get("name"), t.get("zone") or ", ".join((t.get("config") or {}).get("tables") or []),
+         t.get("required_approvals"),
          "yes" if t.get("frozen") else "no")
         for t in client.paginate("/api/v1/targets/")
     ]
@@ -35,7 +37,8 @@ def cmd_propose(client: Client, args: argparse.Namespace) -> int:
     # Everything that can be a usage error is checked before anything is sent.
     patch = build_patch(args)
     if not patch.strip():
-        raise UsageError("nothing to propose: give --upsert, --add, --remove, --delete or --file")
+        raise UsageError("nothing to propose: give --upsert, --add, --remove, --delete (DNS), --append, --insert, "
+                         "--delete-rule, --add-element, --delete-element, --policy (firewall) or --file")
     if not args.reason.strip():
         raise UsageError("--reason must say why the change is needed")
     body = {
@@ -131,6 +134,10 @@ def cmd_plan(client: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_live(client: Client, args: argparse.Namespace) -> int:
+    if args.chain or args.set:
+        return _live_object(client, args)
+    if not args.target or not args.name or not args.type:
+        raise UsageError("live needs --target TARGET NAME TYPE (DNS) or TARGET --chain/--set NAME (firewall)")
     data = client.get(f"/api/v1/targets/{quote(args.target, safe='')}/live/",
                       name=args.name, type=args.type.upper())
     if args.json:
@@ -138,6 +145,35 @@ def cmd_live(client: Client, args: argparse.Namespace) -> int:
         return EXIT_OK
     lines = list(_live_lines(data, args.name, args.type.upper()))
     print("\n".join(lines) if lines else f"{args.name} {args.type.upper()}: no such RRset", file=_out())
+    return EXIT_OK
+
+
+def _live_object(client: Client, args: argparse.Namespace) -> int:
+    """A firewall chain or set as the host's nft prints it, rules numbered by the
+    index --insert 'TABLE CHAIN[N]: RULE' takes."""
+    if args.target and args.name:
+        raise UsageError("give the target once: --target TARGET or as the first argument")
+    target = args.target or args.name
+    if not target or args.type:
+        raise UsageError("live --chain/--set takes one target: changegate live TARGET --chain NAME")
+    kind, name = ("chain", args.chain) if args.chain else ("set", args.set)
+    data = client.get(f"/api/v1/targets/{quote(target, safe='')}/live/", name=name, type=kind)
+    if args.json:
+        print_json(data)
+        return EXIT_OK
+    value = data.get("value") if isinstance(data, dict) else None
+    title = f"{kind} {data.get('name', name) if isinstance(data, dict) else name}"
+    if not value:
+        print(f"{title}: does not exist", file=_out())
+        return EXIT_OK
+    lines, index = [f"{title} {{"], 0
+    for line in value.get("rdatas") or []:
+        if kind == "chain" and not line.startswith(("type ", "flags ", "comment ")):
+            lines.append(f"  [{index}] {line}")
+            index += 1
+        else:
+            lines.append(f"      {line}")
+    print("\n".join([*lines, "}"]), file=_out())
     return EXIT_OK
 
 

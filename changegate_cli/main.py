@@ -13,7 +13,7 @@ from .client import VERSION, Client
 from .commands import cmd_cancel, cmd_list, cmd_live, cmd_plan, cmd_propose, cmd_show, cmd_submit, cmd_targets
 from .config import resolve_settings
 from .errors import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiError, CannotConnect, UsageError
-from .patch import PATCH_SYNTAX
+from .patch import NFT_PATCH_SYNTAX, PATCH_SYNTAX
 from .render import print_json
 from .review import cmd_approve, cmd_pending, cmd_reject, cmd_wait
 
@@ -22,7 +22,7 @@ AddCommand = Callable[..., argparse.ArgumentParser]
 
 
 class _PatchPart(argparse.Action):
-    """Collect --upsert/--add/--remove/--delete/--file into one ordered list."""
+    """Collect the patch flags (DNS, firewall, --file) into one ordered list."""
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
@@ -54,7 +54,7 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="changegate",
-        description="Propose and follow four-eyes DNS changes through the changegate API.",
+        description="Propose and follow four-eyes DNS and firewall changes through the changegate API.",
         epilog="exit codes: 0 ok, 1 refused by the server, 2 usage, 3 cannot connect",
     )
     parser.add_argument("--version", action="version", version=f"changegate-cli {VERSION}")
@@ -78,11 +78,15 @@ def _add_change_commands(command: AddCommand) -> None:
     command("targets", cmd_targets, "list the targets you can see")
 
     propose = command(
-        "propose", cmd_propose, "propose a change: dry-run it against the live zone and print the diff",
+        "propose", cmd_propose,
+        "propose a change: dry-run it against the live zone or ruleset and print the diff",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="patch syntax (--file):\n" + PATCH_SYNTAX + "\n\nexample:\n"
+        epilog="DNS patch syntax (--file):\n" + PATCH_SYNTAX + "\n\nfirewall (nftables) patch syntax (--file):\n"
+               + NFT_PATCH_SYNTAX + "\n\nexamples:\n"
                "  changegate propose --target demo.test --reason 'move www' \\\n"
-               "      --upsert 'www 300 A 192.0.2.10' --delete 'old A' --submit",
+               "      --upsert 'www 300 A 192.0.2.10' --delete 'old A' --submit\n"
+               "  changegate propose --target fw1 --reason 'open 8443 to partners' \\\n"
+               "      --append 'inet changegate input: tcp dport 8443 accept' --check-tcp 10.0.0.5:8443",
     )
     propose.add_argument("--target", required=True, help="target name or id")
     propose.add_argument("--title", help="short title (default: first line of --reason)")
@@ -92,6 +96,12 @@ def _add_change_commands(command: AddCommand) -> None:
         ("add", "'NAME [TTL] TYPE RDATA'", "add one record"),
         ("remove", "'NAME TYPE RDATA'", "remove one record"),
         ("delete", "'NAME TYPE'", "delete the whole RRset"),
+        ("append", "'FAMILY TABLE CHAIN: RULE'", "firewall: append a rule to a chain"),
+        ("insert", "'FAMILY TABLE CHAIN[N]: RULE'", "firewall: insert a rule at index N (0 = first)"),
+        ("delete-rule", "'FAMILY TABLE CHAIN: RULE'", "firewall: delete a rule (as nft prints it)"),
+        ("add-element", "'FAMILY TABLE SET ELEM[, ELEM]'", "firewall: add elements to a named set"),
+        ("delete-element", "'FAMILY TABLE SET ELEM[, ELEM]'", "firewall: delete elements from a named set"),
+        ("policy", "'FAMILY TABLE CHAIN accept|drop'", "firewall: set a base chain's policy"),
         ("file", "FILE", "append patch lines from FILE ('-' = stdin)"),
     ):
         propose.add_argument(f"--{op}", action=_PatchPart, op=op, metavar=meta, help=text)
@@ -150,10 +160,20 @@ def _add_review_commands(command: AddCommand) -> None:
 
 
 def _add_live_command(command: AddCommand) -> None:
-    live = command("live", cmd_live, "read the live records of a name from the zone")
-    live.add_argument("--target", required=True, help="target name or id")
-    live.add_argument("name", help="owner name, relative to the zone ('@' = apex)")
-    live.add_argument("type", help="record type, e.g. A")
+    live = command(
+        "live", cmd_live, "read live state: the records of a name (DNS) or a chain or set (firewall)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n  changegate live --target demo.test www A\n"
+               "  changegate live fw1 --chain input          (same as --target fw1 --chain input)\n"
+               "  changegate live --target fw1 --set 'inet changegate partners_v4'",
+    )
+    live.add_argument("--target", help="target name or id")
+    what = live.add_mutually_exclusive_group()
+    what.add_argument("--chain", metavar="CHAIN", help="firewall: a chain ('input' or 'inet changegate input')")
+    what.add_argument("--set", metavar="SET", help="firewall: a named set ('partners_v4' or 'inet changegate ...')")
+    live.add_argument("name", nargs="?", help="DNS: owner name, relative to the zone ('@' = apex); "
+                                              "with --chain/--set: the target")
+    live.add_argument("type", nargs="?", help="DNS: record type, e.g. A")
 
 
 

@@ -1,5 +1,8 @@
-"""The patch a proposal sends, built from --upsert/--add/--remove/--delete/--file,
-and the other proposal fields derived from flags (title, TCP health checks)."""
+"""The patch a proposal sends, built from the DNS flags (--upsert/--add/--remove/
+--delete), the firewall flags (--append/--insert/--delete-rule/--add-element/
+--delete-element/--policy) and --file, and the other proposal fields derived from
+flags (title, TCP health checks). The server parses the patch in the target's own
+syntax: the CLI only writes lines, it validates nothing a server would."""
 
 from __future__ import annotations
 
@@ -22,6 +25,15 @@ One change per line; '#' starts a comment.
   - NAME [IN] TYPE             delete the whole RRset
 NAME is relative to the zone unless it ends in '.'; '@' is the apex."""
 
+# Likewise kept in sync with the nftables kind's PATCH_SYNTAX by a test.
+NFT_PATCH_SYNTAX = """One change per line ('#' starts a comment):
+  inet changegate input: tcp dport 8443 accept        append a rule to a chain
+  inet changegate input[0]: tcp dport 8443 accept     insert at that index (0 = first)
+  -inet changegate input: tcp dport 8443 accept       delete the rule (as nft prints it)
+  inet changegate input policy drop                   set a base chain's policy
+  inet changegate partners_v4 += 192.0.2.10, 198.51.100.0/24   add set elements
+  inet changegate partners_v4 -= 192.0.2.10                     delete set elements"""
+
 
 def build_patch(args: argparse.Namespace) -> str:
     """Patch text from --upsert/--add/--remove/--delete/--file, in command-line order."""
@@ -40,13 +52,52 @@ def build_patch(args: argparse.Namespace) -> str:
             if not (len(words) == 2 or (len(words) == 3 and words[1].upper() == "IN")):
                 raise UsageError(f"--delete takes 'NAME TYPE' (the whole RRset), got {value!r}; "
                                  "use --remove 'NAME TYPE RDATA' to remove one record")
-        lines.append(f"{_PATCH_OPS[op]} {value}")
+        lines.append(_FIREWALL_LINES[op](value) if op in _FIREWALL_LINES else f"{_PATCH_OPS[op]} {value}")
     return "\n".join(lines) + ("\n" if lines else "")
 
 
+def _chain_rule(op: str, value: str, *, position: bool) -> str:
+    """'FAMILY TABLE CHAIN: RULE' (with [N] after CHAIN for --insert), checked only
+    for its shape: the rule itself is the target's nft to judge."""
+    head, colon, rule = value.partition(":")
+    words = head.split()
+    if not colon or not rule.strip() or len(words) != 3 or ("[" in words[2]) != position:
+        raise UsageError(f"--{op} takes {_EXAMPLES[op]!r}, got {value!r}")
+    return value
+
+
+def _set_elements(op: str, value: str) -> str:
+    words = value.split(None, 3)
+    if len(words) != 4:
+        raise UsageError(f"--{op} takes {_EXAMPLES[op]!r}, got {value!r}")
+    family, table, name, elements = words
+    return f"{family} {table} {name} {'+=' if op == 'add-element' else '-='} {elements}"
+
+
+def _policy(value: str) -> str:
+    words = value.split()
+    if len(words) != 4:
+        raise UsageError(f"--policy takes {_EXAMPLES['policy']!r}, got {value!r}")
+    return f"{' '.join(words[:3])} policy {words[3]}"
+
+
 _PATCH_OPS = {"upsert": "=", "add": "+", "remove": "-", "delete": "-"}
+_FIREWALL_LINES = {
+    "append": lambda v: _chain_rule("append", v, position=False),
+    "insert": lambda v: _chain_rule("insert", v, position=True),
+    "delete-rule": lambda v: "-" + _chain_rule("delete-rule", v, position=False),
+    "add-element": lambda v: _set_elements("add-element", v),
+    "delete-element": lambda v: _set_elements("delete-element", v),
+    "policy": _policy,
+}
 _EXAMPLES = {"upsert": "www 300 A 192.0.2.10", "add": "www 300 A 192.0.2.11",
-             "remove": "www A 192.0.2.11", "delete": "old A"}
+             "remove": "www A 192.0.2.11", "delete": "old A",
+             "append": "inet changegate input: tcp dport 8443 accept",
+             "insert": "inet changegate input[0]: tcp dport 8443 accept",
+             "delete-rule": "inet changegate input: tcp dport 8443 accept",
+             "add-element": "inet changegate partners_v4 192.0.2.10, 198.51.100.0/24",
+             "delete-element": "inet changegate partners_v4 192.0.2.10",
+             "policy": "inet changegate input drop"}
 
 
 def _read_patch_file(path: str) -> str:

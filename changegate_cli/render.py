@@ -23,7 +23,7 @@ def use_color() -> bool:
     return _out().isatty() and not os.environ.get("NO_COLOR")
 
 
-COLORS = {"red": "31", "green": "32", "cyan": "36", "bold": "1"}
+COLORS = {"red": "31", "green": "32", "yellow": "33", "cyan": "36", "bold": "1"}
 
 
 def paint(text: str, color: str, enabled: bool) -> str:
@@ -97,6 +97,7 @@ def print_change(change: dict[str, Any], *, full: bool) -> None:
             print("  health checks:", file=out)
             for check in checks:
                 print(f"    {_describe_check(check)}", file=out)
+    _print_warnings(change.get("warnings"), color=color)
     steps = ((change.get("plan") or {}).get("steps")) if isinstance(change.get("plan"), dict) else None
     diff = change.get("diff") or ""
     print("", file=out)
@@ -107,6 +108,17 @@ def print_change(change: dict[str, Any], *, full: bool) -> None:
     if full:
         _print_list_section("approvals", change.get("approvals"), _describe_approval)
         _print_list_section("events", change.get("events"), _describe_event)
+
+
+def _print_warnings(warnings: Any, *, color: bool) -> None:
+    """The server's warnings for the reviewer, one `warning: ...` line each, before
+    the diff they are about. Advice: they change neither the exit code nor the plan."""
+    if not isinstance(warnings, list) or not warnings:
+        return  # none, or a server from before issue 12 that sends no `warnings`
+    out = _out()
+    print("", file=out)
+    for warning in warnings:
+        print(paint(f"warning: {warning}", "yellow", color), file=out)
 
 
 def _print_list_section(title: str, entries: Any, describe: Callable[[dict[str, Any]], str]) -> None:

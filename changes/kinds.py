@@ -1,7 +1,7 @@
 """The target-kind registry: the one module outside the adapter packages that
 imports a concrete kind (issue 11). Generic code asks `kind_of(target)` or
 `kind_named(name)` and talks to the `adapters.TargetKind` it gets back; adding a
-kind (nftables next) is one line here and nothing in generic code.
+kind is one line here and nothing in generic code.
 
 Tests may add a kind of their own for one test with `REGISTRY.registered(kind)`."""
 
@@ -14,9 +14,11 @@ from typing import Any, Protocol
 from adapters import AdapterError, Registry, TargetKind
 from changes.errors import TargetUnavailable
 from dns_adapters.kind import DNS
+from firewall_adapters.kind import NFT
 
 REGISTRY = Registry()
 REGISTRY.register(DNS)
+REGISTRY.register(NFT)
 
 
 class _HasKind(Protocol):

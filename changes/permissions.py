@@ -35,7 +35,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.contrib.contenttypes.models import ContentType
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DurationField, Exists, Func, OuterRef, Q, Value
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 from guardian.shortcuts import assign_perm, remove_perm
@@ -134,31 +134,49 @@ def actor_fields(actor: AbstractBaseUser | None) -> dict[str, str]:
 # The self-grant rule
 
 
+class _Seconds(Func):  # seconds as a duration: an interval on PostgreSQL, microseconds on SQLite (as Django)
+    output_field, template = DurationField(), "make_interval(secs => %(expressions)s)"
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return self.as_sql(compiler, connection, template="(%(expressions)s * 1000000)", **extra)
+
+
+def self_grant_conditions(approver_id: Any, *, now: datetime) -> tuple[Exists, Exists]:
+    """The self-grant rule, once: two conditions on a ChangeRequest row, each true when `approver_id` may
+    not approve it (gained rights, account origin). require_no_self_grant asks them about one change,
+    the reviewer's queue (selectors.changes_reviewable_by) about every change at once."""
+    # Editors: a subquery in the one about gains or origins, in the change's query.
+    editors = ChangeRequest.editors.through.objects.filter(changerequest_id=OuterRef(OuterRef("pk"))).values("user_id")
+
+    def author_set(field: str) -> Q:
+        return Q(**{field: OuterRef("author_id")}) | Q(**{f"{field}__in": editors})
+
+    gained = PrivilegeGain.objects.filter(
+        Q(target_id=OuterRef("target_id")) | Q(target__isnull=True), user_id=approver_id,
+        at__gte=Value(now) - _Seconds(OuterRef("target__approval_lifetime_seconds")),
+    ).filter(author_set("granted_by_id") | author_set("requested_by_id")
+             | Q(granted_by_id=approver_id) | Q(requested_by_id=approver_id))
+    origin = AccountOrigin.objects.filter(
+        (Q(user_id=approver_id) & author_set("created_by_id")) | (author_set("user_id") & Q(created_by_id=approver_id))
+    )
+    return Exists(gained), Exists(origin)
+
+
 def require_no_self_grant(*, approver: AbstractBaseUser, change: ChangeRequest, now: datetime | None = None) -> None:
     """Refuse (NotPermitted) when `approver` gained a privilege reaching
     `change.target` within the target's approval lifetime that was granted or
     requested by the approver himself or by the change's author set, or when the
     approver's account was created by someone in the author set (or created an
     author's account). Every approval path (approve, break-glass) calls this."""
-    author_ids = {change.author_id, *change.editors.values_list("pk", flat=True)}
-    interested = author_ids | {approver.pk}
-    since = (now or timezone.now()) - timedelta(seconds=change.target.approval_lifetime_seconds)
-    gained = PrivilegeGain.objects.filter(user_id=approver.pk, at__gte=since).filter(
-        Q(target_id=change.target_id) | Q(target__isnull=True)
-    ).filter(Q(granted_by_id__in=interested) | Q(requested_by_id__in=interested))
-    if gained.exists():
-        raise NotPermitted(
-            f"you received rights reaching target {change.target.name} from yourself or from the author of "
-            f"change #{change.pk} within the approval lifetime; someone else must approve it"
-        )
-    sock_puppet = AccountOrigin.objects.filter(
-        Q(user_id=approver.pk, created_by_id__in=author_ids) | Q(user_id__in=author_ids, created_by_id=approver.pk)
-    )
-    if sock_puppet.exists():
-        raise NotPermitted(
-            f"your account and the account of an author of change #{change.pk} were created one by the other; "
-            "someone else must approve it"
-        )
+    gained, origin = self_grant_conditions(approver.pk, now=now or timezone.now())
+    # Asked of the stored row; a change that is not stored cannot be approved either.
+    self_granted, puppet = ChangeRequest.objects.filter(pk=change.pk).values_list(gained, origin).first() or (1, 1)
+    if self_granted:
+        raise NotPermitted(f"you received rights reaching target {change.target.name} from yourself or from the "
+                           f"author of change #{change.pk} within the approval lifetime; someone else must approve it")
+    if puppet:
+        raise NotPermitted(f"your account and the account of an author of change #{change.pk} were created one by "
+                           "the other; someone else must approve it")
 
 
 # ---------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
@@ -18,7 +18,7 @@ from changes.adapters import adapter_for
 from changes.errors import ValidationFailed
 from changes.kinds import kind_of, target_unavailable_on_adapter_error
 from changes.models import AuditEvent, ChangeRequest, Execution, Target
-from changes.permissions import can_review
+from changes.permissions import is_operator, self_grant_conditions
 
 # Any role on a target lets you see it and its changes.
 VISIBLE_WITH = [
@@ -52,36 +52,58 @@ def changes_visible(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Chang
     )
 
 
-def changes_reviewable(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ChangeRequest]:
-    """Pending changes waiting for `user`'s review: visible to them, reviewable by
-    them under the policy, and not yet approved by them on the current plan."""
+def changes_reviewable_by(*, user: AbstractBaseUser | AnonymousUser, now: datetime | None = None,
+                          ) -> QuerySet[ChangeRequest]:
+    """Changes (in any state) `user` is someone who may review: the queryset form of
+    permissions.can_review, for a whole list in one query. Not in the author set,
+    approve_change on the target (guardian, directly or through a group; superusers
+    hold it everywhere), and the self-grant rule (permissions.self_grant_conditions,
+    shared with the policy). can_review and this must agree:
+    tests/changes/test_query_counts.py checks them on a generated population."""
     if not user.is_authenticated or not user.is_active:
         return ChangeRequest.objects.none()
-    approving = get_objects_for_user(user, "changes.approve_change", klass=Target, accept_global_perms=False)
+    self_granted, account_origin = self_grant_conditions(user.pk, now=now or timezone.now())
+    edited = ChangeRequest.editors.through.objects.filter(changerequest_id=OuterRef("pk"), user_id=user.pk)
+    # approve_change implies visibility (VISIBLE_WITH), so the reviewable targets suffice.
+    return (
+        ChangeRequest.objects.filter(target__in=targets_reviewable(user=user))
+        .exclude(author_id=user.pk)
+        .filter(~Exists(edited), ~self_granted, ~account_origin)
+        .select_related("target", "author")
+        .prefetch_related("editors")
+    )
+
+
+def changes_reviewable(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[ChangeRequest]:
+    """Pending changes waiting for `user`'s review: reviewable by them
+    (changes_reviewable_by) and not yet approved by them on the current plan."""
+    now = timezone.now()
     mine_valid = Approval.objects.filter(
-        change=OuterRef("pk"), approver=user, invalidated_at__isnull=True,
-        fingerprint=OuterRef("fingerprint"), expires_at__gt=timezone.now(),
+        change=OuterRef("pk"), approver_id=user.pk, invalidated_at__isnull=True,
+        fingerprint=OuterRef("fingerprint"), expires_at__gt=now,
     )
-    # The query only narrows the candidates cheaply; whether this person may review
-    # a change is the policy's word (can_review), asked for each candidate.
-    candidates = (
-        changes_visible(user=user)
-        .filter(state=ChangeRequest.State.PENDING_APPROVAL, target__in=approving)
-        .exclude(author=user)
-        .exclude(Exists(mine_valid))
-    )
-    ids = [change.pk for change in candidates if can_review(user, change)]
-    return changes_visible(user=user).filter(pk__in=ids)
+    return (changes_reviewable_by(user=user, now=now)
+            .filter(state=ChangeRequest.State.PENDING_APPROVAL).exclude(Exists(mine_valid)))
+
+
+def target_ref_q(ref: Any, *, via: str = "") -> Q:
+    """The one reading of a target reference (API paths, filters, the CLI): digits are
+    an id, anything else a name. `via` prefixes the lookups ("target__" from a change).
+    A reference holding NUL names no target (PostgreSQL refuses NUL in text)."""
+    text = str(ref).strip()
+    if "\x00" in text:
+        return Q(pk__in=[])
+    # isascii: "²".isdigit() is True but int("²") fails. `pk` through the relation
+    # (target__pk, not target_id) turns an id past the 64-bit range into no rows
+    # instead of an OverflowError.
+    if text.isascii() and text.isdigit():
+        return Q(**{f"{via}pk": int(text)})
+    return Q(**{f"{via}name": text})
 
 
 def access_target(*, user: AbstractBaseUser | AnonymousUser, ref: Any) -> Target:
     """A target by id or name, if the user may see it; Http404 otherwise."""
-    qs = targets_visible(user=user)
-    text = str(ref).strip()
-    if "\x00" in text:  # PostgreSQL refuses NUL in text: no target can have such a name
-        raise Http404("no such target")
-    # isascii: "²".isdigit() is True but int("²") fails.
-    target = qs.filter(pk=int(text)).first() if text.isascii() and text.isdigit() else qs.filter(name=text).first()
+    target = targets_visible(user=user).filter(target_ref_q(ref)).first()
     if target is None:
         raise Http404("no such target")
     return target
@@ -166,3 +188,15 @@ def out_of_band_changes(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[A
         return AuditEvent.objects.none()
     auditable = get_objects_for_user(user, "changes.export_audit", klass=Target, accept_global_perms=False)
     return AuditEvent.objects.filter(action="out_of_band_change", target__in=auditable).order_by("-seq")
+
+
+def target_config_for(target: Target, *, user: Any) -> dict[str, Any]:
+    """A target's config as it may leave the server for `user`. Where secrets live is
+    the kind's to say (DNS: the TSIG key file; nftables: the SSH key file): those
+    fields go to operators only, as paths; nobody ever gets a key, since no surface
+    opens the file."""
+    config = dict(target.config)
+    if not is_operator(user):
+        for field in kind_of(target).secret_fields:
+            config.pop(field, None)
+    return config

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
+
+import dns.tsig
 
 from .base import ConfigError
 
@@ -93,3 +96,49 @@ def read_key_file(path: str, *, key_dir: str | os.PathLike[str]) -> bytes:
     finally:
         for fd in reversed(fds):
             os.close(fd)
+
+
+# BIND-format key files (moved here from rfc2136.py)
+
+TSIG_ALGORITHMS = {
+    "hmac-sha256": dns.tsig.HMAC_SHA256,
+    "hmac-sha384": dns.tsig.HMAC_SHA384,
+    "hmac-sha512": dns.tsig.HMAC_SHA512,
+    "hmac-sha224": dns.tsig.HMAC_SHA224,
+    "hmac-sha1": dns.tsig.HMAC_SHA1,
+    "hmac-md5": dns.tsig.HMAC_MD5,
+}
+_KEY_RE = re.compile(
+    r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>.*?)\}\s*;', re.DOTALL
+)
+_ALGO_RE = re.compile(r'algorithm\s+"?(?P<algo>[A-Za-z0-9.-]+)"?\s*;')
+_SECRET_RE = re.compile(r'secret\s+"(?P<secret>[A-Za-z0-9+/=\s]+)"\s*;')
+
+
+def load_tsig_key(path: str, *, key_dir: str | os.PathLike[str]) -> dns.tsig.Key:
+    """Read a BIND-format key file from inside `key_dir` (see `key_files`). Error
+    messages are fixed texts naming the path: never the secret, nor any other part
+    of the file (the path might have been somebody else's file)."""
+    data = read_key_file(path, key_dir=key_dir)
+    not_a_key = ConfigError(f"TSIG key file {path}: not a BIND key file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise not_a_key from None
+    match = _KEY_RE.search(text)
+    if not match:
+        raise not_a_key
+    body = match.group("body")
+    algo_match = _ALGO_RE.search(body)
+    secret_match = _SECRET_RE.search(body)
+    algorithm = algo_match.group("algo").lower() if algo_match else "hmac-sha256"
+    if algorithm not in TSIG_ALGORITHMS:
+        raise ConfigError(f"TSIG key file {path}: not a BIND key file (unsupported algorithm)")
+    if not secret_match:
+        raise ConfigError(f"TSIG key file {path}: not a BIND key file (no secret)")
+    try:
+        return dns.tsig.Key(
+            match.group("name"), "".join(secret_match.group("secret").split()), TSIG_ALGORITHMS[algorithm]
+        )
+    except Exception:  # binascii.Error and friends: do not echo any part of the secret
+        raise ConfigError(f"TSIG key file {path}: not a BIND key file (the secret is not valid base64)") from None

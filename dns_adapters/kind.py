@@ -44,7 +44,7 @@ def value_lines(key: RRKey, value: RRValue | None) -> list[str]:
     return rrset_lines(key.name, key.rdtype, value)
 
 
-def plan_risk_flags(plan: Plan, *, item_count: int | None) -> list[str]:
+def plan_risk_flags(plan: Plan, *, item_count: int | None, config: Mapping[str, Any] | None = None) -> list[str]:
     return risk_flags(plan, zone_rrsets=item_count)
 
 

@@ -64,7 +64,70 @@ def default_zone_text(zone: str, records: str = "") -> str:
     )
 
 
-class LocalNamed:
+class ServerProcess:
+    """What every throwaway DNS server of the tests, bench and demo shares: waiting
+    until each zone answers, the log's tail, stopping (process group SIGTERM, then
+    SIGKILL) and the context-manager form. Subclasses set `dir`, `port`, `zones`,
+    `process`, `start_timeout` and `log_name`, and say whether `dir` is theirs."""
+
+    dir: Path
+    port: int
+    zones: dict[str, str]
+    process: subprocess.Popen[bytes] | None
+    start_timeout: float
+    log_name = "server.log"
+    _own_dir = True
+
+    def start(self) -> ServerProcess:  # pragma: no cover - every subclass starts its own way
+        raise NotImplementedError
+
+    def _wait_ready(self) -> bool:
+        """Poll every zone's SOA over TCP until all answer (Knot loads zones in the
+        background after it starts listening), the process exits, or time runs out."""
+        deadline = time.monotonic() + self.start_timeout
+        pending = list(self.zones)
+        while pending and time.monotonic() < deadline:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                return False
+            query = dns.message.make_query(pending[0], dns.rdatatype.SOA)
+            try:
+                response = dns.query.tcp(query, "127.0.0.1", port=self.port, timeout=1.0)
+            except (OSError, dns.exception.DNSException):
+                time.sleep(0.05)  # retry interval of a readiness poll, not synchronization
+                continue
+            if response.rcode() == dns.rcode.NOERROR and response.answer:
+                pending.pop(0)
+            else:
+                time.sleep(0.05)
+        return not pending
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join((self.dir / self.log_name).read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, *, cleanup: bool = True) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if cleanup and self._own_dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalNamed(ServerProcess):
     """Start with `start()` (or as a context manager); `primary` is "127.0.0.1:PORT".
 
     `zones` maps zone name -> zone-file text (see `default_zone_text`). Every zone
@@ -72,6 +135,8 @@ class LocalNamed:
     file is `key_file`: in `key_dir` if given (the gateway reads keys only from its
     CHANGEGATE_KEY_DIR), else in the working directory.
     """
+
+    log_name = "named.log"
 
     def __init__(
         self,
@@ -172,47 +237,3 @@ class LocalNamed:
         end = text.index(" ", start)
         conf.write_text(text[:start] + str(self.port) + text[end:])
         return conf
-
-    def _wait_ready(self) -> bool:
-        """Poll SOA over TCP until every zone answers, or named exits, or time runs out."""
-        deadline = time.monotonic() + self.start_timeout
-        pending = list(self.zones)
-        while pending and time.monotonic() < deadline:
-            assert self.process is not None
-            if self.process.poll() is not None:
-                return False
-            query = dns.message.make_query(pending[0], dns.rdatatype.SOA)
-            try:
-                response = dns.query.tcp(query, "127.0.0.1", port=self.port, timeout=1.0)
-            except (OSError, dns.exception.DNSException):
-                time.sleep(0.05)  # retry interval of a readiness poll, not synchronization
-                continue
-            if response.rcode() == dns.rcode.NOERROR and response.answer:
-                pending.pop(0)
-            else:
-                time.sleep(0.05)
-        return not pending
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join((self.dir / "named.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self, *, cleanup: bool = True) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.process = None
-        if cleanup and self._own_dir:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalNamed:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()

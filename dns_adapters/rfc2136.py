@@ -1,23 +1,22 @@
-"""The DNS adapter for any server that speaks RFC 2136 UPDATE + TSIG + AXFR
-(BIND 9, Knot, PowerDNS, Windows DNS).
+"""The DNS adapter for servers that speak RFC 2136 UPDATE + TSIG + AXFR; tested
+against BIND 9, Knot DNS and PowerDNS Authoritative (tests/dns_servers.py).
 
 Reads are TSIG-signed queries pipelined on one TCP connection to the primary, so
 the "before" a reviewer approves is authenticated and the cost follows the size of
 the change, not of the zone. Apply is ONE signed UPDATE message whose
 prerequisites (RFC 2136 section 2.4) require every step's `before` to be live; the
-server applies all of it or none of it.
+server applies all of it or none of it, and a read-back proves which (`apply`).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
-import re
 import secrets
 import socket
-import struct
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,6 @@ import dns.tsig
 import dns.update
 
 from .base import (
-    ANY,
     ApplyResult,
     ChangeItem,
     ConfigError,
@@ -53,29 +51,14 @@ from .base import (
     ZoneSnapshot,
     allow_apex_of,
 )
-from .key_files import read_key_file
+from .apply import apply_plan, check_size, key_error
+from .connection import Connection, UnsignedRefusal, unique_ids
+from .key_files import load_tsig_key
 from .planning import LiveRead, NameInfo, build_plan, keys_to_read, rrvalue, validate_items, zone_name
+from .review_warnings import plan_warnings
 
 DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 120.0
-TSIG_ALGORITHMS = {
-    "hmac-sha256": dns.tsig.HMAC_SHA256,
-    "hmac-sha384": dns.tsig.HMAC_SHA384,
-    "hmac-sha512": dns.tsig.HMAC_SHA512,
-    "hmac-sha224": dns.tsig.HMAC_SHA224,
-    "hmac-sha1": dns.tsig.HMAC_SHA1,
-    "hmac-md5": dns.tsig.HMAC_MD5,
-}
-_KEY_RE = re.compile(
-    r'key\s+"?(?P<name>[^"\s{]+)"?\s*\{(?P<body>.*?)\}\s*;', re.DOTALL
-)
-_ALGO_RE = re.compile(r'algorithm\s+"?(?P<algo>[A-Za-z0-9.-]+)"?\s*;')
-_SECRET_RE = re.compile(r'secret\s+"(?P<secret>[A-Za-z0-9+/=\s]+)"\s*;')
-# Prerequisite failures (RFC 2136 section 3.2): the zone is not what the plan read.
-_PREREQ_RCODES = {dns.rcode.NXRRSET, dns.rcode.YXRRSET, dns.rcode.NXDOMAIN, dns.rcode.YXDOMAIN}
-_CONFIG_RCODES = {dns.rcode.REFUSED, dns.rcode.NOTAUTH, dns.rcode.NOTZONE, dns.rcode.NOTIMP, dns.rcode.FORMERR}
-
-
 # ---------------------------------------------------------------------------
 # Configuration
 
@@ -102,106 +85,6 @@ def parse_hostport(text: Any) -> tuple[str, int]:
     return host, port_number
 
 
-def load_tsig_key(path: str, *, key_dir: str | os.PathLike[str]) -> dns.tsig.Key:
-    """Read a BIND-format key file from inside `key_dir` (see `key_files`). Error
-    messages are fixed texts naming the path: never the secret, nor any other part
-    of the file (the path might have been somebody else's file)."""
-    data = read_key_file(path, key_dir=key_dir)
-    not_a_key = ConfigError(f"TSIG key file {path}: not a BIND key file")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise not_a_key from None
-    match = _KEY_RE.search(text)
-    if not match:
-        raise not_a_key
-    body = match.group("body")
-    algo_match = _ALGO_RE.search(body)
-    secret_match = _SECRET_RE.search(body)
-    algorithm = algo_match.group("algo").lower() if algo_match else "hmac-sha256"
-    if algorithm not in TSIG_ALGORITHMS:
-        raise ConfigError(f"TSIG key file {path}: not a BIND key file (unsupported algorithm)")
-    if not secret_match:
-        raise ConfigError(f"TSIG key file {path}: not a BIND key file (no secret)")
-    try:
-        return dns.tsig.Key(
-            match.group("name"), "".join(secret_match.group("secret").split()), TSIG_ALGORITHMS[algorithm]
-        )
-    except Exception:  # binascii.Error and friends: do not echo any part of the secret
-        raise ConfigError(f"TSIG key file {path}: not a BIND key file (the secret is not valid base64)") from None
-
-
-# ---------------------------------------------------------------------------
-# A TCP connection that pipelines signed queries
-
-
-class _Connection:
-    """One TCP connection to a DNS server. Queries are pipelined (all sent, then all
-    responses read and matched by id), which BIND, Knot and PowerDNS support."""
-
-    def __init__(self, host: str, port: int, timeout: float) -> None:
-        self.address = (host, port)
-        self.timeout = timeout
-        self.sock: socket.socket | None = None
-
-    def _connect(self) -> socket.socket:
-        if self.sock is None:
-            family = socket.AF_INET6 if ":" in self.address[0] else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sock.settimeout(self.timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            try:
-                sock.connect(self.address)
-            except BaseException:
-                sock.close()
-                raise
-            self.sock = sock
-        return self.sock
-
-    def close(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-    def _recv_exact(self, sock: socket.socket, count: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < count:
-            chunk = sock.recv(count - len(chunks))
-            if not chunk:
-                raise EOFError("connection closed by the server")
-            chunks += chunk
-        return bytes(chunks)
-
-    def exchange(self, queries: Sequence[dns.message.Message]) -> list[dns.message.Message]:
-        """Send all queries, return the responses in query order. Raises OSError,
-        EOFError, dns exceptions (TSIG failures included)."""
-        sock = self._connect()
-        by_id: dict[int, int] = {}
-        payload = bytearray()
-        wires = []
-        for index, query in enumerate(queries):
-            wire = query.to_wire()
-            wires.append(wire)
-            by_id[query.id] = index
-            payload += struct.pack("!H", len(wire)) + wire
-        sock.sendall(payload)
-        responses: list[dns.message.Message | None] = [None] * len(queries)
-        for _ in queries:
-            (length,) = struct.unpack("!H", self._recv_exact(sock, 2))
-            wire = self._recv_exact(sock, length)
-            index = by_id.get(struct.unpack("!H", wire[:2])[0])
-            if index is None or responses[index] is not None:
-                raise dns.exception.FormError("response id matches no outstanding query")
-            query = queries[index]
-            response = dns.message.from_wire(
-                wire, keyring=query.keyring, request_mac=query.mac, one_rr_per_rrset=False
-            )
-            if not query.is_response(response):
-                raise dns.exception.FormError("response does not match its query")
-            responses[index] = response
-        return [r for r in responses if r is not None]
-
-
 # ---------------------------------------------------------------------------
 # The adapter
 
@@ -226,7 +109,7 @@ class RFC2136Adapter(DNSAdapter):
         self.timeout = float(normalized["timeout"])
         self._key = load_tsig_key(normalized["tsig_key_file"], key_dir=key_dir)
         self._keyring = {self._key.name: self._key}
-        self._conn = _Connection(*self.primary, self.timeout)
+        self._conn = Connection(*self.primary, self.timeout)
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -307,7 +190,7 @@ class RFC2136Adapter(DNSAdapter):
     def _exchange_primary(self, queries: list[dns.message.Message]) -> list[dns.message.Message]:
         """Exchange on the reused primary connection; reconnect once if the server
         closed it while idle (reads are idempotent, so resending is safe)."""
-        _unique_ids(queries)
+        unique_ids(queries)
         with self._lock:
             for attempt in (1, 2):
                 try:
@@ -316,6 +199,9 @@ class RFC2136Adapter(DNSAdapter):
                     self._conn.close()
                     if attempt == 2:
                         raise TransientError(f"{self._where()}: connection lost ({exc})") from None
+                except UnsignedRefusal as exc:
+                    self._conn.close()
+                    raise key_error(self, exc.rcode) from None
                 except dns.tsig.PeerError as exc:
                     self._conn.close()
                     raise ConfigError(f"{self._where()} rejected the TSIG key {self._key.name} ({_tsig_reason(exc)})") from None
@@ -343,7 +229,7 @@ class RFC2136Adapter(DNSAdapter):
 
     # -- reads -----------------------------------------------------------------
 
-    def check_reachable(self) -> int:
+    def check_reachable(self, *, prepare: bool = False) -> int:
         (response,) = self._exchange_primary([self._query(self.origin.to_text(), "SOA")])
         self._raise_for_rcode(response, expect_auth=True)
         for rrset in response.answer:
@@ -448,47 +334,17 @@ class RFC2136Adapter(DNSAdapter):
         ]
         if cname_names:
             self._read_types(list(dict.fromkeys(cname_names)), live)
-        return build_plan(zone=self.zone, items=items, live=live, allow_apex=allow_apex_of(options, allow_apex))
+        plan = build_plan(zone=self.zone, items=items, live=live, allow_apex=allow_apex_of(options, allow_apex))
+        check_size(self, plan)
+        warnings = plan_warnings(plan, origin=self.origin, read=self.read, snapshot=self.read_zone)
+        return replace(plan, warnings=warnings) if warnings else plan
 
     # -- apply -------------------------------------------------------------------
-
-    def _update_message(self, plan: Plan) -> dns.update.UpdateMessage:
-        update = dns.update.UpdateMessage(self.origin, keyring=self._keyring, keyname=self._key.name,
-                                          keyalgorithm=self._key.algorithm)
-        for guard in plan.guards:
-            name = dns.name.from_text(guard.key.name)
-            if guard.key.rdtype == ANY:
-                update.absent(name)  # "name is not in use" (RFC 2136 section 2.4.5)
-            elif guard.value is None:
-                update.absent(name, guard.key.rdtype)
-            else:
-                update.present(name, *self._rdatas(guard.key.rdtype, guard.value))
-        for step in plan.steps:
-            name = dns.name.from_text(step.key.name)
-            if step.before is None:
-                update.absent(name, step.key.rdtype)  # RRset does not exist (2.4.3)
-            else:
-                # RRset exists, value dependent (2.4.2): exactly these rdata.
-                update.present(name, *self._rdatas(step.key.rdtype, step.before))
-        for step in plan.steps:
-            name = dns.name.from_text(step.key.name)
-            if step.after is None:
-                update.delete(name, step.key.rdtype)
-                continue
-            gone = set(step.before.rdatas) - set(step.after.rdatas) if step.before else set()
-            if gone:
-                update.delete(name, *self._rdatas(step.key.rdtype, RRValue(0, tuple(sorted(gone)))))
-            # Adding every rdata with the new TTL also sets the RRset's TTL.
-            update.add(name, step.after.ttl, *self._rdatas(step.key.rdtype, step.after))
-        return update
-
-    def _rdatas(self, rdtype: str, value: RRValue) -> list[dns.rdata.Rdata]:
-        return [dns.rdata.from_text(dns.rdataclass.IN, rdtype, text) for text in value.rdatas]
 
     def _send_update(self, update: dns.update.UpdateMessage) -> dns.message.Message:
         """One UPDATE on a fresh connection (an idle reused one may be half-closed,
         which would make the outcome ambiguous for no reason)."""
-        conn = _Connection(*self.primary, self.timeout)
+        conn = Connection(*self.primary, self.timeout)
         try:
             (response,) = conn.exchange([update])
             return response
@@ -496,29 +352,8 @@ class RFC2136Adapter(DNSAdapter):
             conn.close()
 
     def apply(self, plan: Plan) -> ApplyResult:
-        if plan.zone != self.origin.to_text():
-            raise ConfigError(f"plan is for zone {plan.zone}, this target is {self.zone}")
-        if plan.is_empty:
-            return ApplyResult(applied=False, rcode="NOERROR", detail="empty plan: nothing to do")
-        update = self._update_message(plan)
-        try:
-            response = self._send_update(update)
-        except dns.tsig.PeerError as exc:
-            raise ConfigError(f"{self._where()} rejected the TSIG key {self._key.name} ({_tsig_reason(exc)})") from None
-        except dns.tsig.BadSignature:
-            raise ConfigError(f"{self._where()}: update response signature does not verify") from None
-        except (OSError, EOFError, dns.exception.DNSException) as exc:
-            # The server may or may not have applied it: the zone itself tells.
-            return self._resolve_ambiguous(plan, reason=f"{type(exc).__name__}: {exc}")
-        rcode = response.rcode()
-        rcode_text = dns.rcode.to_text(rcode)
-        if rcode == dns.rcode.NOERROR:
-            return ApplyResult(applied=True, rcode=rcode_text, detail=f"applied {len(plan.steps)} step(s) in one update")
-        if rcode in _PREREQ_RCODES:
-            return self._resolve_prerequisite_failure(plan, rcode_text)
-        if rcode in _CONFIG_RCODES:
-            raise ConfigError(f"{self._where()} refused the update for {self.zone}: {rcode_text}")
-        return self._resolve_ambiguous(plan, reason=f"server answered {rcode_text}")
+        """One signed UPDATE, then a read-back of every key (see `apply`)."""
+        return apply_plan(self, plan)
 
     def _compare(self, plan: Plan) -> tuple[dict[RRKey, RRValue | None], list[RRKey], bool, bool]:
         """Re-read the plan's keys: (live, keys that are neither before nor after,
@@ -567,7 +402,7 @@ class RFC2136Adapter(DNSAdapter):
             return VerifyReport(())
         for address in self.nameservers:
             server = self._where(address)
-            conn = _Connection(*address, self.timeout)
+            conn = Connection(*address, self.timeout)
             try:
                 # Unsigned: secondaries need not know our key, and this is a check, not a decision input.
                 responses = conn.exchange([self._query(k.name, k.rdtype, sign=False) for k in keys])
@@ -594,14 +429,6 @@ class RFC2136Adapter(DNSAdapter):
             if rrset.name == name and rrset.rdtype == rdtype:
                 answer = rrvalue(rrset.ttl, list(rrset))
         return ServerCheck(server=server, key=key, ok=answer == expected, answer=answer)
-
-
-def _unique_ids(queries: Sequence[dns.message.Message]) -> None:
-    seen: set[int] = set()
-    for query in queries:
-        while query.id in seen:
-            query.id = secrets.randbelow(65536)
-        seen.add(query.id)
 
 
 def _tsig_reason(exc: Exception) -> str:

@@ -163,10 +163,15 @@ def oob_check_target(*, target: Target) -> OobResult:
     """
     if _apply_in_flight(target.pk):
         return OobResult(status=BUSY)
-    seen = Baseline.objects.filter(target_id=target.pk).values_list("revision", "wire_digest").first()
+    seen = Baseline.objects.filter(target_id=target.pk).values_list("revision", "wire_digest", "version").first()
     try:
         adapter = adapter_for(target)
         try:
+            # The cheap poll (nftables: the ruleset generation): unmoved since the
+            # baseline's read means unchanged, with no whole-target read at all.
+            version = adapter.version()
+            if version is not None and seen is not None and version == seen[2]:
+                return _unchanged(target, seen[0], version)
             snapshot = adapter.read_zone()
         finally:
             adapter.close()
@@ -212,13 +217,26 @@ def oob_check_target(*, target: Target) -> OobResult:
         fields = ["taken_at", "version", "item_count", "wire_digest"]
         baseline.taken_at, baseline.version, baseline.item_count, baseline.wire_digest = (
             now, snapshot.serial, len(live), wire)
-        if digest != baseline.digest:  # a change, or only the SOA serial moved
+        # A change, or only the SOA serial moved (the digest sorts values: a reordered
+        # chain shows in the diff only).
+        if diff or digest != baseline.digest:
             baseline.records, baseline.digest, baseline.revision = live, digest, baseline.revision + 1
             fields += ["records", "digest", "revision"]
         baseline.save(update_fields=fields)
     if diff:
         logger.warning("out-of-band change on %s: %d RRsets (audit seq %s)", target.name, len(diff), event.seq)
     return OobResult(status=CHANGED if diff else UNCHANGED, serial=snapshot.serial, diff=tuple(diff), event=event)
+
+
+def _unchanged(target: Target, revision: int, version: int) -> OobResult:
+    """The cheap poll found the target where the baseline's read left it."""
+    now = timezone.now()
+    with transaction.atomic():
+        lock_target(target.pk)
+        confirmed = Baseline.objects.filter(target_id=target.pk, revision=revision).update(taken_at=now)
+        if confirmed:
+            Target.objects.filter(pk=target.pk).update(oob_checked_at=now)
+    return OobResult(status=UNCHANGED if confirmed else BUSY, serial=version)
 
 
 def _checked(target: Target, snapshot: Snapshot, now: datetime) -> None:
@@ -256,7 +274,9 @@ def oob_baseline_apply(*, target: Target, plan: Plan) -> Baseline | None:
             if step.after is None:
                 records.pop(str(step.key), None)
             else:
-                records[str(step.key)] = {"ttl": step.after.ttl, "rdatas": sorted(set(step.after.rdatas))}
+                # The value as a whole read shows it (snapshot_records): DNS rdatas are
+                # sorted already, a firewall chain's rules keep their order.
+                records[str(step.key)] = step.after.to_json()
         baseline.records, baseline.digest, baseline.item_count = records, records_digest(records), len(records)
         # Not a read: the next check compares in full (and re-seals the wire digest).
         baseline.wire_digest, baseline.revision = "", baseline.revision + 1

@@ -12,11 +12,26 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from adapters import Adapter, AdapterError, DriftError, Plan, TransientError
+from adapters import (
+    Adapter,
+    AdapterError,
+    ApplyResult,
+    DriftError,
+    Plan,
+    TransientError,
+)
+from adapters.errors import PartialApplyError, TargetReverted
 from audit.chain import SYSTEM, audit_record
 from changes.adapters import adapter_for
 from changes.locking import retry_on_contention
-from changes.models import EXECUTION_STATE_OF, TERMINAL, ChangeRequest, CheckResult, Execution, Target
+from changes.models import (
+    EXECUTION_STATE_OF,
+    TERMINAL,
+    ChangeRequest,
+    CheckResult,
+    Execution,
+    Target,
+)
 from drift.sweep import oob_baseline_apply
 from ops.logs import log_context
 from pipeline import checks
@@ -139,6 +154,7 @@ def _adapter_failed(lease: Lease, exc: AdapterError) -> str:
 
 def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any) -> str:
     state = change.state
+    resumed = state == State.APPLYING  # a worker died between apply_start and recording its send
     if state == State.APPROVED:
         # The re-plan just before applying: the zone must still be what was approved.
         try:
@@ -152,10 +168,14 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *,
         state = change.state
     if state == State.APPLYING:
         crashpoint("before_send")
+        if resumed and (how := adapter.reverted(plan)) is not None:
+            return _sent_then_reverted(lease, change, plan, how)
         try:
             result = adapter.apply(plan)
         except DriftError as exc:
             return _drifted(lease, change, [str(k) for k in exc.keys], _live_json(exc.live))
+        except PartialApplyError as exc:
+            return _partially_applied(lease, exc)
         except TransientError as exc:
             return _transient(lease, exc.message, fail_to=State.APPLY_FAILED)
         crashpoint("after_send")
@@ -165,9 +185,20 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *,
                        execution_fields={"apply_result": result.to_json(), "applied_at": timezone.now()})
         state = change.state
     if state == State.VERIFYING:
+        # A target that undid the change by itself (its commit-confirmed deadline
+        # passed while no worker held the change) is not baked: nothing is live.
+        if (how := adapter.reverted(plan)) is not None:
+            return _reverted_by_target(lease, change, plan, how)
         ok, failed = _bake(lease, change, plan, adapter, bake=bake, phase="apply")
         if ok:
-            change_move(lease, State.APPLIED, action="change_verified", payload={"checks": "passed"})
+            try:
+                confirmed = adapter.confirm(plan)
+            except TargetReverted as exc:
+                return _reverted_by_target(lease, change, plan, exc.message)
+            payload: dict[str, Any] = {"checks": "passed"}
+            if confirmed is not None:
+                payload["confirmed"] = confirmed
+            change_move(lease, State.APPLIED, action="change_verified", payload=payload)
             return State.APPLIED
         change = change_move(lease, State.ROLLING_BACK, action="rollback_started",
                        payload={"failed_checks": [f.to_json() for f in failed]})
@@ -179,6 +210,21 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *,
 
 def _live_json(live: dict[Any, Any]) -> dict[str, Any]:
     return {str(k): (v.to_json() if v else None) for k, v in live.items()}
+
+
+def _partially_applied(lease: Lease, exc: PartialApplyError) -> str:
+    """The target answered yes but dropped part of the update (read back right
+    after the send). The adapter has already put `before` back where it could. If it
+    did, nothing of the change is live: apply_failed, with what was dropped. If it
+    could not, live holds neither the approved `before` nor `after` at some keys:
+    rollback_failed, so a human is paged, never a claim that the target is
+    untouched."""
+    payload = {"error": exc.message, "error_kind": type(exc).__name__, "keys": [str(k) for k in exc.keys],
+               "live": _live_json(exc.live), "restored": exc.restored, "elapsed_ms": round(exc.elapsed_ms, 1)}
+    to = State.APPLY_FAILED if exc.restored else State.ROLLBACK_FAILED
+    action = "apply_failed" if exc.restored else "rollback_failed"
+    change_move(lease, to, action=action, payload=payload, execution_fields={"error": exc.message})
+    return to
 
 
 def _baseline_follow(target: Target, plan: Plan) -> None:
@@ -277,7 +323,9 @@ def _rollback_retry(lease: Lease, message: str) -> str | None:
 def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter) -> str:
     inverse = plan.inverse()
     try:
-        result = adapter.apply(inverse)
+        if (how := adapter.reverted(plan)) is not None:  # the target was faster: `before` is live again
+            return _reverted_by_target(lease, change, plan, how)
+        result = adapter.rollback(plan)
     except TransientError as exc:
         retrying = _rollback_retry(lease, exc.message)
         if retrying is not None:
@@ -288,6 +336,29 @@ def _rollback(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter)
     except AdapterError as exc:  # an answer that refuses, or drift: somebody else's change is live now
         return _rollback_failed(lease, plan, adapter, exc.message)
     return _rolled_back(lease, change, inverse, adapter, result)
+
+
+def _sent_then_reverted(lease: Lease, change: ChangeRequest, plan: Plan, how: str) -> str:
+    """The worker that died had sent the plan (the target armed its revert for it), and
+    the target has undone it since, nobody having confirmed it. Sending again would
+    re-apply what the target's safety net took back (after a lockout: lock out again):
+    record the send, then end as the target left it."""
+    sent = ApplyResult(applied=True, rcode="OK", detail="sent by a worker that died before recording it")
+    change = change_move(lease, State.VERIFYING, action="change_applied",
+                         payload={"result": sent.to_json(), "fingerprint": change.fingerprint},
+                         execution_fields={"apply_result": sent.to_json()})
+    return _reverted_by_target(lease, change, plan, how)
+
+
+def _reverted_by_target(lease: Lease, change: ChangeRequest, plan: Plan, how: str) -> str:
+    """The target put `before` back by itself (commit-confirmed revert): the change
+    ends rolled back, saying so, and the drift baseline follows."""
+    _baseline_follow(change.target, plan.inverse())
+    if change.state == State.VERIFYING:
+        change = change_move(lease, State.ROLLING_BACK, action="rollback_started", payload={"reverted_by_target": how})
+    change_move(lease, State.ROLLED_BACK, action="change_rolled_back", payload={"reverted_by_target": how},
+                execution_fields={"error": how})
+    return State.ROLLED_BACK
 
 
 def _rollback_failed(lease: Lease, plan: Plan, adapter: Adapter, error: str) -> str:

@@ -17,7 +17,10 @@ Runs with the project's virtualenv python from the repository root:
    var/named survives restarts (zone, journal and key are reused; --fresh-zone
    starts over). Its TSIG key is in var/keys (CHANGEGATE_KEY_DIR, the only place
    the gateway reads keys from). Where it listens and the key file go to var/demo.env;
-5. `manage.py demo_setup` (demo users and role groups);
+5. the firewall demo when run as root with nft (scripts/firewall_demo.py): a
+   namespace `cgdemo-fw` with table `inet changegate` and a small TCP service,
+   torn down at exit; skipped with a one-line reason otherwise;
+   then `manage.py demo_setup` (demo users, role groups, the demo targets);
 6. a Celery worker, Celery beat and `manage.py runserver 127.0.0.1:8000 --noreload`;
 7. prints where to log in, then supervises: SIGINT/SIGTERM/SIGHUP (Ctrl-C) or any
    child dying stops everything it started. Each child runs in its own process
@@ -49,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dns_adapters.local_named import LocalNamed, default_zone_text, find_named, free_port  # noqa: E402
+from firewall_demo import FirewallDemo, skip_reason as firewall_skip_reason  # noqa: E402 - beside this script
 
 VAR = Path(os.environ.get("CHANGEGATE_VAR_DIR", str(ROOT / "var"))).resolve()
 NAMED_DIR = VAR / "named"
@@ -454,7 +458,24 @@ def _rel(path: Path) -> str:
     return os.path.relpath(path, Path.cwd()) if path.is_relative_to(ROOT) else str(path)
 
 
-def banner(base_url: str, password: str, named: LocalNamed, broker: str) -> None:
+def start_firewall(sup: Supervisor) -> FirewallDemo | None:
+    """The firewall demo (namespace, ruleset, service), or None with the reason said."""
+    reason = firewall_skip_reason()
+    if reason:
+        say(f"firewall demo skipped: {reason}")
+        return None
+    demo = FirewallDemo(VAR / "fw-demo")
+    try:
+        demo.start()
+        sup.spawn("fw-svc", demo.service_command())
+        demo.wait_for_service()
+    except RuntimeError as exc:
+        demo.stop()
+        raise Fatal(f"firewall demo: {exc}") from None
+    return demo
+
+
+def banner(base_url: str, password: str, named: LocalNamed, broker: str, fw: FirewallDemo | None = None) -> None:
     users = "\n".join(f"      {name:<6} {role}" for name, role in DEMO_USERS)
     rel_key = os.path.relpath(named.key_file, Path.cwd())
     text = f"""
@@ -468,6 +489,7 @@ def banner(base_url: str, password: str, named: LocalNamed, broker: str) -> None
 
   DNS:       zone {DEMO_ZONE} on {named.primary}, TSIG key {named.key_name} in {rel_key}
              dig @127.0.0.1 -p {named.port} -k {rel_key} {DEMO_ZONE} AXFR
+{fw.banner_lines() if fw else "  Firewall:  skipped (needs root and nft)"}
   Broker:    {broker}
   Audit:     checkpoints signed by {_rel(AUDIT_KEY)} (public key {_rel(AUDIT_PUB)}), published to {_rel(AUDIT_CHECKPOINTS)}
              changegate-audit verify EXPORT --pubkey {_rel(AUDIT_PUB)} --checkpoints {_rel(AUDIT_CHECKPOINTS)}
@@ -512,6 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     VAR.mkdir(parents=True, exist_ok=True)
     code = 0
     owns_pid_file = False
+    fw: FirewallDemo | None = None
     try:
         check_not_running()
         PID_FILE.write_text(f"{os.getpid()}\n")
@@ -539,6 +562,9 @@ def main(argv: list[str] | None = None) -> int:
             "CELERY_BROKER_URL": broker,
             "CHANGEGATE_URL": base_url,
         }
+        fw = start_firewall(sup)
+        if fw is not None:
+            demo.update(fw.env())
         env.update(demo)
         write_demo_env(demo)
         say(f"wrote {DEMO_ENV}")
@@ -550,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
                                "--schedule", str(VAR / "celerybeat-schedule")])
         web = sup.spawn("web", [py, "manage.py", "runserver", f"127.0.0.1:{args.port}", "--noreload"])
         wait_for_web(web, base_url + "healthz")
-        banner(base_url, args.password, named, broker)
+        banner(base_url, args.password, named, broker, fw)
 
         while True:
             dead = sup.first_dead()
@@ -568,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         sup.stopping = True
         sup.stop_all()
+        if fw is not None:
+            say("removing the firewall demo namespace")
+            fw.stop()
         if owns_pid_file:
             CHILDREN_FILE.unlink(missing_ok=True)
             PID_FILE.unlink(missing_ok=True)

@@ -613,8 +613,8 @@ class Soak:
                                                               lease_expires_at__isnull=False,
                                                               finished_at__isnull=True).values_list("pk", flat=True)
                              .first(), timeout=15, interval=0.05)
+        self.killed.add(pid)  # first: the supervisor must not replace this one as well
         os.kill(pid, signal.SIGKILL)
-        self.killed.add(pid)
         victim.wait_dead()
         self.start_worker()
         self.result.faults.append(f"kill -9 of worker pid {pid} " + (f"holding execution #{holding}" if holding
@@ -660,15 +660,42 @@ class Soak:
                    for i in range(self.drivers)]
         if self.with_faults:
             threads.append(threading.Thread(target=self.chaos, args=(start,), name="soak-chaos"))
+        done = threading.Event()
+        supervisor = threading.Thread(target=self.supervise, args=(done,), name="soak-supervisor")
+        supervisor.start()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         drained = time.monotonic()
         self.drain()
+        done.set()
+        supervisor.join()
         self.result.drain = time.monotonic() - drained
         self.measure()
         return self.result
+
+    def supervise(self, done: threading.Event) -> None:
+        """What systemd's Restart=always does for production workers (README, "Running
+        it for real"): a worker that exited by itself is replaced. With kombu 5.7 /
+        redis-py 8 a worker holding unacked messages when redis goes away can die in
+        its reconnect (see verify_workers); nothing may be lost when it does, which the
+        soak's checks then prove. The exit itself is reported in Result.exits."""
+        from django.db import connection
+
+        replaced: set[int] = set()
+        try:
+            while not done.wait(0.5):  # a poll interval, not synchronization
+                for worker in list(self.workers):
+                    process = worker.process
+                    if (process is not None and process.poll() is not None and process.pid not in self.killed
+                            and process.pid not in replaced):
+                        replaced.add(process.pid)
+                        self.start_worker()
+        except Exception as exc:  # reported, never silently lost with the thread
+            self.result.problems.append(f"supervisor stopped: {type(exc).__name__}: {exc}")
+        finally:
+            connection.close()
 
     def drain(self, timeout: float = 120) -> None:
         """Wait until no change is owed work by a worker and no alert is still pending."""

@@ -80,7 +80,8 @@ def _event_summary(event: AuditEvent) -> str:
         parts.append(f"{payload['from']} \u2192 {payload['to']}")
     if payload.get("fingerprint"):
         steps = f", {payload['steps']} step(s)" if "steps" in payload else ""  # approvals name the plan only
-        parts.append(f"plan {payload['fingerprint'][:12]}{steps}")
+        warnings = f", {len(payload['warnings'])} warning(s)" if payload.get("warnings") else ""
+        parts.append(f"plan {payload['fingerprint'][:12]}{steps}{warnings}")
     if payload.get("comment"):
         parts.append(f"comment: {payload['comment']}")
     if payload.get("reason"):

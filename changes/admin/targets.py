@@ -3,6 +3,7 @@ edit its policy through `target_update_policy`; nothing else is typed in here.""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django import forms
@@ -14,35 +15,105 @@ from django.urls import URLPattern, re_path, reverse
 
 from changes.admin.common import _admin_origin, _base_field, _render_form, add_service_errors
 from changes.errors import ServiceError, ValidationFailed
+from changes.kinds import REGISTRY, kind_named, kind_of
 from changes.models import Target
 from changes.permissions import is_operator
 from changes.selectors import targets_visible
 from changes.services import target_register, target_update_policy
 
 
-class TargetRegisterForm(forms.Form):
-    """What `target_register` needs for a DNS zone. Validation is the service's."""
+class UnrenderedTextInput(forms.TextInput):
+    """A text input that never shows its value back (a kind's secret field): a form
+    re-rendered after an error asks for it again instead of echoing it."""
 
-    name = forms.CharField(max_length=253, help_text="Unique name of the target, usually the zone name.")
-    zone = forms.CharField(max_length=253, required=False, help_text="Zone name (default: the target name).")
-    primary = forms.CharField(max_length=300, help_text="HOST:PORT of the primary that accepts signed UPDATEs.")
+    def format_value(self, value: Any) -> str | None:
+        return None
+
+
+NFT_EXAMPLE = (
+    '{"transport": "ssh", "ssh_host": "fw1.example", "ssh_user": "changegate", '
+    '"known_hosts_file": "/etc/changegate/known_hosts", "tables": ["inet changegate"], "revert_seconds": 120}'
+)
+
+
+class TargetRegisterForm(forms.Form):
+    """What `target_register` needs: for a DNS zone the fields below, for any other
+    kind (nftables) its config as JSON plus its secret fields, each in a field of its
+    own that is never shown back. Validation is the service's."""
+
+    # The kind whose config the flat fields below make up; every other kind is JSON.
+    FLAT_KIND = "dns"
+    FLAT_FIELDS = ("zone", "primary", "tsig_key_file", "nameservers", "timeout")
+
+    kind = forms.ChoiceField(choices=(), required=False, initial="dns",
+                             help_text="DNS: fill in the zone fields. Other kinds: the JSON config below.")
+    name = forms.CharField(max_length=253, help_text="Unique name of the target, usually the zone or host name.")
+    zone = forms.CharField(max_length=253, required=False, help_text="DNS: zone name (default: the target name).")
+    primary = forms.CharField(max_length=300, required=False,
+                              help_text="DNS: HOST:PORT of the primary that accepts signed UPDATEs.")
     tsig_key_file = forms.CharField(
-        max_length=1000, label="TSIG key file",
-        help_text="Absolute path of a BIND-format key file in the gateway's key directory (CHANGEGATE_KEY_DIR). "
-                  "Only the path is stored.",
+        max_length=1000, label="TSIG key file", required=False, widget=UnrenderedTextInput,
+        help_text="DNS: absolute path of a BIND-format key file in the gateway's key directory (CHANGEGATE_KEY_DIR). "
+                  "Only the path is stored; never shown back.",
     )
     nameservers = forms.CharField(
         max_length=2000, required=False,
-        help_text="Comma-separated HOST:PORT of the authoritative servers checked after apply (default: the primary).",
+        help_text="DNS: comma-separated HOST:PORT of the authoritative servers checked after apply "
+                  "(default: the primary).",
     )
-    timeout = forms.FloatField(required=False, help_text="Seconds per DNS query (default 5).")
+    timeout = forms.FloatField(required=False, help_text="DNS: seconds per DNS query (default 5).")
+    config_json = forms.CharField(
+        label="Config (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
+        help_text=f"Kinds other than DNS. nftables, e.g. {NFT_EXAMPLE} (or \"transport\": \"netns\", "
+                  f"\"netns\": \"NAME\"). Secret fields go in their own fields below.",
+    )
+    prepare = forms.BooleanField(required=False, label="Create missing tables",
+                                 help_text="nftables: create the owned tables empty where missing instead of refusing.")
     required_approvals = forms.IntegerField(initial=1)
     approval_lifetime_seconds = forms.IntegerField(initial=24 * 3600)
     bake_seconds = forms.IntegerField(initial=60, help_text="How long health checks watch an applied change.")
     frozen = forms.BooleanField(required=False, help_text="A frozen target accepts proposals but applies nothing.")
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["kind"].choices = [(kind.name, kind.label) for kind in REGISTRY.all()]
+        for kind in REGISTRY.all():
+            for secret in sorted(kind.secret_fields - set(self.fields)):
+                self.fields[secret] = forms.CharField(
+                    max_length=1000, required=False, widget=UnrenderedTextInput, label=secret.replace("_", " "),
+                    help_text=f"{kind.label}: a path inside the gateway's key directory; only the path is stored, "
+                              "the file is never read here; never shown back.")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        data["kind"] = data.get("kind") or self.FLAT_KIND
+        if data["kind"] == self.FLAT_KIND:
+            for field in ("primary", "tsig_key_file"):
+                if not data.get(field) and field not in self.errors:
+                    self.add_error(field, "This field is required.")
+            return data
+        try:
+            config = json.loads(data.get("config_json") or "")
+        except ValueError as exc:
+            self.add_error("config_json", f"not JSON: {exc}")
+            return data
+        if not isinstance(config, dict):
+            self.add_error("config_json", "must be a JSON object")
+            return data
+        secrets = sorted(set(config) & kind_named(data["kind"]).secret_fields)
+        if secrets:
+            self.add_error("config_json", f"{', '.join(secrets)}: give it in its own field (never shown back)")
+        data["config_object"] = config
+        return data
+
     def config(self) -> dict[str, Any]:
         data = self.cleaned_data
+        if data["kind"] != self.FLAT_KIND:
+            config = dict(data["config_object"])
+            for secret in kind_named(data["kind"]).secret_fields:
+                if data.get(secret):
+                    config[secret] = data[secret]
+            return config
         config: dict[str, Any] = {
             "zone": data["zone"] or data["name"],
             "primary": data["primary"],
@@ -55,6 +126,20 @@ class TargetRegisterForm(forms.Form):
             config["timeout"] = data["timeout"]
         return config
 
+    def field_of(self, error_field: str) -> str:
+        """The form field a service error belongs on: a kind's own config field that
+        has no form field of its own goes on the JSON config (named in the message)."""
+        base = _base_field(error_field)
+        if not error_field.startswith("config.") or self.cleaned_data.get("kind") == self.FLAT_KIND:
+            return base
+        return base if base in kind_named(self.cleaned_data["kind"]).secret_fields else "config_json"
+
+
+def _errors_for(form: TargetRegisterForm, errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # Name the config key in the message when it lands on the JSON field.
+    return [{**e, "field": "config_json", "message": f"{_base_field(e['field'])}: {e['message']}"}
+            if form.field_of(e["field"]) == "config_json" else e for e in errors]
+
 
 @admin.register(Target)
 class TargetAdmin(admin.ModelAdmin):
@@ -66,14 +151,21 @@ class TargetAdmin(admin.ModelAdmin):
     list_filter = ("kind", "frozen")
     search_fields = ("name",)
     fields = (
-        "name", "kind", "config", "required_approvals", "approval_lifetime_seconds", "bake_seconds", "frozen",
+        "name", "kind", "config_shown", "required_approvals", "approval_lifetime_seconds", "bake_seconds", "frozen",
         "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
     )
     # Config is validated (and the zone checked) only at registration; health checks
     # only through their validator. Neither may be typed in here unchecked.
     readonly_fields = (
-        "name", "kind", "config", "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
+        "name", "kind", "config_shown", "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
     )
+
+    @admin.display(description="config")
+    def config_shown(self, obj: Target) -> str:
+        # Where a key lives is the kind's secret field: said to be set, never shown back.
+        secret = kind_of(obj).secret_fields
+        shown = {k: ("(set, not shown)" if k in secret and v else v) for k, v in obj.config.items()}
+        return json.dumps(shown, indent=2, sort_keys=True)
 
     @admin.display(description="zone")
     def zone(self, obj: Target) -> str:
@@ -121,16 +213,18 @@ class TargetAdmin(admin.ModelAdmin):
             data = form.cleaned_data
             try:
                 target = target_register(
-                    actor=request.user, name=data["name"], config=form.config(),
+                    actor=request.user, name=data["name"], kind=data["kind"], config=form.config(),
                     required_approvals=data["required_approvals"],
                     approval_lifetime_seconds=data["approval_lifetime_seconds"],
                     bake_seconds=data["bake_seconds"], frozen=data["frozen"], origin=_admin_origin(request),
+                    prepare=data["prepare"],
                 )
             except ValidationFailed as exc:
-                add_service_errors(form, exc.errors, field_of=_base_field)
+                add_service_errors(form, _errors_for(form, exc.errors), field_of=_base_field)
             except ServiceError as exc:  # TargetUnavailable, NotPermitted
                 form.add_error(None, exc.message)
             else:
-                messages.success(request, f"Registered target {target.name} ({target.item_count} RRsets).")
+                what = "RRsets" if data["kind"] == form.FLAT_KIND else "managed chains and sets"
+                messages.success(request, f"Registered target {target.name} ({target.item_count} {what}).")
                 return HttpResponseRedirect(reverse("admin:changes_target_change", args=[target.pk]))
-        return _render_form(self, request, form, title="Register a DNS zone", submit_label="Register")
+        return _render_form(self, request, form, title="Register a target", submit_label="Register")

@@ -171,8 +171,9 @@ class TargetListView(StrictQueryMixin, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
-        operation_id="targets_create", summary="Register a DNS zone (staff)",
-        description="Checks the config and that the zone answers (SOA over TCP with the key) before storing it.",
+        operation_id="targets_create", summary="Register a target: a DNS zone or an nftables host (operators)",
+        description="Checks the config and that the target answers before storing it: DNS, SOA over TCP with the "
+                    "key; nftables, the host helper runs and the owned tables exist (`prepare`: created empty).",
         request=TargetRegisterSerializer, responses={201: TargetSerializer, **_errors(400, 403, 502, 503)},
     )
     def post(self, request: Request) -> Response:
@@ -221,13 +222,7 @@ class ChangeListView(StrictQueryMixin, generics.ListAPIView):
         if "state" in query:
             changes = changes.filter(state=query["state"])
         if "target" in query:
-            ref = query["target"]
-            if ref.isascii() and ref.isdigit():
-                # target__pk, not target_id: only the former turns an id past the
-                # 64-bit range into "no rows" instead of an OverflowError.
-                changes = changes.filter(target__pk=int(ref))
-            else:
-                changes = changes.filter(target__name=ref)
+            changes = changes.filter(selectors.target_ref_q(query["target"], via="target__"))
         if "author" in query:
             changes = changes.filter(author__username=query["author"])
         if query.get("reviewable"):

@@ -53,6 +53,11 @@ class ChangeRequest(models.Model):
     fingerprint = models.CharField(max_length=64, blank=True)
     planned_at = models.DateTimeField(null=True, blank=True)
     risk_flags = models.JSONField(default=list, blank=True)
+    # The adapter's advice for the reviewer on the stored plan (an MX whose in-zone
+    # target has no address), replaced whenever the plan is. Outside `plan` and the
+    # fingerprint on purpose: an approval binds to what the plan does, and a warning
+    # changes nothing it does (adapters/plan.py).
+    plan_warnings = models.JSONField(default=list, blank=True)
     emergency = models.BooleanField(default=False)
     emergency_reason = models.TextField(blank=True)
     emergency_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
@@ -88,7 +93,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     # approved -> apply_failed: the target could not even be read for the last re-plan.
     # approved -> pending_approval: its approvals lapsed before the worker started it.
     S.APPROVED: frozenset({S.APPLYING, S.DRIFTED, S.CANCELLED, S.APPLY_FAILED, S.PENDING_APPROVAL}),
-    S.APPLYING: frozenset({S.VERIFYING, S.APPLY_FAILED, S.DRIFTED}),
+    # rollback_failed straight from applying: the target dropped part of the update
+    # and the adapter's immediate restore failed too (pipeline.run._partially_applied).
+    S.APPLYING: frozenset({S.VERIFYING, S.APPLY_FAILED, S.DRIFTED, S.ROLLBACK_FAILED}),
     S.VERIFYING: frozenset({S.APPLIED, S.ROLLING_BACK}),
     S.ROLLING_BACK: frozenset({S.ROLLED_BACK, S.ROLLBACK_FAILED}),
     S.DRIFTED: frozenset({S.PENDING_APPROVAL, S.CANCELLED}),

@@ -1,4 +1,4 @@
-"""The target: a DNS zone (later: a firewall) that changes are proposed against,
+"""The target: a DNS zone or a firewall's owned tables that changes are proposed against,
 with its approval policy and the permissions roles are granted on. Every other
 model points at it, so it sits alone at the bottom of the package and imports
 nothing from its siblings.
@@ -11,13 +11,12 @@ from django.db import models
 
 
 class Target(models.Model):
-    """A DNS zone (later: a firewall) that changes are proposed against."""
-
-    class Kind(models.TextChoices):
-        DNS = "dns", "DNS zone"
+    """A DNS zone or a firewall's owned tables that changes are proposed against."""
 
     name = models.CharField(max_length=253, unique=True)
-    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.DNS)
+    # A registered target kind (changes/kinds.py: "dns", "nft"). No choices here: the
+    # registry is the one list, and services refuse a name it does not know.
+    kind = models.CharField(max_length=16, default="dns")
     # Validated by the adapter. Secrets are never stored: only file references.
     config = models.JSONField(default=dict)
     required_approvals = models.PositiveSmallIntegerField(

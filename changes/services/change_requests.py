@@ -111,7 +111,11 @@ def _store_plan(change: ChangeRequest, plan: Plan) -> None:
     change.plan = plan.to_json()
     change.fingerprint = plan.fingerprint
     change.planned_at = timezone.now()
-    change.risk_flags = kind_of(change.target).risk_flags(plan, item_count=change.target.item_count)
+    change.risk_flags = kind_of(change.target).risk_flags(plan, item_count=change.target.item_count,
+                                                             config=change.target.config)
+    # Plan.to_json leaves the warnings out (they are not part of what is approved),
+    # so they are kept beside the plan and replaced with it, never merged.
+    change.plan_warnings = list(plan.warnings)
 
 
 def _plan_summary(change: ChangeRequest) -> dict[str, Any]:
@@ -119,6 +123,7 @@ def _plan_summary(change: ChangeRequest) -> dict[str, Any]:
         "fingerprint": change.fingerprint,
         "steps": len((change.plan or {}).get("steps", [])),
         "risk_flags": change.risk_flags,
+        "warnings": change.plan_warnings,
     }
 
 

@@ -29,7 +29,7 @@ def target_register(
     actor: AbstractBaseUser | None,
     name: str,
     config: dict[str, Any],
-    kind: str = Target.Kind.DNS,
+    kind: str = "dns",
     required_approvals: int = 1,
     approval_lifetime_seconds: int = 24 * 3600,
     bake_seconds: int = 60,
@@ -37,9 +37,12 @@ def target_register(
     frozen: bool = False,
     origin: RequestOrigin = SYSTEM,
     check_reachable: bool = True,
+    prepare: bool = False,
 ) -> Target:
-    """Register a target after checking the adapter config and that the zone answers
-    (SOA over TCP with the key). Operators only (actor None = a management command)."""
+    """Register a target after checking the adapter config and that the target answers
+    (DNS: SOA over TCP with the key; nftables: the helper runs and the owned tables
+    exist, or with `prepare` are created empty). Operators only (actor None = a
+    management command)."""
     if actor is not None:
         require_operator(actor, "register targets")
     errors = []
@@ -71,8 +74,9 @@ def target_register(
     if check_reachable:
         adapter = adapter_for(target)
         try:
-            with target_unavailable_on_adapter_error(target, what=f"cannot reach zone {normalized.get('zone')}"):
-                serial = adapter.check_reachable()
+            what = f"cannot reach zone {normalized['zone']}" if normalized.get("zone") else f"cannot reach {name}"
+            with target_unavailable_on_adapter_error(target, what=what):
+                serial = adapter.check_reachable(prepare=prepare)
                 target.item_count = len(adapter.read_zone())
                 target.item_count_at = timezone.now()
         finally:

@@ -111,7 +111,7 @@ class MemoryAdapter(Adapter):
             raise ConfigError(f"store {self.zone} refused the token in {self._token_file.name}")
         return data
 
-    def check_reachable(self) -> int:
+    def check_reachable(self, *, prepare: bool = False) -> int:
         self._data()
         return SERIALS[self.zone]
 
@@ -227,7 +227,7 @@ MEMORY = TargetKind(
     value_lines=_value_lines,
     diff=_diff,
     risks={"memory_wipe": "deletes every key of the store"},
-    risk_flags=lambda plan, *, item_count: ["memory_wipe"] if item_count and sum(
+    risk_flags=lambda plan, *, item_count, config=None: ["memory_wipe"] if item_count and sum(
         step.after is None for step in plan.steps) >= item_count else [],
     rollback_items=_rollback_items,
 )

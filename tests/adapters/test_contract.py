@@ -2,9 +2,10 @@
 plan, apply conditional on `before`, drift refusal, rollback conditional on
 `after`, verify, snapshot, rollback items, and no secret in any error.
 
-DNS runs against the real named of the session (tests/conftest.py); the in-memory
-kind (tests/adapters/memory_kind.py) is registered for these tests only. A new kind
-(nftables next) joins by adding a harness below."""
+DNS runs against each of the three real servers of the session (BIND 9, Knot DNS,
+PowerDNS: tests/dns_servers.py); the in-memory kind (tests/adapters/memory_kind.py)
+is registered for these tests only. A new kind (nftables next) joins by adding a
+harness below."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import dns.query
+import dns.rcode
 import dns.tsigkeyring
 import dns.update
 import pytest
@@ -33,6 +35,8 @@ from adapters import (
 from adapters.kind import TargetKind
 from changes.kinds import REGISTRY, kind_named
 
+from tests.dns_servers import SERVERS, ServerUnderTest, server_for
+
 from . import memory_kind
 
 
@@ -49,6 +53,7 @@ class Harness:
     other_value: RRValue
     existing_key: RRKey
     secrets: list[str]
+    plan_zone: str  # Plan.zone of this target's plans
 
     def outside(self, key: RRKey, value: RRValue | None) -> None:
         raise NotImplementedError
@@ -61,17 +66,18 @@ class Harness:
 
 
 class DNSHarness(Harness):
-    def __init__(self, named_server: Any, zone: str) -> None:
-        self.named, self.zone = named_server, zone
+    def __init__(self, server: ServerUnderTest, zone: str) -> None:
+        self.named, self.zone = server, zone
         self.kind = kind_named("dns")
-        self.config = {"zone": zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
+        self.config = {"zone": zone, "primary": server.primary, "tsig_key_file": str(server.key_file),
                        "timeout": 3}
         self.new_item = {"op": "upsert", "name": "contract", "type": "A", "ttl": 300, "records": ["192.0.2.77"]}
         self.new_key = RRKey(f"contract.{zone}.", "A")
         self.new_value = RRValue(300, ("192.0.2.77",))
         self.other_value = RRValue(300, ("203.0.113.9",))
         self.existing_key = RRKey(f"www.{zone}.", "A")
-        self.secrets = [named_server.secret, *named_server.extra_keys.values()]
+        self.secrets = [server.secret, *server.extra_keys.values()]
+        self.plan_zone = f"{zone}."
 
     def outside(self, key: RRKey, value: RRValue | None) -> None:
         update = dns.update.UpdateMessage(self.zone, keyring=dns.tsigkeyring.from_file(self.named.key_file))
@@ -79,7 +85,8 @@ class DNSHarness(Harness):
             update.delete(key.name, key.rdtype)
         else:
             update.replace(key.name, value.ttl, key.rdtype, *value.rdatas)
-        dns.query.tcp(update, "127.0.0.1", port=self.named.port, timeout=3)
+        response = dns.query.tcp(update, "127.0.0.1", port=self.named.port, timeout=3)
+        assert response.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(response.rcode())
 
     def refused_config(self, tmp_path: Path) -> dict[str, Any]:
         from dns_adapters.local_named import write_key_file
@@ -105,6 +112,7 @@ class MemoryHarness(Harness):
         self.other_value = RRValue(0, ("9",))
         self.existing_key = RRKey("www", "A")
         self.secrets = [token]
+        self.plan_zone = name
 
     def outside(self, key: RRKey, value: RRValue | None) -> None:
         memory_kind.store_set(self.store, key, value)
@@ -122,11 +130,12 @@ def memory_registered() -> Iterator[TargetKind]:
         yield kind
 
 
-@pytest.fixture(params=["dns", "memory"])
+@pytest.fixture(params=[*(f"dns-{server}" for server in SERVERS), "memory"])
 def harness(request: pytest.FixtureRequest, tmp_path: Path) -> Harness:
-    if request.param == "dns":
+    if request.param.startswith("dns-"):
         request.applymarker(pytest.mark.named)
-        return DNSHarness(request.getfixturevalue("named_server"), request.getfixturevalue("fresh_zone"))
+        server = server_for(request.param.removeprefix("dns-"), request.config)
+        return DNSHarness(server, server.fresh_zone())
     request.getfixturevalue("memory_registered")
     return MemoryHarness(tmp_path, f"store-{request.node.name}")
 
@@ -295,8 +304,8 @@ def test_secrets_never_appear_in_errors(harness: Harness, tmp_path: Path) -> Non
     else:
         try:
             _must_not_leak(harness, repr(adapter), str(adapter))
-            for attempt in (adapter.check_reachable, lambda: adapter.apply(Plan(zone=adapter.zone, steps=(
-                    Step(harness.new_key, None, harness.new_value),)))):
+            plan = Plan(zone=harness.plan_zone, steps=(Step(harness.new_key, None, harness.new_value),))
+            for attempt in (adapter.check_reachable, lambda: adapter.apply(plan)):
                 with pytest.raises(AdapterError) as caught:
                     attempt()
                 errors.append(caught.value)

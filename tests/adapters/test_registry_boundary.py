@@ -1,6 +1,6 @@
 """Generic code never imports a concrete kind: outside the adapter package, the
 tests and the benchmarks, exactly one module (the registration, changes/kinds.py)
-names dns_adapters or dnspython (../shared/DESIGN.md "Layout"; issue 11)."""
+names dns_adapters, firewall_adapters or dnspython (../shared/DESIGN.md "Layout"; issue 11)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # dns_adapters is the DNS kind itself; tests and bench drive real named; scripts/
 # holds dev tooling (devrun starts a throwaway named, like tests/processes.py).
-EXEMPT = {"dns_adapters", "tests", "bench", "scripts"}
-CONCRETE = re.compile(r"dns_adapters|^\s*import dns\b|^\s*from dns\b", re.MULTILINE)
+EXEMPT = {"dns_adapters", "firewall_adapters", "tests", "bench", "scripts"}
+CONCRETE = re.compile(r"dns_adapters|firewall_adapters|^\s*import dns\b|^\s*from dns\b", re.MULTILINE)
 
 
 def test_only_the_registration_imports_a_concrete_kind() -> None:

@@ -8,7 +8,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from changes.models import AuditEvent, ChangeRequest, Origin, Target
-from changes.services import change_create, target_register
+from changes.services import change_create, change_submit, target_register
 from tests.conftest import grant
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
@@ -263,3 +263,42 @@ def test_engineer_reaches_the_admin_with_only_add_and_view_model_permissions(cli
     index = client.get(reverse("admin:index")).content.decode()
     assert reverse("admin:changes_changerequest_changelist") in index
     assert client.get(reverse(ADD_CHANGE)).status_code == 200
+
+
+# An MX at a name of the zone with no address: the plan warns the reviewer (issue 12).
+SHOP_MX = "= shop 300 IN MX 10 nohost\n"
+WARNINGS_BOX = '<div class="module cg-warnings">'
+
+
+def test_the_change_page_shows_the_warnings_above_the_diff_to_the_reviewer(client, author, reviewer, dns_target):
+    warned = change_create(actor=author, target=dns_target, title="Shop mail", reason="shop", patch=SHOP_MX)
+    clean = change_create(actor=author, target=dns_target, title="Move www", reason="lb",
+                          patch="= www 300 IN A 192.0.2.99\n")
+    client.force_login(staff_with(reviewer, "view_changerequest"))
+
+    html = client.get(change_url(warned)).content.decode()
+    (warning,) = warned.plan_warnings
+    assert "Warnings for the reviewer" in html and f'<li class="warning">{warning}</li>' in html
+    assert html.index(WARNINGS_BOX) < html.index('<table class="cg-diff">')
+
+    html = client.get(change_url(clean)).content.decode()
+    assert WARNINGS_BOX not in html and "Warnings for the reviewer" not in html
+    assert '<table class="cg-diff">' in html
+
+
+def test_the_bulk_approve_page_shows_the_warnings_of_each_change_that_has_some(
+        client, author, reviewer, dns_target):
+    warned = change_submit(actor=author, change=change_create(
+        actor=author, target=dns_target, title="Shop mail", reason="shop", patch=SHOP_MX))
+    clean = change_submit(actor=author, change=change_create(
+        actor=author, target=dns_target, title="Move www", reason="lb", patch="= www 300 IN A 192.0.2.99\n"))
+    client.force_login(staff_with(reviewer, "view_changerequest"))
+    response = client.post(reverse("admin:changes_changerequest_changelist"), {
+        "action": "approve_selected", "_selected_action": [warned.pk, clean.pk], "index": "0"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    first, second = html.split(f'id="cg-change-{clean.pk}"')
+    (warning,) = warned.plan_warnings
+    assert first.count(WARNINGS_BOX) == 1 and f'<li class="warning">{warning}</li>' in first
+    assert first.index(WARNINGS_BOX) < first.index('<table class="cg-diff">')
+    assert WARNINGS_BOX not in second and '<table class="cg-diff">' in second

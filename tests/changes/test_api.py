@@ -28,7 +28,7 @@ DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "items", 
                "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency", "executions",
                "created_at", "updated_at", "submitted_at", "events", "approvals", "approvals_required",
                "emergency_overdue", "emergency_reason", "emergency_by", "emergency_at", "emergency_reviewed_by",
-               "emergency_reviewed_at", "emergency_review_comment"}
+               "emergency_reviewed_at", "emergency_review_comment", "warnings"}
 
 
 class CheckedClient(APIClient):
@@ -189,7 +189,7 @@ def test_only_staff_register_targets(client_for, author, staff, named_server):
     ({"required_approvals": "2"}, {}, "required_approvals"),
     ({"bake_seconds": 10**40}, {}, "bake_seconds"),
     ({"frozen": "yes"}, {}, "frozen"),
-    ({"kind": "nft"}, {}, "kind"),
+    ({"kind": "bgp"}, {}, "kind"),  # no such kind (nft is one now)
     ({"name": ["a"]}, {}, "name"),
     ({"health_checks": [{"type": "tcp", "host": "h", "port": 0}]}, {}, "health_checks[0].port"),
     ({"health_checks": 0}, {}, "health_checks"),
@@ -298,6 +298,7 @@ def test_create_answers_exactly_what_get_shows(client_for, author, dns_target):
     assert f"-www.{dns_target.name}. 300 IN A 192.0.2.10" in body["diff"]
     assert f"+www.{dns_target.name}. 300 IN A 192.0.2.99" in body["diff"]
     assert body["health_checks"] == [{"type": "tcp", "timeout": 2, "host": "127.0.0.1", "port": 443}]
+    assert body["warnings"] == []  # nothing for the reviewer to look out for
     (event,) = body["events"]
     assert (event["action"], event["actor"], event["origin"]) == ("change_created", "alice", "api")
     assert len(event["hash"]) == 64
@@ -310,6 +311,24 @@ def test_create_by_target_name_from_a_patch_with_risk_flags(client_for, author, 
     flags = {f["flag"]: f["description"] for f in response.json()["risk_flags"]}
     assert set(flags) == {"mail", "wildcard", "ttl_over_day"}
     assert flags["mail"].startswith("changes mail routing")
+
+
+def test_an_mx_at_an_in_zone_name_without_address_is_created_with_a_warning(client_for, author, demo_target):
+    client = client_for(author)
+    response = post_change(client, demo_target, items=[
+        {"op": "upsert", "name": "shop", "type": "MX", "ttl": 300, "records": ["10 nohost"]}])
+    assert response.status_code == 201, response.json()
+    zone = f"{demo_target.name}."
+    expected = f"shop.{zone} MX 10 nohost.{zone}: nohost.{zone} is in zone {zone} and has no address (A/AAAA)"
+    body = response.json()
+    assert body["warnings"] == [expected]
+    assert client.get(f"/api/v1/changes/{body['id']}/").json()["warnings"] == [expected]
+    # A warning is advice, not an error: the change is a draft like any other, with a plan.
+    assert body["state"] == "draft" and len(body["plan"]["steps"]) == 1
+
+    edited = send(client, "patch", f"/api/v1/changes/{body['id']}/", {"items": WWW})
+    assert edited.status_code == 200, edited.json()
+    assert edited.json()["warnings"] == []
 
 
 def test_cli_user_agent_is_recorded_as_cli_origin(client_for, author, demo_target):

@@ -186,6 +186,26 @@ def test_a_draft_shows_its_diff_risk_flags_and_events_without_ansi(server, dns_t
 
 @LIVE
 @pytest.mark.named
+def test_propose_and_show_print_the_reviewer_warnings_before_the_diff(server, dns_target, run):
+    proposed = run("propose", "--target", dns_target.name, "--reason", "mail for the shop",
+                   "--upsert", "shop 300 MX 10 nohost")
+    assert proposed.code == 0, proposed.err
+    zone = f"{dns_target.name}."
+    warning = (f"warning: shop.{zone} MX 10 nohost.{zone}: nohost.{zone} is in zone {zone} "
+               "and has no address (A/AAAA)")
+    for out in (proposed.out, run("show", str(change_id(proposed.out))).out):
+        lines = out.splitlines()
+        assert lines.count(warning) == 1, out
+        first_diff_line = next(i for i, line in enumerate(lines) if line.startswith("---"))
+        assert lines.index(warning) < first_diff_line
+
+    clean = run("propose", "--target", dns_target.name, "--reason", "new lb", "--upsert", "www 300 A 192.0.2.99")
+    assert clean.code == 0, clean.err
+    assert "warning:" not in clean.out
+
+
+@LIVE
+@pytest.mark.named
 def test_list_filters_and_submit_and_cancel_move_changes(server, dns_target, run, monkeypatch):
     from rest_framework.pagination import PageNumberPagination
 

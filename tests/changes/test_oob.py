@@ -195,6 +195,9 @@ def test_a_check_gives_up_when_an_apply_moved_the_baseline_while_it_read(fast_ta
         def __init__(self, real):
             self.real = real
 
+        def version(self):
+            return self.real.version()
+
         def read_zone(self):
             snapshot = self.real.read_zone()  # the zone before the apply...
             oob_baseline_apply(target=fast_target, plan=plan)  # ...and the baseline after it

@@ -159,6 +159,11 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     health_checks = HealthChecksField()
     allow_apex = KindOptionField("allow_apex")
     plan = PlanSerializer(allow_null=True)
+    # Beside the plan, not in it: warnings are outside the fingerprint an approval binds to.
+    warnings = serializers.ListField(
+        child=serializers.CharField(), source="plan_warnings", read_only=True,
+        help_text="Things to check before approving that are legal but probably not meant (an MX whose "
+        "in-zone target has no address, a target that became relative). Advice: they block nothing.")
     planned_at = serializers.DateTimeField(allow_null=True)
     diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
     events = serializers.SerializerMethodField()

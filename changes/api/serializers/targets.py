@@ -9,6 +9,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from changes import selectors
 from changes.api.serializers.fields import (
     StrictBooleanField,
     StrictCharField,
@@ -16,18 +17,21 @@ from changes.api.serializers.fields import (
     StrictIntegerField,
 )
 from changes.api.serializers.shapes import HealthChecksField, TargetConfigField
-from changes.kinds import kind_of
+from changes.kinds import REGISTRY, kind_of
 from changes.models import Target
-from changes.permissions import is_operator
+
+# The flat fields a DNS target has always been shown with (API v1 clients read them).
+# A kind whose config has none of them is shown with its whole `config` instead.
+FLAT_CONFIG_FIELDS = ("zone", "primary", "nameservers", "tsig_key_file")
 
 
 class TargetSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
     kind = serializers.CharField()
-    zone = serializers.CharField(source="config.zone")
-    primary = serializers.CharField(source="config.primary")
-    nameservers = serializers.ListField(child=serializers.CharField(), source="config.nameservers")
+    zone = serializers.CharField(source="config.zone", required=False)
+    primary = serializers.CharField(source="config.primary", required=False)
+    nameservers = serializers.ListField(child=serializers.CharField(), source="config.nameservers", required=False)
     tsig_key_file = serializers.CharField(
         source="config.tsig_key_file", required=False,
         help_text="Operators only: where the key lives on the gateway (never the secret).",
@@ -38,32 +42,43 @@ class TargetSerializer(serializers.Serializer):
     health_checks = HealthChecksField()
     frozen = serializers.BooleanField()
     rrset_count = serializers.IntegerField(allow_null=True, source="item_count")
+    config = TargetConfigField(
+        required=False,
+        help_text="Kinds other than DNS: the whole config (secret fields only to operators, as paths).",
+    )
 
     def to_representation(self, instance: Target) -> dict[str, Any]:
         data = super().to_representation(instance)
         request = self.context.get("request")
-        user = getattr(request, "user", None)
-        if not is_operator(user):
-            # Where secrets live is the kind's to say (DNS: the TSIG key file).
-            for field in kind_of(instance).secret_fields:
-                data.pop(field, None)
+        shown = selectors.target_config_for(instance, user=getattr(request, "user", None))
+        if any(field in instance.config for field in FLAT_CONFIG_FIELDS):
+            data.pop("config", None)  # DNS: the flat fields of API v1
+        else:
+            data["config"] = shown
+        for field in kind_of(instance).secret_fields - shown.keys():
+            data.pop(field, None)
         return data
 
 
 class TargetRegisterSerializer(StrictInputSerializer):
     name = StrictCharField(max_length=253)
-    kind = serializers.ChoiceField(choices=Target.Kind.choices, default=Target.Kind.DNS)
+    kind = serializers.ChoiceField(choices=[(kind.name, kind.label) for kind in REGISTRY.all()], default="dns")
     config = TargetConfigField()
     required_approvals = StrictIntegerField(required=False, default=1)
     approval_lifetime_seconds = StrictIntegerField(required=False, default=24 * 3600)
     bake_seconds = StrictIntegerField(required=False, default=60)
     health_checks = HealthChecksField(required=False, default=list)
     frozen = StrictBooleanField(required=False, default=False)
+    prepare = StrictBooleanField(
+        required=False, default=False,
+        help_text="Create the owned tables empty where missing (nftables) instead of refusing the registration.",
+    )
 
 
 class LiveQuerySerializer(serializers.Serializer):
-    name = serializers.CharField(help_text='Owner name, relative to the zone unless it ends in "."; "@" is the apex.')
-    type = serializers.CharField(help_text='Record type, e.g. "A".')
+    name = serializers.CharField(help_text='DNS: owner name, relative to the zone unless it ends in "."; "@" is the '
+                                           'apex. nftables: a chain or set, "input" or "inet changegate input".')
+    type = serializers.CharField(help_text='DNS: record type, e.g. "A". nftables: "chain" or "set".')
 
 
 class RRValueSerializer(serializers.Serializer):

@@ -3,7 +3,9 @@
 Every run leaves the same state: the groups exist, each demo user exists, is
 active, is in its group and has the demo password. With a zone, primary and key
 file (flags, or the CHANGEGATE_DEMO_* variables `make run` sets) it also registers
-the demo target through the service and grants each group its role on it.
+the demo target through the service and grants each group its role on it; with a
+firewall namespace (--fw-netns, set by `make run` as root) likewise the nftables
+demo target `fw.demo`.
 """
 
 from __future__ import annotations
@@ -60,9 +62,15 @@ class Command(BaseCommand):
         parser.add_argument("--zone", default=os.environ.get("CHANGEGATE_DEMO_ZONE"))
         parser.add_argument("--primary", default=os.environ.get("CHANGEGATE_DEMO_DNS_PRIMARY"))
         parser.add_argument("--tsig-key-file", default=os.environ.get("CHANGEGATE_DEMO_TSIG_KEY_FILE"))
+        parser.add_argument("--fw-netns", default=os.environ.get("CHANGEGATE_DEMO_FW_NETNS"),
+                            help="network namespace of the firewall demo (registers fw.demo)")
+        parser.add_argument("--fw-state-dir", default=os.environ.get("CHANGEGATE_DEMO_FW_STATE_DIR"))
+        parser.add_argument("--fw-check", default=os.environ.get("CHANGEGATE_DEMO_FW_CHECK"), metavar="HOST:PORT",
+                            help="the firewall demo's service: fw.demo's default TCP health check")
 
     def handle(self, *args, password: str, force: bool, zone: str | None = None, primary: str | None = None,
-               tsig_key_file: str | None = None, **options) -> None:
+               tsig_key_file: str | None = None, fw_netns: str | None = None, fw_state_dir: str | None = None,
+               fw_check: str | None = None, **options) -> None:
         if not settings.DEBUG and not force:
             raise CommandError(
                 "demo_setup creates users with a well-known password and only runs with "
@@ -93,6 +101,8 @@ class Command(BaseCommand):
                               reason="demo setup")
         if zone and primary and tsig_key_file:
             self._demo_target(zone, primary, tsig_key_file, groups)
+        if fw_netns:
+            self._firewall_target(fw_netns, fw_state_dir, fw_check, groups)
 
         self.stdout.write("Demo users (password for all: %s):" % password)
         for username, group, role, created in rows:
@@ -115,9 +125,41 @@ class Command(BaseCommand):
                 raise CommandError(f"demo target: {exc.message}") from None
             except ServiceError as exc:
                 raise CommandError(f"demo target: {exc.message}") from None
-        for name, role in TARGET_ROLES.items():
-            # The demo has no second operator: reviewer goes through the recorded bootstrap path.
-            target_role_grant(actor=None, target=target, role=role, group=groups[name],
-                              origin=RequestOrigin(kind=Origin.CLI), bootstrap=role in FOUR_EYES_ROLES,
-                              reason="demo setup")
+        _grant_demo_roles(target, groups)
         self.stdout.write(f"Demo target {target.name} (id {target.pk}) at {primary}; roles granted to the groups.")
+
+    def _firewall_target(self, netns: str, state_dir: str | None, check: str | None,
+                         groups: dict[str, Group]) -> None:
+        config = {"transport": "netns", "netns": netns, "tables": ["inet changegate"], "revert_seconds": 60}
+        if state_dir:
+            config["state_dir"] = state_dir
+        checks = []
+        if check:
+            host, _, port = check.rpartition(":")
+            checks = [{"type": "tcp", "host": host, "port": int(port), "timeout": 1}]
+        target = Target.objects.filter(name=FW_TARGET).first()
+        moved = target is not None and (target.config.get("netns") != netns
+                                        or (state_dir is not None and target.config.get("state_dir") != state_dir))
+        if target is None or moved:
+            if target is not None:  # registered differently before: move it aside, as for the zone
+                target_rename(actor=None, target=target, name=f"{FW_TARGET}-old-{target.pk}",
+                              origin=RequestOrigin(kind=Origin.CLI))
+            try:
+                # prepare: the namespace is made afresh by `make run`; the table is its to fill.
+                target = target_register(actor=None, name=FW_TARGET, kind="nft", config=config, bake_seconds=10,
+                                         health_checks=checks, origin=RequestOrigin(kind=Origin.CLI), prepare=True)
+            except (ValidationFailed, ServiceError) as exc:
+                raise CommandError(f"firewall demo target: {exc.message}") from None
+        _grant_demo_roles(target, groups)
+        self.stdout.write(f"Demo target {target.name} (id {target.pk}) in namespace {netns}; roles granted to the groups.")
+
+
+FW_TARGET = "fw.demo"
+
+
+def _grant_demo_roles(target: Target, groups: dict[str, Group]) -> None:
+    for name, role in TARGET_ROLES.items():
+        # The demo has no second operator: reviewer goes through the recorded bootstrap path.
+        target_role_grant(actor=None, target=target, role=role, group=groups[name],
+                          origin=RequestOrigin(kind=Origin.CLI), bootstrap=role in FOUR_EYES_ROLES,
+                          reason="demo setup")

@@ -1,0 +1,186 @@
+"""What a page costs in SQL statements does not grow with the data behind it: the
+reviewer's queue (API and admin, with the "waiting for me" filter), the admin change
+list and proposing through the API cost the same with 5 and with 50 pending changes
+(issue 14: they were N+1). And the two forms of "who may review this change", the
+per-change `can_review` and the queryset the queue filters with, agree on a generated
+population of users, changes and grants."""
+
+from __future__ import annotations
+
+import base64
+import random
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+from guardian.shortcuts import assign_perm
+
+from bench.queue_seed import seed_changes
+from changes.models import AccountOrigin, ChangeRequest, PrivilegeGain
+from changes.permissions import can_review
+from changes.selectors import changes_reviewable, changes_reviewable_by
+from changes.services import target_register
+from dns_adapters.local_named import write_key_file
+from tests.changes.test_admin import staff_with
+from tests.factories import WWW, api_client
+
+pytestmark = [pytest.mark.django_db]
+
+CHANGES = "/api/v1/changes/"
+CHANGELIST = "admin:changes_changerequest_changelist"
+# What proposing a change may cost, whatever is stored: the statements are listed in
+# test_proposing_costs_a_constant_number_of_statements.
+PROPOSE_STATEMENTS = 22
+
+
+@pytest.fixture
+def fresh_zone(module_zone: str) -> str:
+    """These tests plan against the zone and never write to it."""
+    return module_zone
+
+
+def statements(call) -> tuple[int, object]:
+    """How many statements `call` runs, and what it answers. The caller warms up first:
+    the first request of a process reads content types and permissions once."""
+    with CaptureQueriesContext(connection) as captured:
+        result = call()
+    return len(captured.captured_queries), result
+
+
+def grow_to_50(target, author, second_author) -> None:
+    seed_changes(target=target, authors=[author, second_author], count=60, pending=45, start=1000)
+
+
+@pytest.fixture
+def five_pending(dns_target, author, second_reviewer):
+    """5 pending changes (and 3 settled ones) on dns_target, by alice and carol; bob reviews."""
+    seed_changes(target=dns_target, authors=[author, second_reviewer], count=8, pending=5)
+    return dns_target
+
+
+@pytest.mark.named
+def test_reviewer_queue_costs_the_same_with_5_and_50_pending_changes(five_pending, author, reviewer,
+                                                                     second_reviewer):
+    client = api_client(reviewer)
+    client.get(CHANGES, {"reviewable": "true"})  # warm-up
+    small, response = statements(lambda: client.get(CHANGES, {"reviewable": "true"}))
+    assert response.status_code == 200 and response.json()["count"] == 5
+    grow_to_50(five_pending, author, second_reviewer)
+    large, response = statements(lambda: client.get(CHANGES, {"reviewable": "true"}))
+    assert response.status_code == 200 and response.json()["count"] == 50
+    assert large == small, f"{small} statements with 5 pending, {large} with 50"
+
+
+@pytest.mark.named
+@pytest.mark.parametrize("query", [{}, {"review": "waiting"}], ids=["list", "waiting-for-me"])
+def test_admin_change_list_costs_the_same_with_5_and_50_pending_changes(client, five_pending, author, reviewer,
+                                                                        second_reviewer, query):
+    client.force_login(staff_with(reviewer, "view_changerequest"))
+    client.get(reverse(CHANGELIST), query)  # warm-up
+    small, page = statements(lambda: client.get(reverse(CHANGELIST), query))
+    assert page.status_code == 200 and page.context["waiting_count"] == 5
+    grow_to_50(five_pending, author, second_reviewer)
+    large, page = statements(lambda: client.get(reverse(CHANGELIST), query))
+    assert page.status_code == 200 and page.context["waiting_count"] == 50
+    assert page.context["cl"].result_count == (50 if query else 50 + 3 + 15)
+    assert large == small, f"{small} statements with 5 pending, {large} with 50"
+
+
+@pytest.mark.named
+def test_proposing_costs_a_constant_number_of_statements(five_pending, author, reviewer, second_reviewer,
+                                                         django_assert_max_num_queries):
+    client = api_client(author)
+    body = {"target": five_pending.name, "title": "Move www", "reason": "new load balancer", "items": WWW}
+    with django_assert_max_num_queries(PROPOSE_STATEMENTS):
+        small, response = statements(lambda: client.post(CHANGES, body, format="json"))
+    assert response.status_code == 201, response.content
+    created = response.json()
+    assert created["state"] == "draft" and created["approvals"] == [] and created["executions"] == []
+    assert [event["action"] for event in created["events"]] == ["change_created"]
+    assert created == api_client(author).get(f"{CHANGES}{created['id']}/").json()  # exactly as GET shows it
+    grow_to_50(five_pending, author, second_reviewer)
+    large, response = statements(lambda: client.post(CHANGES, body, format="json"))
+    assert response.status_code == 201
+    assert large == small, f"{small} statements with 5 pending, {large} with 50"
+
+
+# ---------------------------------------------------------------------------
+# One rule, two forms: can_review (one change) and changes_reviewable_by (a queryset).
+
+
+@pytest.fixture
+def key_file(tmp_path):
+    """A TSIG key file for targets registered without reading their zone (no DNS here)."""
+    path = tmp_path / "population.key"
+    write_key_file(path, "population-key", base64.b64encode(b"k" * 32).decode())
+    return path
+
+
+def _population(rng: random.Random, make_user, round_: int, key_file):
+    """Users, two targets with different approval lifetimes, grants (direct, through a
+    group, superuser), changes with editors, privilege gains and account origins,
+    all drawn at random. Written with the ORM on purpose: the services refuse most of
+    these combinations (self-grants, sock puppets), and the rule must hold for rows
+    however they came to be (an old grant, a command)."""
+    users = [make_user(f"u{round_}_{n}", is_superuser=(n == 0), is_active=(n != 1)) for n in range(7)]
+    targets = [target_register(actor=None, name=f"t{round_}_{n}.test", check_reachable=False,
+                               approval_lifetime_seconds=lifetime,
+                               config={"zone": f"t{round_}_{n}.test", "primary": "127.0.0.1:1",
+                                       "tsig_key_file": str(key_file)})
+               for n, lifetime in enumerate((3600, 7 * 24 * 3600))]
+    group = Group.objects.create(name=f"reviewers{round_}")
+    for user in users[2:]:
+        if rng.random() < 0.3:
+            user.groups.add(group)
+    for target in targets:
+        if rng.random() < 0.7:
+            assign_perm("changes.approve_change", group, target)
+        for user in users:
+            if rng.random() < 0.5:
+                assign_perm("changes.approve_change", user, target)
+    now = timezone.now()
+    for _ in range(rng.randrange(4, 14)):
+        PrivilegeGain.objects.create(
+            user=rng.choice(users), target=rng.choice([*targets, None]), privilege="approve_change",
+            granted_by=rng.choice([*users, None]), requested_by=rng.choice([*users, None, None]),
+            at=now - timedelta(seconds=rng.choice([60, 2 * 3600, 3 * 24 * 3600, 30 * 24 * 3600])))
+    for user in users:
+        if rng.random() < 0.3:
+            AccountOrigin.objects.update_or_create(user=user, defaults={"created_by": rng.choice(users)})
+    for target in targets:
+        seed_changes(target=target, authors=rng.sample(users, 3), count=12, pending=8,
+                     editors=rng.sample(users, 2), start=100 * round_)
+    return users
+
+
+@pytest.mark.parametrize("round_", range(6))
+def test_can_review_and_the_queue_query_agree_on_a_generated_population(make_user, key_file, round_):
+    rng = random.Random(14_000 + round_)
+    users = _population(rng, make_user, round_, key_file)
+    changes = list(ChangeRequest.objects.select_related("target"))
+    decided = {True: 0, False: 0}
+    for user in users:
+        fresh = type(user).objects.get(pk=user.pk)  # no permission cache from the setup
+        in_queue = set(changes_reviewable_by(user=fresh).values_list("pk", flat=True))
+        for change in changes:
+            expected = can_review(fresh, change)
+            decided[expected] += 1
+            assert (change.pk in in_queue) == expected, (
+                f"user {fresh.username} (superuser={fresh.is_superuser}, active={fresh.is_active}) "
+                f"change #{change.pk}: can_review says {expected}, the queue query says {not expected}")
+    assert decided[True] and decided[False]  # the population exercises both answers
+
+
+def test_the_waiting_queue_leaves_out_what_the_reviewer_already_approved(make_user, key_file):
+    rng = random.Random(14)
+    users = _population(rng, make_user, 99, key_file)
+    reviewer = next(user for user in users if user.is_active and changes_reviewable(user=user).exists())
+    approved = changes_reviewable(user=reviewer).first()
+    approved.approvals.create(approver=reviewer, author_id=approved.author_id, fingerprint=approved.fingerprint,
+                              created_at=timezone.now(), expires_at=timezone.now() + timedelta(hours=1))
+    assert not changes_reviewable(user=reviewer).filter(pk=approved.pk).exists()
+    assert changes_reviewable_by(user=reviewer).filter(pk=approved.pk).exists()
