@@ -14,6 +14,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PLAIN = ("adapters", "dns_adapters", "firewall_adapters", "changegate_cli", "changegate_audit")
 DJANGO = ("accounts", "approvals", "audit", "changes", "config", "drift", "ops", "pipeline")
+# Programs copied to a firewall host and run there from one directory, standard library
+# only (python3 -I -S): imported the same way, which also proves they need nothing else.
+HOST_PROGRAMS = {"firewall_adapters.host_helper", "firewall_adapters.host_tables"}
 
 
 def modules() -> list[str]:
@@ -30,6 +33,11 @@ def modules() -> list[str]:
 
 
 def check(module: str) -> tuple[str, str | None]:
+    if module in HOST_PROGRAMS:
+        package, name = module.split(".")
+        code = f"import sys; sys.path.insert(0, {str(ROOT / package)!r}); import {name}"
+        done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True)
+        return module, None if done.returncode == 0 else done.stderr.strip().splitlines()[-1]
     code = f"import importlib; importlib.import_module({module!r})"
     if module.split(".")[0] in DJANGO or module.startswith("changegate_cli.django"):
         code = f"import django; django.setup(); {code}"

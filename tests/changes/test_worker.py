@@ -19,34 +19,13 @@ from dns_adapters.local_named import free_port
 from pipeline.execution import execution_sweep
 from pipeline.faults import POINTS
 from tests.factories import wrong_secret
-from tests.processes import CeleryWorker, app_broker, point_app_at
+from tests.processes import point_app_at
+from tests.worker_fixtures import broker, worker  # noqa: F401 - fixtures
 
 # Real commits: real worker processes (and live_server) read the database through
 # their own connections.
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.named]
 State = ChangeRequest.State
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with app_broker(app) as server:
-        yield server
-
-
-@pytest.fixture
-def worker(broker):
-    started: list[CeleryWorker] = []
-
-    def start(**env: str) -> CeleryWorker:
-        w = CeleryWorker(broker.url, name=f"w{len(started) + 1}", env=env).start()
-        started.append(w)
-        if "CHANGEGATE_CRASH_AT" not in env:
-            w.wait_ready(app)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ import time
 import pytest
 
 from changes.models import TERMINAL, AuditEvent, ChangeRequest
-from config.celery_app import app
 from pipeline.execution import execution_sweep
-from tests.processes import CeleryWorker, app_broker
+from tests.worker_fixtures import broker, worker  # noqa: F401 - fixtures
 
 from .firewall_host import BLOCKABLE_PORT
 from .fw_pipeline import State, approve, chain_rules, nft_target, propose, rule_item
@@ -21,28 +20,6 @@ from .polling import wait_for
 # Real commits: the worker process reads the database through its own connection.
 pytestmark = pytest.mark.django_db(transaction=True)
 OPEN_8443 = rule_item("tcp dport 8443 ip saddr 192.0.2.0/24 accept")
-
-
-@pytest.fixture(scope="module")
-def broker():
-    with app_broker(app) as server:
-        yield server
-
-
-@pytest.fixture
-def worker(broker):
-    started: list[CeleryWorker] = []
-
-    def start(**env: str) -> CeleryWorker:
-        w = CeleryWorker(broker.url, name=f"fw{len(started) + 1}", env=env).start()
-        started.append(w)
-        if "CHANGEGATE_CRASH_AT" not in env:
-            w.wait_ready(app)
-        return w
-
-    yield start
-    for w in started:
-        w.stop()
 
 
 def state_of(change: ChangeRequest) -> str:

@@ -8,12 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import BaseCommand, CommandParser
 
-from audit.chain import RequestOrigin
-from changes.errors import ServiceError, ValidationFailed
-from changes.models import AuditEvent, Origin, Target
-from changes.services import target_register
+from changes.management.commands._registration import register_or_fail
+from changes.models import AuditEvent, Target
 
 
 class Command(BaseCommand):
@@ -54,23 +52,11 @@ class Command(BaseCommand):
             config["nameservers"] = options["nameservers"]
         if options["timeout"] is not None:
             config["timeout"] = options["timeout"]
-        try:
-            target = target_register(
-                actor=None,
-                name=name,
-                config=config,
-                required_approvals=options["required_approvals"],
-                approval_lifetime_seconds=options["approval_lifetime"],
-                bake_seconds=options["bake_seconds"],
-                origin=RequestOrigin(kind=Origin.CLI),
-                check_reachable=not options["no_check"],
-            )
-        except ValidationFailed as exc:
-            lines = "\n".join(f"  {e['field']}: {e['message']}" for e in exc.errors)
-            raise CommandError(f"target {name} not registered:\n{lines}") from None
-        except ServiceError as exc:  # TargetUnavailable; NotPermitted cannot happen without an actor
-            raise CommandError(f"target {name} not registered: {exc.message}") from None
-        self.stdout.write(self.style.SUCCESS(f"Registered target {target.name} (id {target.pk})"))
+        target = register_or_fail(
+            self, name=name, config=config, required_approvals=options["required_approvals"],
+            approval_lifetime_seconds=options["approval_lifetime"], bake_seconds=options["bake_seconds"],
+            check_reachable=not options["no_check"],
+        )
         for line in describe(target):
             self.stdout.write(f"  {line}")
 

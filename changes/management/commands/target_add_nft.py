@@ -13,10 +13,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from audit.chain import RequestOrigin
-from changes.errors import ServiceError, ValidationFailed
-from changes.models import AuditEvent, Origin, Target
-from changes.services import target_register
+from changes.management.commands._registration import register_or_fail
+from changes.models import AuditEvent, Target
 
 
 def _absolute(path: str | None) -> str | None:
@@ -78,21 +76,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         name: str = options["name"]
         config = self._config(options)
-        try:
-            target = target_register(
-                actor=None, name=name, kind="nft", config=config,
-                required_approvals=options["required_approvals"],
-                approval_lifetime_seconds=options["approval_lifetime"],
-                bake_seconds=options["bake_seconds"],
-                origin=RequestOrigin(kind=Origin.CLI),
-                prepare=options["create_tables"],
-            )
-        except ValidationFailed as exc:
-            lines = "\n".join(f"  {_flag(e['field'])}: {e['message']}" for e in exc.errors)
-            raise CommandError(f"target {name} not registered:\n{lines}") from None
-        except ServiceError as exc:  # TargetUnavailable; NotPermitted cannot happen without an actor
-            raise CommandError(f"target {name} not registered: {exc.message}") from None
-        self.stdout.write(self.style.SUCCESS(f"Registered target {target.name} (id {target.pk})"))
+        target = register_or_fail(
+            self, name=name, label=_flag, kind="nft", config=config, required_approvals=options["required_approvals"],
+            approval_lifetime_seconds=options["approval_lifetime"], bake_seconds=options["bake_seconds"],
+            prepare=options["create_tables"],
+        )
         for line in describe(target):
             self.stdout.write(f"  {line}")
 
