@@ -44,6 +44,7 @@ from django.db.models.sql.constants import MULTI
 from django.utils import timezone
 
 from audit.chain import checkpoint_record, column_mismatches, event_record
+from audit.lines import _cell, _Lines, csv_columns, dumps_line  # noqa: F401 - csv_columns: the export's API
 from audit.selectors import UserLike, events_exportable, targets_exportable  # noqa: F401
 from changes.errors import ValidationFailed
 from changes.models import AuditCheckpoint, AuditEvent, Target
@@ -53,11 +54,6 @@ CONTENT_TYPES = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-
 ITERATOR_CHUNK = 2000  # rows per fetch from the server-side cursor
 OUTPUT_CHUNK = 64 * 1024  # bytes handed to the server per write
 
-# The one line format, shared with the offline verifier's expectations: the same
-# bytes as json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True),
-# from one encoder built once (json.dumps builds a JSONEncoder per call). No cycle
-# check: what is encoded was read from the database and cannot hold a cycle.
-dumps_line = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True, check_circular=False).encode
 
 
 
@@ -380,50 +376,6 @@ def events_jsonl(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
             lines, size = [], 0
     if lines:
         yield ("\n".join(lines) + "\n").encode("ascii")
-
-
-def csv_columns() -> list[str]:
-    """The event keys of a JSON Lines record, in record order, without "type"; last,
-    `column_mismatch`: the fields whose database column disagrees with the hashed
-    record the row shows (empty for an intact row)."""
-    blank = AuditEvent(seq=0, created_at=datetime(1970, 1, 1, tzinfo=UTC), payload={}, prev_hash="", hash="")
-    return [key for key in event_record(blank) if key != "type"] + ["column_mismatch"]
-
-
-# A spreadsheet runs a cell that starts like a formula (CSV injection): user
-# agents, usernames and actions are text someone else chose. Such a cell gets a
-# leading apostrophe; the JSON Lines export is the exact (hashable) form.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(value: Any) -> str:
-    if type(value) is str:  # most cells: checked first
-        return "'" + value if value.startswith(_FORMULA_START) else value
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return dumps_line(value)
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
-
-
-class _Lines:
-    """A write() target for csv.writer that keeps what it was given."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-        self.size = 0
-
-    def write(self, text: str) -> None:
-        self.parts.append(text)
-        self.size += len(text)
-
-    def take(self) -> bytes:
-        data = "".join(self.parts).encode("utf-8")
-        self.parts, self.size = [], 0
-        return data
 
 
 def events_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:

@@ -12,8 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PLAIN = ("adapters", "dns_adapters", "firewall_adapters", "changegate_cli", "changegate_audit")
-DJANGO = ("accounts", "approvals", "audit", "changes", "config", "drift", "ops", "pipeline")
+# Every top-level package of the project but tests and benchmarks; those with an
+# AppConfig (or the settings package) need django.setup() first, the others must not.
+PACKAGES = sorted(path.parent.name for path in ROOT.glob("*/__init__.py") if path.parent.name not in {"tests", "bench"})
+DJANGO = tuple(name for name in PACKAGES if (ROOT / name / "apps.py").exists() or name == "config")
+PLAIN = tuple(name for name in PACKAGES if name not in DJANGO)
 # Programs copied to a firewall host and run there from one directory, standard library
 # only (python3 -I -S): imported the same way, which also proves they need nothing else.
 HOST_PROGRAMS = {"firewall_adapters.host_helper", "firewall_adapters.host_tables"}

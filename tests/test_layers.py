@@ -31,7 +31,7 @@ LAYERS: list[tuple[str, int]] = [
     (r"^audit\.chain$", 3),
     (r"^changes\.(lifecycle|kinds|adapters)$", 4),
     (r"^changes\.permissions$", 5),
-    (r"^(changes\.selectors|approvals\.standing|audit\.(checkpoints|identity|selectors))$", 6),
+    (r"^(changes\.selectors|approvals\.standing|audit\.(checkpoints|identity|selectors|lines))$", 6),
     (r"^pipeline\.(publish|faults|lease|check_specs|checks|outbox)$", 7),
     (r"^drift\.", 8),
     (r"^pipeline\.execution$", 9),
