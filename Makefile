@@ -44,6 +44,7 @@ bench: install
 	$(VENV)/bin/python -m bench.audit_bench $(AUDIT_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.soak_bench $(SOAK_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.dns_readback_bench $(READBACK_BENCH_ARGS)
+	$(VENV)/bin/python -m bench.queue_bench $(QUEUE_BENCH_ARGS)
 
 services:
 	@scripts/ensure_services.sh redis postgres

@@ -1,11 +1,11 @@
 """A fixture generator for the reviewer's queue: `count` stored changes on one
 target, `pending` of them waiting for approval, written with bulk_create so that
-ten thousands of rows take seconds (no DNS, no per-row service call).
+a hundred thousand rows take seconds (no DNS, no per-row service call).
 
 Every row is a change the services could have written: a real `Plan` (one step,
-its fingerprint computed by `adapters.Plan`), a state from the state machine with
-the timestamps that state implies. The rest of the changes are spread over the
-terminal states, like a long-lived installation. Used by bench/queue_bench.py and
+its fingerprint computed by `adapters.Plan`) and a state from the state machine;
+the rest of the changes are spread over the terminal states, like a long-lived
+installation (without their executions and events: no page measured reads them). Used by bench/queue_bench.py and
 tests/changes/test_query_counts.py."""
 
 from __future__ import annotations
@@ -35,10 +35,10 @@ def _plan(zone: str, index: int) -> Plan:
 def seed_changes(*, target: Target, authors: Sequence[AbstractBaseUser], count: int, pending: int,
                  editors: Sequence[AbstractBaseUser] = (), start: int = 0, batch: int = 2000) -> list[int]:
     """Store `count` changes on `target` written by `authors` in turn, the first
-    `pending` of them pending approval; every seventh pending change has the next
-    author as an editor when `editors` is empty, else `editors` in turn. Returns the
-    ids of the pending ones. `start` numbers the records, so two calls never plan
-    the same owner name."""
+    `pending` of them pending approval; one pending change in seven has an editor
+    (from `editors`, else from `authors`; never its own author). Returns the ids of
+    the pending ones. `start` numbers the records, so two calls never plan the same
+    owner name."""
     zone = str(target.config.get("zone", target.name))
     now = timezone.now()
     pending_rows: list[ChangeRequest] = []

@@ -29,7 +29,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
@@ -142,34 +142,28 @@ class _Seconds(Func):  # seconds as a duration: an interval on PostgreSQL, micro
 
 
 def self_grant_conditions(approver_id: Any, *, now: datetime) -> tuple[Exists, Exists]:
-    """The self-grant rule, once: two conditions on a ChangeRequest row, each true when `approver_id` may
-    not approve it (gained rights, account origin). require_no_self_grant asks them about one change,
-    the reviewer's queue (selectors.changes_reviewable_by) about every change at once."""
-    # Editors: a subquery in the one about gains or origins, in the change's query.
+    """The self-grant rule, once: two conditions on a change row, true when `approver_id` may not approve it
+    (gained rights, account origin); asked of one change (require_no_self_grant) or of a list (the queue)."""
     editors = ChangeRequest.editors.through.objects.filter(changerequest_id=OuterRef(OuterRef("pk"))).values("user_id")
 
     def author_set(field: str) -> Q:
         return Q(**{field: OuterRef("author_id")}) | Q(**{f"{field}__in": editors})
 
-    gained = PrivilegeGain.objects.filter(
-        Q(target_id=OuterRef("target_id")) | Q(target__isnull=True), user_id=approver_id,
-        at__gte=Value(now) - _Seconds(OuterRef("target__approval_lifetime_seconds")),
-    ).filter(author_set("granted_by_id") | author_set("requested_by_id")
-             | Q(granted_by_id=approver_id) | Q(requested_by_id=approver_id))
-    origin = AccountOrigin.objects.filter(
-        (Q(user_id=approver_id) & author_set("created_by_id")) | (author_set("user_id") & Q(created_by_id=approver_id))
-    )
+    gained = PrivilegeGain.objects.filter(Q(target_id=OuterRef("target_id")) | Q(target__isnull=True)).filter(
+        author_set("granted_by_id") | author_set("requested_by_id") | Q(granted_by_id=approver_id)
+        | Q(requested_by_id=approver_id), user_id=approver_id,
+        at__gte=Value(now) - _Seconds(OuterRef("target__approval_lifetime_seconds")))
+    origin = AccountOrigin.objects.filter((Q(user_id=approver_id) & author_set("created_by_id"))
+                                          | (author_set("user_id") & Q(created_by_id=approver_id)))
     return Exists(gained), Exists(origin)
 
 
 def require_no_self_grant(*, approver: AbstractBaseUser, change: ChangeRequest, now: datetime | None = None) -> None:
-    """Refuse (NotPermitted) when `approver` gained a privilege reaching
-    `change.target` within the target's approval lifetime that was granted or
-    requested by the approver himself or by the change's author set, or when the
-    approver's account was created by someone in the author set (or created an
-    author's account). Every approval path (approve, break-glass) calls this."""
+    """Refuse (NotPermitted) when `approver` gained a privilege reaching `change.target` within the target's
+    approval lifetime, granted or requested by himself or the change's author set, or when his account and an
+    author's were created one by the other. Every approval path (approve, break-glass) calls this."""
     gained, origin = self_grant_conditions(approver.pk, now=now or timezone.now())
-    # Asked of the stored row; a change that is not stored cannot be approved either.
+    # Asked of the stored row (one statement); a change not stored cannot be approved either.
     self_granted, puppet = ChangeRequest.objects.filter(pk=change.pk).values_list(gained, origin).first() or (1, 1)
     if self_granted:
         raise NotPermitted(f"you received rights reaching target {change.target.name} from yourself or from the "

@@ -91,7 +91,9 @@ def _event_summary(event: AuditEvent) -> str:
 
 
 class ReviewFilter(admin.SimpleListFilter):
-    """Pending changes the user may review and has not approved yet (selectors.changes_reviewable)."""
+    """Pending changes the user may review and has not approved yet (selectors.changes_reviewable,
+    its conditions added to the list's own query): the filter and its facet count cost one
+    statement each, whatever the queue holds."""
 
     title = "review"
     parameter_name = "review"
@@ -101,7 +103,7 @@ class ReviewFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> QuerySet[ChangeRequest] | None:
         if self.value() == "waiting":
-            return queryset.filter(pk__in=changes_reviewable(user=request.user).values("pk"))
+            return changes_reviewable(user=request.user, within=queryset)
         return None
 
 
@@ -139,7 +141,10 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     )
     show_facets = admin.ShowFacets.ALWAYS  # counts next to every filter choice (per state, ...)
     search_fields = ("title", "reason")
-    date_hierarchy = "created_at"
+    # No date_hierarchy: its drill-down reads the day of every visible change on every
+    # page (650 ms of a 100,000-change list on SQLite); newest first, search and the
+    # filters find a change. No "N total" count beside a filtered count: one scan fewer.
+    show_full_result_count = False
     # Offered to whoever may review somewhere (has_review_permission); each calls the
     # policy per change, which decides (admin action permissions cannot be per object).
     actions = ("approve_selected", "reject_selected")
@@ -149,7 +154,8 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         return ", ".join(obj.risk_flags)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[ChangeRequest]:
-        return changes_visible(user=request.user)
+        # No page of this admin reads the editors prefetch: a statement per list page saved.
+        return changes_visible(user=request.user).prefetch_related(None)
 
     # Nothing on a change is edited through a model form: the change page below is
     # read-only and every move is a button that calls one service.
@@ -158,8 +164,11 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     def has_review_permission(self, request: HttpRequest) -> bool:
         """Offer the bulk approve/reject only to someone who may review somewhere
-        (approve_change on a target); the policy still decides per change."""
-        return targets_reviewable(user=request.user).exists()
+        (approve_change on a target); the policy still decides per change. Asked
+        once per request: the change list asks it for every action and facet."""
+        if not hasattr(request, "_changegate_may_review"):
+            request._changegate_may_review = targets_reviewable(user=request.user).exists()  # type: ignore[attr-defined]
+        return request._changegate_may_review  # type: ignore[attr-defined]
 
     def has_delete_permission(self, request: HttpRequest, obj: ChangeRequest | None = None) -> bool:
         return False

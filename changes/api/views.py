@@ -218,7 +218,8 @@ class ChangeListView(StrictQueryMixin, generics.ListAPIView):
 
     def get_queryset(self) -> Any:
         query = parse(ChangeListQuerySerializer, self.request.query_params, self.request)
-        changes = selectors.changes_visible(user=self.request.user)
+        # The summary shows no editors: one query per page fewer than the detail needs.
+        changes = selectors.changes_visible(user=self.request.user).prefetch_related(None)
         if "state" in query:
             changes = changes.filter(state=query["state"])
         if "target" in query:
@@ -226,7 +227,7 @@ class ChangeListView(StrictQueryMixin, generics.ListAPIView):
         if "author" in query:
             changes = changes.filter(author__username=query["author"])
         if query.get("reviewable"):
-            changes = changes.filter(pk__in=selectors.changes_reviewable(user=self.request.user).values("pk"))
+            changes = selectors.changes_reviewable(user=self.request.user, within=changes)
         return changes
 
     @extend_schema(operation_id="changes_list", summary="Changes on targets you may see",
@@ -244,7 +245,11 @@ class ChangeListView(StrictQueryMixin, generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = parse(ChangeCreateSerializer, request.data, request)
         change = services.change_create(actor=request.user, origin=origin_of(request), **data)
-        return Response(change_detail(request, change), status=status.HTTP_201_CREATED)
+        # Not read back through access_change: the target was found among those the
+        # user may see (ChangeCreateSerializer) and the service just stored this row,
+        # so the answer is what GET shows without a second permission resolution.
+        context = {"request": request, "created": change}
+        return Response(ChangeDetailSerializer(change, context=context).data, status=status.HTTP_201_CREATED)
 
 
 class ChangeDetailView(APIBase):

@@ -32,9 +32,14 @@ pytestmark = [pytest.mark.django_db]
 
 CHANGES = "/api/v1/changes/"
 CHANGELIST = "admin:changes_changerequest_changelist"
-# What proposing a change may cost, whatever is stored: the statements are listed in
-# test_proposing_costs_a_constant_number_of_statements.
-PROPOSE_STATEMENTS = 22
+# What proposing a change costs once the process is warm, whatever is stored: the target
+# (visibility folded into its lookup), submit_change (guardian: the user's and the
+# groups' permissions), the savepoint, the change, the audit head read, the event, the
+# head update, the release, and the change's events for the answer. PostgreSQL adds
+# the KEY SHARE statement of audit_record (changes.locking.key_share). It was 15 (20
+# cold) before issue 14: the change was read back through access_change (a second
+# visibility resolution, its editors) and approvals and executions were queried.
+PROPOSE_STATEMENTS = {"sqlite": 10, "postgresql": 11}
 
 
 @pytest.fixture
@@ -95,13 +100,15 @@ def test_proposing_costs_a_constant_number_of_statements(five_pending, author, r
                                                          django_assert_max_num_queries):
     client = api_client(author)
     body = {"target": five_pending.name, "title": "Move www", "reason": "new load balancer", "items": WWW}
-    with django_assert_max_num_queries(PROPOSE_STATEMENTS):
-        small, response = statements(lambda: client.post(CHANGES, body, format="json"))
-    assert response.status_code == 201, response.content
-    created = response.json()
+    first = client.post(CHANGES, body, format="json")  # warm-up, and the answer is what GET shows
+    assert first.status_code == 201, first.content
+    created = first.json()
     assert created["state"] == "draft" and created["approvals"] == [] and created["executions"] == []
-    assert [event["action"] for event in created["events"]] == ["change_created"]
-    assert created == api_client(author).get(f"{CHANGES}{created['id']}/").json()  # exactly as GET shows it
+    assert created["editors"] == [] and [event["action"] for event in created["events"]] == ["change_created"]
+    assert created == api_client(author).get(f"{CHANGES}{created['id']}/").json()
+    with django_assert_max_num_queries(PROPOSE_STATEMENTS[connection.vendor]):
+        small, response = statements(lambda: client.post(CHANGES, body, format="json"))
+    assert response.status_code == 201
     grow_to_50(five_pending, author, second_reviewer)
     large, response = statements(lambda: client.post(CHANGES, body, format="json"))
     assert response.status_code == 201

@@ -172,8 +172,15 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     approvals_required = serializers.SerializerMethodField(
         help_text="Distinct approvals needed: the target's count, plus one for a plan with risk flags.")
 
+    def _created(self, change: ChangeRequest) -> bool:
+        """The draft this request just created (ChangeListView.post): it has no
+        approvals, executions or editors yet, so nothing is asked about them."""
+        return self.context.get("created") is change
+
     @extend_schema_field(ApprovalSerializer(many=True))
     def get_approvals(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        if self._created(change):
+            return []
         valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
         return ApprovalSerializer(approvals_of(change), many=True, context={"valid_ids": valid_ids}).data
 
@@ -183,6 +190,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
 
     @extend_schema_field(serializers.ListField(child=serializers.CharField()))
     def get_editors(self, change: ChangeRequest) -> list[str]:
+        if self._created(change):
+            return []
         return sorted(user.get_username() for user in change.editors.all())
 
     @extend_schema_field(OpenApiTypes.STR)
@@ -195,6 +204,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
 
     @extend_schema_field(ExecutionSerializer(many=True))
     def get_executions(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        if self._created(change):
+            return []
         return ExecutionSerializer(selectors.change_executions(change), many=True).data
 
 
