@@ -14,13 +14,13 @@ from .errors import (
     TargetReverted,
     TransientError,
 )
-from .interface import Adapter, ApplyResult, Options, ServerCheck, Snapshot, VerifyReport
+from .interface import Adapter, ApplyResult, MappingSnapshot, Options, ServerCheck, Snapshot, VerifyReport
 from .kind import CheckKind, PatchItem, Registry, TargetKind, UnknownKind
 from .plan import Guard, Key, Plan, RRKey, RRValue, Step, Value
 
 __all__ = [
     "Adapter", "AdapterError", "ApplyResult", "CheckKind", "ConfigError", "DataRefusedError", "DriftError",
-    "FieldError", "Guard", "ItemValidationError", "Key", "Options", "PartialApplyError", "PatchItem", "Plan", "RRKey",
-    "RRValue", "Registry", "ServerCheck", "Snapshot", "Step", "TargetKind", "TargetReverted", "TransientError",
-    "UnknownKind", "Value", "VerifyReport",
+    "FieldError", "Guard", "ItemValidationError", "Key", "MappingSnapshot", "Options", "PartialApplyError",
+    "PatchItem", "Plan", "RRKey", "RRValue", "Registry", "ServerCheck", "Snapshot", "Step", "TargetKind",
+    "TargetReverted", "TransientError", "UnknownKind", "Value", "VerifyReport",
 ]

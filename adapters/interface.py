@@ -88,6 +88,26 @@ class Snapshot(abc.ABC):
             yield key, value
 
 
+class MappingSnapshot(Snapshot):
+    """A snapshot held as a plain mapping of key -> value (kinds whose whole read is
+    small and already parsed: nftables' owned tables, the tests' in-memory kind)."""
+
+    def __init__(self, zone: str, serial: int, values: Mapping[RRKey, RRValue]) -> None:
+        self.zone, self.serial, self._values = zone, serial, dict(values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __iter__(self) -> Iterator[RRKey]:
+        return iter(sorted(self._values))
+
+    def get(self, key: RRKey) -> RRValue | None:
+        return self._values.get(key)
+
+    def matches(self, key: RRKey, value: RRValue | None) -> bool:
+        return self._values.get(key) == value
+
+
 # Kind options (DNS: allow_apex) travel as one mapping so the interface does not
 # grow a keyword per kind; an adapter ignores options it does not know.
 Options = Mapping[str, Any]

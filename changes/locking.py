@@ -25,12 +25,13 @@ skipping what it does not need, and never goes back to an earlier kind:
 Who takes what, in that order:
 - change services (`changes.services`, `approvals.policy`): `lock_change` (change,
   then its target), the change's approvals, a new execution, the audit head.
-- the worker's moves (`pipeline.execution._fenced`): the change and its target, then
+- the worker's moves (`pipeline.execution.fenced`): the change and its target, then
   the execution (fencing token), then the audit head; a claim: target, execution;
   the check-round writer: its execution (lease renewal), its check results, the
   audit head (no change or target lock: only the KEY SHARE before the head).
 - target policy, rename and the out-of-band detector (`drift.sweep`): the target,
-  its baseline, the audit head.
+  its baseline header, then its baseline entries (written only under the target's lock),
+  the audit head.
 - grant requests (`changes.permissions`): the request, the guardian rows, the head.
 
 PostgreSQL can still end a transaction with a deadlock (40P01, e.g. against a

@@ -20,13 +20,17 @@ Races, and how they are closed:
 - compare-and-write runs under the target row lock, the one `execution_claim`
   takes, so no apply can be claimed meanwhile, and two overlapping sweeps cannot
   both report the same change (the second sees the revision moved).
+
+The baseline is a header and one entry per key with its digests (text, wire), summed
+in the header: an apply rewrites its plan's keys and moves the sums by them; a check
+parses and compares only the keys whose wire digest is not the stored one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +44,7 @@ from audit.chain import SYSTEM, audit_record
 from changes.adapters import adapter_for
 from changes.kinds import kind_of
 from changes.locking import lock_target
-from changes.models import LEASED, AuditEvent, ChangeRequest, Execution, Target, Baseline
+from changes.models import LEASED, AuditEvent, Baseline, BaselineEntry, ChangeRequest, Execution, Target
 from pipeline.outbox import alert_target, reviewers_of
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,9 @@ IN_FLIGHT = (ChangeRequest.State.APPLYING, ChangeRequest.State.VERIFYING, Change
 BASELINE, UNCHANGED, CHANGED, BUSY, FAILED = "baseline", "unchanged", "changed", "busy", "failed"
 
 Records = dict[str, dict[str, Any]]
+DIGEST_MODULUS = 1 << 256
+# Keys per IN (...) / rows per bulk statement: under SQLite's bound-parameter limit.
+CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -97,31 +104,71 @@ def snapshot_records(snapshot: Snapshot, kind: TargetKind) -> Records:
     return kind.snapshot_records(snapshot)
 
 
-def records_digest(records: Mapping[str, Mapping[str, Any]]) -> str:
-    """SHA-256 over the sorted zone-file lines "owner ttl type rdata" of `records`."""
+def entry_digest(key: str, value: Mapping[str, Any]) -> str:
+    """SHA-256 over one key's zone-file lines "owner ttl type rdata", in the value's
+    order (DNS rdatas are sorted already; a firewall chain's order is its meaning)."""
+    name, _, rdtype = key.rpartition(" ")
     digest = hashlib.sha256()
-    for key in sorted(records):
-        name, _, rdtype = key.rpartition(" ")
-        value = records[key]
-        for rdata in sorted(value["rdatas"]):
-            digest.update(f"{name} {value['ttl']} {rdtype} {rdata}\n".encode())
+    for rdata in value["rdatas"]:
+        digest.update(f"{name} {value['ttl']} {rdtype} {rdata}\n".encode())
     return digest.hexdigest()
 
 
-def _wire_digest(snapshot: Snapshot, kind: TargetKind) -> str:
-    """SHA-256 over the snapshot's canonical rdata wire, without parsing any rdata;
-    "" when the snapshot does not keep wire form."""
+def digest_sum(digests: Iterable[str]) -> str:
+    """The whole set's digest: the entries' digests summed modulo 2**256. Order-free,
+    so one key's change moves it by that key's old and new digest alone."""
+    return format(sum(int(digest, 16) for digest in digests) % DIGEST_MODULUS, "064x")
+
+
+def records_digest(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """The digest of a whole record map, as the baseline's header keeps it."""
+    return digest_sum(entry_digest(key, value) for key, value in records.items())
+
+
+def _wire_digests(snapshot: Snapshot, kind: TargetKind) -> dict[str, str] | None:
+    """Key -> SHA-256 over its TTL and canonical rdata wire, without parsing any
+    rdata; None when the snapshot does not keep wire form."""
     wire_items = getattr(snapshot, "wire_items", None)
     if wire_items is None:
-        return ""
-    digest = hashlib.sha256()
-    for key, ttl, wires in sorted(wire_items(), key=lambda item: item[0]):
-        if kind.drift_ignores(key):
-            continue
-        digest.update(f"{key.name} {key.rdtype} {ttl}\n".encode())
-        for wire in sorted(wires):
-            digest.update(len(wire).to_bytes(2, "big") + wire)
-    return digest.hexdigest()
+        return None
+    digests = {}
+    for key, ttl, wires in wire_items():
+        if not kind.drift_ignores(key):
+            digest = hashlib.sha256(f"{key.name} {key.rdtype} {ttl}\n".encode())
+            for wire in sorted(wires):
+                digest.update(len(wire).to_bytes(2, "big") + wire)
+            digests[str(key)] = digest.hexdigest()
+    return digests
+
+
+@dataclass(frozen=True)
+class _Live:
+    """A fresh read: the keys that may differ from `stored`, their values and digests."""
+
+    values: Records
+    digests: dict[str, str]
+    digest: str
+    candidates: frozenset[str]
+    stored: dict[str, tuple[int, str, str]]
+
+
+def _live(snapshot: Snapshot, kind: TargetKind, wires: dict[str, str] | None, seen: tuple | None) -> _Live:
+    """Outside any lock. With wire form, only the keys whose stored wire digest is
+    not the read's (changed, or written by a plan since) are parsed to text; the
+    revision check under the lock makes the entries read here the ones compared."""
+    stored = _stored(seen[3]) if seen is not None else {}
+    if wires is None or not stored:
+        values = snapshot_records(snapshot, kind)  # the slow part: every rdata to text
+        digests = {key: entry_digest(key, value) for key, value in values.items()}
+        return _Live(values, digests, digest_sum(digests.values()), frozenset(values.keys() | stored.keys()), stored)
+    candidates = frozenset(key for key in stored.keys() | wires.keys()
+                           if not (key in stored and stored[key][2] and stored[key][2] == wires.get(key)))
+    values = {key: snapshot.get(RRKey(*key.rsplit(" ", 1))).to_json() for key in candidates & wires.keys()}
+    digests = {key: entry_digest(key, value) for key, value in values.items()}
+    # The header's digest is the stored entries' sum: move it by the candidates.
+    total = int(seen[4], 16) + sum(int(digest, 16) for digest in digests.values())
+    total -= sum(int(stored[key][1], 16) for key in candidates if key in stored)
+    return _Live(values, digests, format(total % DIGEST_MODULUS, "064x"), candidates, stored)
 
 
 def zone_diff(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]], *,
@@ -163,7 +210,8 @@ def oob_check_target(*, target: Target) -> OobResult:
     """
     if _apply_in_flight(target.pk):
         return OobResult(status=BUSY)
-    seen = Baseline.objects.filter(target_id=target.pk).values_list("revision", "wire_digest", "version").first()
+    seen = Baseline.objects.filter(target_id=target.pk).values_list(
+        "revision", "wire_digest", "version", "pk", "digest").first()
     try:
         adapter = adapter_for(target)
         try:
@@ -179,19 +227,13 @@ def oob_check_target(*, target: Target) -> OobResult:
         return oob_check_failed(target=target, error=exc.message)
     now = timezone.now()
     kind = kind_of(target)
-    wire = _wire_digest(snapshot, kind)
+    wires = _wire_digests(snapshot, kind)
+    wire = digest_sum(wires.values()) if wires is not None else ""
     if seen is not None and wire and wire == seen[1]:
-        # The very bytes of the last read: nothing to parse or compare. The revision
-        # filter is the compare-and-swap against an apply that moved the baseline.
-        with transaction.atomic():
-            # The lock order (changes.locking): target row, baseline row, audit head.
-            lock_target(target.pk)
-            confirmed = Baseline.objects.filter(target_id=target.pk, revision=seen[0]).update(taken_at=now)
-            if confirmed:
-                _checked(target, snapshot, now)
-        return OobResult(status=UNCHANGED if confirmed else BUSY, serial=snapshot.serial)
-    live = snapshot_records(snapshot, kind)  # the slow part (rdata to text), outside any lock
-    digest = records_digest(live)
+        # The very bytes of the last read: nothing to parse or compare.
+        return _unchanged(target, seen[0], snapshot.serial, snapshot=snapshot)
+    live = _live(snapshot, kind, wires, seen)
+    values, digest, stored = live.values, live.digest, live.stored
     with transaction.atomic():
         lock_target(target.pk)
         baseline = Baseline.objects.filter(target_id=target.pk).first()
@@ -200,14 +242,12 @@ def oob_check_target(*, target: Target) -> OobResult:
             return OobResult(status=BUSY, serial=snapshot.serial)
         _checked(target, snapshot, now)
         if baseline is None:
-            Baseline.objects.create(target=target, taken_at=now, version=snapshot.serial, item_count=len(live),
-                                        digest=digest, wire_digest=wire, records=live)
-            audit_record(actor=None, origin=SYSTEM, action="zone_baseline_recorded", target=target, payload={
-                "serial": snapshot.serial, "rrsets": len(live),
-                "records": sum(len(value["rdatas"]) for value in live.values()), "digest": digest,
-            })
-            return OobResult(status=BASELINE, serial=snapshot.serial)
-        diff = zone_diff(baseline.records, live, kind=kind)
+            return _record_first(target, snapshot, live, wires, now)
+        # Values only of the keys whose digest differs.
+        moved_keys = {key for key in live.candidates
+                      if (stored[key][1] if key in stored else None) != live.digests.get(key)}
+        before = dict(_rows(baseline.pk, ("value",), sorted(moved_keys & stored.keys())))
+        diff = zone_diff(before, {key: values[key] for key in moved_keys if key in values}, kind=kind)
         event = None
         if diff:
             event = audit_record(actor=None, origin=SYSTEM, action="out_of_band_change", target=target,
@@ -216,32 +256,50 @@ def oob_check_target(*, target: Target) -> OobResult:
                          detail=_alert_detail(target, baseline, snapshot.serial, event, diff))
         fields = ["taken_at", "version", "item_count", "wire_digest"]
         baseline.taken_at, baseline.version, baseline.item_count, baseline.wire_digest = (
-            now, snapshot.serial, len(live), wire)
-        # A change, or only the SOA serial moved (the digest sorts values: a reordered
-        # chain shows in the diff only).
-        if diff or digest != baseline.digest:
-            baseline.records, baseline.digest, baseline.revision = live, digest, baseline.revision + 1
-            fields += ["records", "digest", "revision"]
+            now, snapshot.serial, len(wires) if wires is not None else len(values), wire)
+        # A change, or only the SOA serial moved: the moved keys' entries take the
+        # live values; the others the read's wire digest, if a plan blanked it.
+        _entries_write(baseline, {key: values.get(key) for key in live.candidates}, live.digests, stored=stored,
+                       wires=wires or {})
+        if moved_keys:
+            baseline.digest, baseline.revision = digest, baseline.revision + 1
+            fields += ["digest", "revision"]
         baseline.save(update_fields=fields)
     if diff:
         logger.warning("out-of-band change on %s: %d RRsets (audit seq %s)", target.name, len(diff), event.seq)
     return OobResult(status=CHANGED if diff else UNCHANGED, serial=snapshot.serial, diff=tuple(diff), event=event)
 
 
-def _unchanged(target: Target, revision: int, version: int) -> OobResult:
-    """The cheap poll found the target where the baseline's read left it."""
+def _unchanged(target: Target, revision: int, version: int, *, snapshot: Snapshot | None = None) -> OobResult:
+    """The cheap poll, or a read of the very same bytes, found the target where the
+    baseline's read left it. The revision filter is the compare-and-swap against
+    an apply that moved the baseline meanwhile."""
     now = timezone.now()
     with transaction.atomic():
+        # The lock order (changes.locking): target row, baseline row, audit head.
         lock_target(target.pk)
         confirmed = Baseline.objects.filter(target_id=target.pk, revision=revision).update(taken_at=now)
         if confirmed:
-            Target.objects.filter(pk=target.pk).update(oob_checked_at=now)
+            _checked(target, snapshot, now)
     return OobResult(status=UNCHANGED if confirmed else BUSY, serial=version)
 
 
-def _checked(target: Target, snapshot: Snapshot, now: datetime) -> None:
-    # The whole-zone read also refreshes the RRset count the mass-delete flag uses.
-    Target.objects.filter(pk=target.pk).update(oob_checked_at=now, item_count=len(snapshot), item_count_at=now)
+def _record_first(target: Target, snapshot: Snapshot, live: _Live, wires: dict[str, str] | None,
+                  now: datetime) -> OobResult:
+    values = live.values  # all of them: there is nothing stored to compare with
+    baseline = Baseline.objects.create(target=target, taken_at=now, version=snapshot.serial, item_count=len(values),
+                                       digest=live.digest, wire_digest=digest_sum(wires.values()) if wires else "")
+    _entries_write(baseline, values, live.digests, stored={}, wires=wires or {})
+    audit_record(actor=None, origin=SYSTEM, action="zone_baseline_recorded", target=target, payload={
+        "serial": snapshot.serial, "rrsets": len(values),
+        "records": sum(len(value["rdatas"]) for value in values.values()), "digest": live.digest})
+    return OobResult(status=BASELINE, serial=snapshot.serial)
+
+
+def _checked(target: Target, snapshot: Snapshot | None, now: datetime) -> None:
+    # A whole-zone read also refreshes the RRset count the mass-delete flag uses.
+    counts = {"item_count": len(snapshot), "item_count_at": now} if snapshot is not None else {}
+    Target.objects.filter(pk=target.pk).update(oob_checked_at=now, **counts)
 
 
 def oob_check_failed(*, target: Target, error: str) -> OobResult:
@@ -259,29 +317,73 @@ def oob_baseline_apply(*, target: Target, plan: Plan) -> Baseline | None:
     """Move `target`'s baseline along with a plan changegate has just sent (the
     forward plan on apply, `plan.inverse()` on rollback): each step's `after`
     becomes the baseline's value at its key. None when there is no baseline yet
-    (the first check records the whole zone)."""
+    (the first check records the whole zone). Reads and writes the entries of the
+    plan's keys only, and moves the header's digest by them: the cost follows the plan."""
+    kind = kind_of(target)
+    wanted: dict[str, dict[str, Any] | None] = {}
+    for step in plan.steps:  # a later step at the same key wins, as on the target
+        if not kind.drift_ignores(step.key):
+            # The value as a whole read shows it (snapshot_records): DNS rdatas are
+            # sorted already, a firewall chain's rules keep their order.
+            wanted[str(step.key)] = step.after.to_json() if step.after is not None else None
     with transaction.atomic():
         # The same lock the check compares under: the two never interleave.
         lock_target(target.pk)
         baseline = Baseline.objects.filter(target_id=target.pk).first()
         if baseline is None:
             return None
-        records = dict(baseline.records)
-        kind = kind_of(target)
-        for step in plan.steps:
-            if kind.drift_ignores(step.key):
-                continue
-            if step.after is None:
-                records.pop(str(step.key), None)
-            else:
-                # The value as a whole read shows it (snapshot_records): DNS rdatas are
-                # sorted already, a firewall chain's rules keep their order.
-                records[str(step.key)] = step.after.to_json()
-        baseline.records, baseline.digest, baseline.item_count = records, records_digest(records), len(records)
-        # Not a read: the next check compares in full (and re-seals the wire digest).
+        stored = _stored(baseline.pk, sorted(wanted))
+        digests = {key: entry_digest(key, value) for key, value in wanted.items() if value is not None}
+        total = int(baseline.digest, 16)
+        total -= sum(int(digest, 16) for _, digest, _ in stored.values())
+        total += sum(int(digest, 16) for digest in digests.values())
+        baseline.item_count += _entries_write(baseline, wanted, digests, stored=stored, wires={})
+        baseline.digest = format(total % DIGEST_MODULUS, "064x")
+        # Not a read: the next check compares by digests (and re-seals the wire digest).
         baseline.wire_digest, baseline.revision = "", baseline.revision + 1
-        baseline.save(update_fields=["records", "digest", "item_count", "wire_digest", "revision"])
+        baseline.save(update_fields=["digest", "item_count", "wire_digest", "revision"])
     return baseline
+
+
+# ---------------------------------------------------------------------------
+# The entries (written only under the target's lock)
+
+
+def _rows(baseline_id: int, fields: Sequence[str], keys: Sequence[str] | None = None) -> Iterator[tuple[Any, ...]]:
+    """(key, *fields) of the baseline's entries: all, or those at `keys`."""
+    rows = BaselineEntry.objects.filter(baseline_id=baseline_id).values_list("key", *fields)
+    if keys is None:
+        yield from rows.iterator(2000)
+    else:
+        for start in range(0, len(keys), CHUNK):
+            yield from rows.filter(key__in=keys[start:start + CHUNK])
+
+
+def _stored(baseline_id: int, keys: Sequence[str] | None = None) -> dict[str, tuple[int, str, str]]:
+    """key -> (entry id, digest, wire digest)."""
+    return {row[0]: row[1:] for row in _rows(baseline_id, ("pk", "digest", "wire"), keys)}
+
+
+def _entries_write(baseline: Baseline, wanted: Mapping[str, Mapping[str, Any] | None], digests: Mapping[str, str],
+                   *, stored: Mapping[str, tuple[int, str, str]], wires: Mapping[str, str]) -> int:
+    """Give each key of `wanted` its value (None: remove it) and its wire digest
+    from `wires` (none: blank, a plan's value was never read); `stored` holds the
+    existing entries of those keys. Returns how many entries were added net."""
+    gone = [stored[key][0] for key, value in wanted.items() if value is None and key in stored]
+    changed, added = [], []
+    for key, value in wanted.items():
+        if value is None:
+            continue
+        wire = wires.get(key, "")
+        if key not in stored:
+            added.append(BaselineEntry(baseline=baseline, key=key, value=value, digest=digests[key], wire=wire))
+        elif stored[key][1] != digests[key] or (wire and stored[key][2] != wire):
+            changed.append(BaselineEntry(pk=stored[key][0], value=value, digest=digests[key], wire=wire))
+    for start in range(0, len(gone), CHUNK):
+        BaselineEntry.objects.filter(pk__in=gone[start:start + CHUNK]).delete()
+    BaselineEntry.objects.bulk_update(changed, ["value", "digest", "wire"], batch_size=CHUNK)
+    BaselineEntry.objects.bulk_create(added, batch_size=CHUNK)
+    return len(added) - len(gone)
 
 
 def oob_due_targets(*, now: datetime | None = None) -> list[Target]:

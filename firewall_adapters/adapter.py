@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from adapters import (
@@ -32,12 +32,12 @@ from adapters import (
     DriftError,
     FieldError,
     ItemValidationError,
+    MappingSnapshot,
     Options,
     Plan,
     RRKey,
     RRValue,
     ServerCheck,
-    Snapshot,
     Step,
     TargetReverted,
     TransientError,
@@ -57,21 +57,6 @@ def lines_of(value: RRValue | None) -> list[str] | None:
     return None if value is None else list(value.rdatas)
 
 
-class NftSnapshot(Snapshot):
-    def __init__(self, zone: str, serial: int, values: Mapping[RRKey, RRValue]) -> None:
-        self.zone, self.serial, self._values = zone, serial, dict(values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Iterator[RRKey]:
-        return iter(sorted(self._values))
-
-    def get(self, key: RRKey) -> RRValue | None:
-        return self._values.get(key)
-
-    def matches(self, key: RRKey, value: RRValue | None) -> bool:
-        return self._values.get(key) == value
 
 
 class NftAdapter(Adapter):
@@ -172,10 +157,10 @@ class NftAdapter(Adapter):
         values = self._call("read", {"keys": [list(key) for key in wanted]})["values"]
         return {key: value_of(lines) for key, lines in zip(wanted, values)}
 
-    def read_zone(self) -> NftSnapshot:
+    def read_zone(self) -> MappingSnapshot:
         result = self._call("dump", {"tables": self.tables})
         values = {RRKey(*text.split("\t")): RRValue(0, tuple(lines)) for text, lines in result["values"].items()}
-        return NftSnapshot(self.zone, int(result["generation"]), values)
+        return MappingSnapshot(self.zone, int(result["generation"]), values)
 
     def plan(self, items: Sequence[Any], *, options: Options | None = None) -> Plan:
         """`before` is read live; `after` is what nft prints after applying the items

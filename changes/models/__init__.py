@@ -30,7 +30,7 @@ from changes.models.executions import (
     E,
     Execution,
 )
-from changes.models.baselines import Baseline
+from changes.models.baselines import Baseline, BaselineEntry
 from changes.models.grants import AccountOrigin, GrantRequest, PrivilegeGain
 from changes.models.notifications import Notification
 
@@ -59,6 +59,7 @@ __all__ = [
     "S",
     "Target",
     "Baseline",
+    "BaselineEntry",
     "canonical_event",
     "checkpoint_message",
 ]

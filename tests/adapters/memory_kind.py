@@ -7,7 +7,7 @@ registered only inside the tests that use it (`changes.kinds.REGISTRY.registered
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,12 @@ from adapters import (
     DriftError,
     FieldError,
     ItemValidationError,
+    MappingSnapshot,
     Options,
     Plan,
     RRKey,
     RRValue,
     ServerCheck,
-    Snapshot,
     Step,
     TargetKind,
     VerifyReport,
@@ -56,21 +56,6 @@ class MemoryItem:
     value: RRValue | None
 
 
-class MemorySnapshot(Snapshot):
-    def __init__(self, zone: str, serial: int, values: Mapping[RRKey, RRValue]) -> None:
-        self.zone, self.serial, self._values = zone, serial, dict(values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Iterator[RRKey]:
-        return iter(sorted(self._values))
-
-    def get(self, key: RRKey) -> RRValue | None:
-        return self._values.get(key)
-
-    def matches(self, key: RRKey, value: RRValue | None) -> bool:
-        return self._values.get(key) == value
 
 
 class MemoryAdapter(Adapter):
@@ -147,8 +132,8 @@ class MemoryAdapter(Adapter):
         data = self._data()
         return {key: data.get(key) for key in keys}
 
-    def read_zone(self) -> MemorySnapshot:
-        return MemorySnapshot(self.zone, SERIALS[self.zone], self._data())
+    def read_zone(self) -> MappingSnapshot:
+        return MappingSnapshot(self.zone, SERIALS[self.zone], self._data())
 
     def plan(self, items: Sequence[Any], *, options: Options | None = None) -> Plan:
         live = self.read([item.key for item in items])

@@ -176,6 +176,62 @@ def test_an_outside_change_after_changegates_apply_is_still_reported(author, rev
     assert (entry["name"], entry["after"]["rdatas"]) == (f"api.{fast_target.name}.", ["198.51.100.1"])
 
 
+def test_an_apply_writes_the_keys_its_plan_touches_whatever_the_zones_size(fast_target):
+    """Issue 14, finding 1: the baseline work of an apply follows the plan, not the
+    zone (the whole-zone JSON was decoded, re-hashed and rewritten by every apply)."""
+    from django.test.utils import CaptureQueriesContext
+
+    oob_check_target(target=fast_target)
+    zone = fast_target.name + "."
+    www = RRKey(f"www.{zone}", "A")
+
+    def one_step_apply(address):
+        plan = Plan(zone=zone, steps=(Step(key=www, before=None, after=RRValue(300, (address,))),))
+        with CaptureQueriesContext(connection) as queries:
+            oob_baseline_apply(target=fast_target, plan=plan)
+        return len(queries), sum(len(query["sql"]) for query in queries.captured_queries)
+
+    statements, sql_chars = one_step_apply("192.0.2.98")
+    added = 3000
+    oob_baseline_apply(target=fast_target, plan=Plan(zone=zone, steps=tuple(
+        Step(key=RRKey(f"h{n}.{zone}", "A"), before=None, after=RRValue(60, (f"198.51.100.{n % 250}",)))
+        for n in range(added))))
+    large_statements, large_sql_chars = one_step_apply("192.0.2.99")
+    assert large_statements == statements
+    assert large_sql_chars < sql_chars + 100  # ids grew a digit or two; 3,009 RRsets would be ~150 kB
+    baseline = Baseline.objects.get(target=fast_target)
+    assert (baseline.item_count, baseline.digest) == (9 + added, records_digest(baseline.records))
+    assert baseline.records[str(www)] == {"ttl": 300, "rdatas": ["192.0.2.99"]}
+    # The next check compares against the entries: the hosts the zone never had are
+    # reported removed, www changed, and the live zone becomes the baseline again.
+    result = oob_check_target(target=fast_target)
+    assert result.status == "changed"
+    assert (result.event.payload["removed"], result.event.payload["changed"]) == (added, 1)
+    baseline = Baseline.objects.get(target=fast_target)
+    assert (baseline.item_count, baseline.digest) == (9, records_digest(baseline.records))
+    assert oob_check_target(target=fast_target).status == "unchanged"
+
+
+def test_the_check_after_an_apply_parses_only_the_keys_that_moved(author, reviewer, fast_target, monkeypatch):
+    """Issue 14, finding 1: an apply blanks the wire digest, and the check after it
+    compared the whole zone in text form; it now parses the keys whose stored wire
+    digest is not the read's only (the plan's, and the SOA whose serial moved)."""
+    from dns_adapters.axfr import WireZoneSnapshot
+
+    oob_check_target(target=fast_target)
+    assert run(approved(author, reviewer, fast_target)) == State.APPLIED
+    parsed = []
+    real_get = WireZoneSnapshot.get
+    monkeypatch.setattr(WireZoneSnapshot, "get", lambda self, key: (parsed.append(str(key)), real_get(self, key))[1])
+    assert oob_check_target(target=fast_target).status == "unchanged"
+    zone = fast_target.name + "."
+    assert sorted(parsed) == [f"www.{zone} A", f"{zone} SOA"]
+    parsed.clear()
+    assert oob_check_target(target=fast_target).status == "unchanged"  # the read's bytes again: nothing parsed
+    assert parsed == []
+    assert events("out_of_band_change") == []
+
+
 def test_a_check_while_an_apply_is_in_flight_is_skipped(author, reviewer, fast_target, named_server):
     oob_check_target(target=fast_target)
     change = approved(author, reviewer, fast_target)
