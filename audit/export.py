@@ -27,7 +27,6 @@ loads the table.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import re
@@ -44,7 +43,7 @@ from django.db.models.sql.constants import MULTI
 from django.utils import timezone
 
 from audit.chain import checkpoint_record, column_mismatches, event_record
-from audit.lines import _cell, _Lines, csv_columns, dumps_line  # noqa: F401 - csv_columns: the export's API
+from audit.lines import CsvRows, _cell, csv_columns, dumps_line  # noqa: F401 - csv_columns: the export's API
 from audit.selectors import UserLike, events_exportable, targets_exportable  # noqa: F401
 from changes.errors import ValidationFailed
 from changes.models import AuditCheckpoint, AuditEvent, Target
@@ -304,16 +303,33 @@ def _checked_rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[int, str | Non
             if canonical is None:
                 yield seq, None, hash_, None, []
                 continue
-            hashed = json.loads(canonical)
+            hashed = _loads(canonical)
             columns = dict(zip(_COMPARED, values))
             columns["seq"] = seq
             moment = _moment(columns["created_at"])
             # The same moment is the hashed string (so the whole-row comparison
             # below can be one dict comparison); anything else is compared as is.
             columns["created_at"] = hashed["created_at"] if _is_moment(hashed["created_at"], moment) else moment
-            if isinstance(columns["payload"], str | bytes):  # JSON text (SQLite; PostgreSQL's jsonb as text)
+            if isinstance(columns["payload"], str):  # JSON text (SQLite; PostgreSQL's jsonb as text)
+                columns["payload"] = _loads(columns["payload"])
+            elif isinstance(columns["payload"], bytes):
                 columns["payload"] = json.loads(columns["payload"])
             yield seq, canonical, hash_, hashed, column_mismatches(hashed, columns)
+
+
+_scan = json.JSONDecoder().scan_once  # the C scanner json.loads() ends in, as json.loads() builds it
+
+
+def _loads(text: str) -> Any:
+    """json.loads(text), without its two whitespace regex matches and Python
+    wrapper (two decodes per row: a tenth of the CSV export's time). Text that
+    does not start and end with the value (whitespace around it, trailing data,
+    invalid JSON) goes to json.loads, which decodes it or raises as ever."""
+    try:
+        value, end = _scan(text, 0)
+    except StopIteration:
+        return json.loads(text)
+    return value if end == len(text) else json.loads(text)
 
 
 def _is_moment(text: Any, moment: Any) -> bool:
@@ -382,25 +398,24 @@ def events_csv(events: QuerySet[AuditEvent]) -> Iterator[bytes]:
     """A header, then one row per event: the record's keys as columns, the
     payload as compact JSON text. Checkpoints are in the JSON Lines export only."""
     columns = csv_columns()
-    payload_at = columns.index("payload")
-    out = _Lines()
-    writer = csv.writer(out)
-    writer.writerow(columns)
+    rows = CsvRows(columns)
+    out, writerow = rows.out, rows.writerow
+    writerow(columns)
     for seq, canonical, hash_, hashed, bad in _checked_rows(events):
         if canonical is not None and hashed is not None:
-            # The stored hashed text holds every field; the payload cell is its
-            # compact JSON cut out as it stands (it starts with "{", so never a
-            # formula).
-            start = canonical.find(',"payload":')
-            end = canonical.rfind(',"prev_hash":')
+            if rows.stored(canonical, hashed, hash_, bad):  # every row the hashed text holds whole
+                if out.size >= OUTPUT_CHUNK:
+                    yield out.take()
+                continue
             record = {**hashed, "hash": hash_, "column_mismatch": " ".join(bad)}
             cells = [_cell(record.get(column)) for column in columns]
-            cells[payload_at] = canonical[start + 11:end]
+            start, end = canonical.find(',"payload":'), canonical.rfind(',"prev_hash":')
+            cells[columns.index("payload")] = canonical[start + 11:end]
         else:
             (event,) = _rows(AuditEvent.objects.filter(seq=seq))
             record = event_record(event)
             cells = [_cell(record.get(column)) for column in columns]
-        writer.writerow(cells)
+        writerow(cells)
         if out.size >= OUTPUT_CHUNK:
             yield out.take()
     yield out.take()

@@ -2,6 +2,13 @@
 
     .venv/bin/python -m bench.audit_bench [--events 100000,1000000] [--database-url URL]
                                           [--checkpoint-every 1000] [--repeat 1] [--profile]
+                                          [--workdir DIR] [--only csv]
+
+--workdir DIR keeps the database and the checkpoint key in DIR, so a second run
+measures the chain already there instead of generating it again; --only csv
+measures the CSV export and its DB read floor alone, one child of each per round,
+alternating (background load on a shared machine lands on both alike), and
+prints every round.
 
 A hash-chained audit log of N events is generated straight into the database
 (AuditEvent objects built in Python, prev_hash/hash computed with the model's own
@@ -343,10 +350,24 @@ def run_child(kind: str, path: Path, profile: bool = False) -> dict[str, Any]:
 
 def measure(kind: str, path: Path, repeat: int, profile: bool = False) -> dict[str, Any]:
     """Median time (and peak) over `repeat` children (plus one profiled child, not counted)."""
-    runs = [run_child(kind, path) for _ in range(repeat)]
+    return summarize([run_child(kind, path) for _ in range(repeat)], kind, path, profile)
+
+
+def measure_pair(kind: str, ref: str, path: Path, repeat: int, profile: bool = False) -> tuple[dict, dict]:
+    """Ours and its reference, one child each per round, alternating, so background
+    load on this shared machine lands on both sides alike; every round is kept."""
+    runs: dict[str, list[dict[str, Any]]] = {kind: [], ref: []}
+    for _ in range(repeat):
+        for name in (kind, ref):
+            runs[name].append(run_child(name, path))
+    return summarize(runs[kind], kind, path, profile), summarize(runs[ref], ref, path)
+
+
+def summarize(runs: list[dict[str, Any]], kind: str, path: Path, profile: bool = False) -> dict[str, Any]:
     if profile:  # an extra child: the profiler's overhead stays out of the figures
         run_child(kind, path, profile=True)
-    return {"seconds": statistics.median(r["seconds"] for r in runs),
+    return {"runs": [r["seconds"] for r in runs],
+            "seconds": statistics.median(r["seconds"] for r in runs),
             "cpu": statistics.median(r["cpu"] for r in runs),
             "peak_kib": statistics.median(r["peak_kib"] for r in runs),
             "baseline_kib": statistics.median(r["baseline_kib"] for r in runs),
@@ -392,6 +413,20 @@ def bench_size(events: int, workdir: Path, args: argparse.Namespace) -> dict[str
     connection.close()  # the children open their own
     jsonl, csv_file = workdir / "export.jsonl", workdir / "export.csv"
     r = args.repeat
+    if args.only == "csv":  # the CSV export and its reference alone, interleaved per round
+        csv_m, db = measure_pair("csv", "db_floor", csv_file, r, args.profile)
+        rows = db["rows"]
+        print(f"events={events:,}  (CSV {csv_file.stat().st_size / 1e6:,.0f} MB)")
+        print(line("(2) export CSV", rate(rows, csv_m["seconds"]), "DB read floor", rate(rows, db["seconds"]),
+                   csv_m["seconds"] / db["seconds"], f"   [{csv_m['seconds']:.1f} s, CPU {csv_m['cpu']:.1f} s]"
+                   + verdict(rows / csv_m["seconds"], csv_m["peak_kib"])))
+        for n, (ours, ref) in enumerate(zip(csv_m["runs"], db["runs"]), 1):
+            print(f"    round {n}: {rate(rows, ours)}   (DB read floor: {rate(rows, ref).strip()})   "
+                  f"ratio {ours / ref:.2f}x")
+        print(line("    peak RSS", mib(csv_m["peak_kib"]), "DB read floor", mib(db["peak_kib"]),
+                   csv_m["peak_kib"] / db["peak_kib"]))
+        sys.stdout.flush()
+        return {"export": {"csv": csv_m}, "db": db}
     exp = {"jsonl": measure("jsonl", jsonl, r, args.profile), "csv": measure("csv", csv_file, r, args.profile)}
     db = measure("db_floor", jsonl, r)
     cur = measure("cursor_floor", jsonl, r)
@@ -451,6 +486,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="children per measurement (the median is shown)")
     parser.add_argument("--profile", action="store_true", help="cProfile the export and verify children")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, files)")
+    parser.add_argument("--workdir", help="use (and keep) this directory: a second run reuses its chain and key")
+    parser.add_argument("--only", choices=["csv"], help="csv: the CSV export and its DB read floor, interleaved")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -458,7 +495,8 @@ def main(argv: list[str] | None = None) -> None:
         child_main(args.child, args.file, args.profile)
         return
     sizes = sorted(int(s.replace("_", "")) for s in args.events.split(",") if s.strip())
-    workdir = Path(tempfile.mkdtemp(prefix="changegate-audit-bench-"))
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="changegate-audit-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         configure_environment(args.database_url, workdir)
         import django
@@ -474,7 +512,9 @@ def main(argv: list[str] | None = None) -> None:
               f"checkpoint every {args.checkpoint_every or 'never'}; ratio = ours / reference", flush=True)
         for size in sizes:
             held = AuditChainHead.objects.get_or_create(id=1)[0].seq
-            if held > size:
+            if held > size and args.workdir and size == sizes[-1]:  # a reused --workdir: the chain as it stands
+                print(f"events={size:,}: the reused chain holds {held:,} events; measuring them all")
+            elif held > size:
                 print(f"events={size:,}: skipped, the database already holds {held:,} events")
                 continue
             start = time.perf_counter()
@@ -488,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
                 generator.hash_seconds = generator.insert_seconds = 0.0
             bench_size(size, workdir, args)
     finally:
-        if args.keep:
+        if args.keep or args.workdir:
             print(f"kept {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
