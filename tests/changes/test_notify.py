@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import smtplib
 import threading
-import time
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
@@ -27,6 +26,7 @@ from changes.models import AuditEvent, ChangeRequest
 from changes.services import change_create, target_update_policy
 from config.celery_app import app
 from tests.factories import upsert
+from tests.polling import wait_until as wait_for
 from tests.processes import CeleryWorker, app_broker, point_app_at
 
 # Real commits: notifications are delivered by on_commit hooks (eagerly in the test
@@ -349,15 +349,6 @@ def start_worker(broker):
     yield start
     for worker in started:
         worker.stop()
-
-
-def wait_for(predicate, what: str, *, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)  # poll interval while a separate process works
-    raise AssertionError(f"still waiting for {what} after {timeout}s")
 
 
 def test_the_worker_retries_a_failing_webhook_with_backoff_and_delivers_it_once(

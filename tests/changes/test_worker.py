@@ -19,6 +19,7 @@ from dns_adapters.local_named import free_port
 from pipeline.execution import execution_sweep
 from pipeline.faults import POINTS
 from tests.factories import wrong_secret
+from tests.polling import wait_until as wait_for
 from tests.processes import point_app_at
 from tests.worker_fixtures import broker, worker  # noqa: F401 - fixtures
 
@@ -166,15 +167,6 @@ def test_cli_wait_exits_non_zero_when_rolled_back(author, reviewer, target, work
     code = cli.main(["--url", live_server.url, "--token", token, "wait", str(change.pk), "--interval", "0.2"])
     assert code == 1
     assert "ended rolled_back" in capsys.readouterr().out
-
-
-def wait_for(predicate, what: str, *, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)  # poll interval while a separate process works
-    raise AssertionError(f"still waiting for {what} after {timeout}s")
 
 
 def test_the_worker_sends_back_a_change_whose_approval_expired_while_frozen(

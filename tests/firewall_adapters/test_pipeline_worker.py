@@ -11,11 +11,11 @@ import pytest
 
 from changes.models import TERMINAL, AuditEvent, ChangeRequest
 from pipeline.execution import execution_sweep
+from tests.polling import wait_for
 from tests.worker_fixtures import broker, worker  # noqa: F401 - fixtures
 
 from .firewall_host import BLOCKABLE_PORT
 from .fw_pipeline import State, approve, chain_rules, nft_target, propose, rule_item
-from .polling import wait_for
 
 # Real commits: the worker process reads the database through its own connection.
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -19,9 +19,9 @@ from adapters import RRKey, TransientError
 from firewall_adapters.adapter import NftAdapter, revert_id
 from firewall_adapters.kind import NFT
 from firewall_adapters.presentation import risk_flags
+from tests.polling import wait_for
 
 from .firewall_host import BLOCKABLE_PORT, SERVICE_PORT, FirewallHost
-from .polling import wait_for
 from .ssh_host import SSH_PORT, SshHost
 
 TABLE = "inet changegate"
