@@ -27,6 +27,7 @@ Lock order: the notification row, then the audit chain head (dead letter, retry)
 
 from __future__ import annotations
 
+import json
 import logging
 import smtplib
 from collections.abc import Iterable
@@ -78,12 +79,47 @@ def operators() -> list[AbstractBaseUser]:
 # Raising alerts (in the caller's transaction)
 
 
+def change_link(change_id: int) -> str:
+    """The change's page for people ("" when CHANGEGATE_PUBLIC_URL is not set: a
+    link to the wrong host is worse than none)."""
+    base = settings.CHANGEGATE_PUBLIC_URL
+    return f"{base.rstrip('/')}/admin/changes/changerequest/{change_id}/change/" if base else ""
+
+
+def _why(detail: dict[str, Any]) -> str:
+    """What went wrong, in one clause, from what the pipeline put in the event."""
+    failed = detail.get("failed_checks")
+    if failed:
+        first = failed[0]
+        more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
+        return f"check {first.get('name', '?')} failed: {first.get('detail', '')}{more}".rstrip(": ")
+    if detail.get("reverted_by_target"):
+        return f"the target reverted it: {detail['reverted_by_target']}"
+    if detail.get("moved"):
+        moved = detail["moved"]
+        keys = ", ".join(str(k) for k in list(moved)[:3]) + (", ..." if len(moved) > 3 else "")
+        return f"{len(moved)} key(s) changed outside changegate since approval: {keys}"
+    if detail.get("error"):
+        return str(detail["error"])
+    return ""
+
+
+def alert_summary(event: str, change: ChangeRequest, detail: dict[str, Any]) -> str:
+    """One line a person can act on without opening anything."""
+    what = event.replace("_", " ")
+    line = f"Change #{change.pk} \"{change.title}\" on {change.target.name}: {what}"
+    why = _why(detail)
+    return f"{line} ({why})" if why else line
+
+
 def alert(*, event: str, change: ChangeRequest, recipients: Iterable[AbstractBaseUser],
           detail: dict[str, Any]) -> list[Notification]:
     """Queue an alert about `change`: outbox rows now, delivery after commit."""
     payload = {
         "event": event,
+        "summary": alert_summary(event, change, detail),
         "change": change.pk,
+        "link": change_link(change.pk),
         "title": change.title,
         "target": change.target.name,
         "state": change.state,
@@ -191,7 +227,7 @@ def _send(notification: Notification) -> None:
 
 
 def _send_email(notification: Notification) -> None:
-    body = "\n".join(f"{key}: {value}" for key, value in notification.payload.items())
+    body = email_body(notification.payload)
     timeout = getattr(settings, "EMAIL_TIMEOUT", None) or settings.CHANGEGATE_NOTIFY_TIMEOUT_SECONDS
     try:
         sent = send_mail(notification.subject, body, getattr(settings, "DEFAULT_FROM_EMAIL", None),
@@ -206,6 +242,19 @@ def _send_email(notification: Notification) -> None:
         raise DeliveryFailed(f"email: {type(exc).__name__}") from None
     if sent < 1:
         raise DeliveryFailed("email: the mail backend sent nothing")
+
+
+def email_body(payload: dict[str, Any]) -> str:
+    """The summary and the link first, then every field; nested values as indented
+    JSON (not Python's repr), so the mail reads without the admin."""
+    head = [payload[k] for k in ("summary", "link") if payload.get(k)]
+    rest = []
+    for key, value in payload.items():
+        if key in {"summary", "link"}:
+            continue
+        text = json.dumps(value, indent=2, sort_keys=True, default=str) if isinstance(value, dict | list) else value
+        rest.append(f"{key}: {text}")
+    return "\n".join([*head, "", *rest] if head else rest)
 
 
 def _send_webhook(notification: Notification) -> None:

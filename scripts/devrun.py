@@ -482,7 +482,10 @@ def banner(base_url: str, password: str, named: LocalNamed, broker: str, fw: Fir
   changegate demo is up.
 
   Log in:    {base_url}admin/
-  API:       {base_url}api/v1/   (docs: {base_url}api/docs/)
+  API:       {base_url}api/v1/   (docs: {base_url}api/docs/, {base_url}api/redoc/)
+  CLI:       .venv/bin/changegate --help   (or `source .venv/bin/activate`, then `changegate ...`);
+             CHANGEGATE_URL={base_url} CHANGEGATE_TOKEN=$(.venv/bin/python manage.py drf_create_token alice | awk '{{print $3}}')
+             .venv/bin/changegate-audit verify EXPORT ...   (the offline verifier, see Audit below)
   Health:    {base_url}healthz
   Users (password for all: {password}):
 {users}
@@ -561,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             "CHANGEGATE_AUDIT_CHECKPOINT_FILE": str(AUDIT_CHECKPOINTS),
             "CELERY_BROKER_URL": broker,
             "CHANGEGATE_URL": base_url,
+            "CHANGEGATE_PUBLIC_URL": base_url,  # alerts link to the change's page
         }
         fw = start_firewall(sup)
         if fw is not None:

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI / ReDoc assets served locally, no CDN
     "guardian",
     "axes",
     "changes",
@@ -178,6 +179,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Four-eyes gate for DNS and firewall changes.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
     # Two `state` enums: a change's (the one clients know as StateEnum) and an execution attempt's.
     "ENUM_NAME_OVERRIDES": {"StateEnum": "changes.models.ChangeRequest.State",
@@ -231,6 +235,9 @@ CELERY_BEAT_SCHEDULE = {
 # Notifications (pipeline.outbox): an outbox row per alert, delivered by a Celery task.
 # A failed attempt is retried after BACKOFF * 2^(n-1) seconds (at most BACKOFF_MAX),
 # up to MAX_ATTEMPTS attempts, then dead-lettered (admin, /metrics, audit event).
+# The address people open changegate at (https://changegate.example.com/): alerts link
+# to the change's page under it. Empty: alerts carry no link.
+CHANGEGATE_PUBLIC_URL = env_str("CHANGEGATE_PUBLIC_URL", "")
 CHANGEGATE_NOTIFY_MAX_ATTEMPTS = env_int("CHANGEGATE_NOTIFY_MAX_ATTEMPTS", 6)
 CHANGEGATE_NOTIFY_BACKOFF_SECONDS = env_int("CHANGEGATE_NOTIFY_BACKOFF_SECONDS", 30)
 CHANGEGATE_NOTIFY_BACKOFF_MAX_SECONDS = env_int("CHANGEGATE_NOTIFY_BACKOFF_MAX_SECONDS", 1800)

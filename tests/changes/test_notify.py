@@ -381,3 +381,51 @@ def test_an_alert_survives_redis_restarted_empty(on_call, quick_target, staff, h
     assert notification_sweep() == [notifications(event="emergency_change")[0].pk]  # what beat does
     wait_for(lambda: hook.statuses() == [204], "the delivery")
     wait_for(lambda: notifications(event="emergency_change")[0].state == "delivered", "the row to say delivered")
+
+
+# ---------------------------------------------------------------------------
+# What an alert says (issue 15): a one-line summary and a link, readable without the admin
+
+
+def test_an_alert_mail_leads_with_a_summary_and_a_link_to_the_change(on_call, quick_target, reviewer, settings):
+    settings.CHANGEGATE_PUBLIC_URL = "https://changegate.example.test/"
+    reviewer.email = "bob@example.test"
+    reviewer.save()
+    change = break_glass(on_call, quick_target)
+    (message,) = mail.outbox
+    first, link, blank, *rest = message.body.splitlines()
+    assert first.startswith(f"Change #{change.pk} \"{change.title}\" on {quick_target.name}: emergency change")
+    assert link == f"https://changegate.example.test/admin/changes/changerequest/{change.pk}/change/"
+    assert blank == ""
+    assert f"change: {change.pk}" in rest
+    assert not any("{'" in line for line in rest), "nested values are JSON, not Python's repr"
+    (row,) = notifications(channel="email")
+    assert row.payload["link"] == link and row.payload["summary"] == first
+
+
+def test_without_a_public_url_an_alert_has_no_link(on_call, quick_target, reviewer):
+    reviewer.email = "bob@example.test"
+    reviewer.save()
+    break_glass(on_call, quick_target)
+    (message,) = mail.outbox
+    assert "http" not in message.body.splitlines()[1]
+    (row,) = notifications(channel="email")
+    assert row.payload["link"] == ""
+
+
+@pytest.mark.parametrize(("detail", "why"), [
+    ({"failed_checks": [{"name": "tcp 10.0.0.5:443", "detail": "connection refused"},
+                        {"name": "http https://x/", "detail": "HTTP 500"}]},
+     "(check tcp 10.0.0.5:443 failed: connection refused (+1 more))"),
+    ({"moved": {"www A": {}, "mx MX": {}}}, "(2 key(s) changed outside changegate since approval: www A, mx MX)"),
+    ({"reverted_by_target": "revert timer fired"}, "(the target reverted it: revert timer fired)"),
+    ({"error": "NOTAUTH"}, "(NOTAUTH)"),
+    ({}, None),
+])
+def test_the_summary_says_why(detail, why, on_call, quick_target):
+    from pipeline.outbox import alert_summary
+
+    change = break_glass(on_call, quick_target)
+    line = alert_summary("rolled_back", change, detail)
+    assert line.startswith(f"Change #{change.pk} \"{change.title}\" on {quick_target.name}: rolled back")
+    assert line.endswith(why) if why else line.endswith("rolled back")
