@@ -87,12 +87,16 @@ def change_link(change_id: int) -> str:
 
 
 def _why(detail: dict[str, Any]) -> str:
-    """What went wrong, in one clause, from what the pipeline put in the event."""
+    """What went wrong, in one clause, from what the pipeline put in the event (a
+    rollback's end carries its cause under "because")."""
+    if detail.get("because") and not detail.get("error"):
+        return _why(detail["because"])
     failed = detail.get("failed_checks")
     if failed:
         first = failed[0]
         more = f" (+{len(failed) - 1} more)" if len(failed) > 1 else ""
-        return f"check {first.get('name', '?')} failed: {first.get('detail', '')}{more}".rstrip(": ")
+        where = f" in round {detail['round']}" if detail.get("round") else ""
+        return f"check {first.get('name', '?')} failed{where}: {first.get('detail', '')}{more}".rstrip(": ")
     if detail.get("reverted_by_target"):
         return f"the target reverted it: {detail['reverted_by_target']}"
     if detail.get("moved"):

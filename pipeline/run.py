@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Subquery
 from django.utils import timezone
 
 from adapters import (
@@ -27,6 +28,7 @@ from changes.locking import retry_on_contention
 from changes.models import (
     EXECUTION_STATE_OF,
     TERMINAL,
+    AuditEvent,
     ChangeRequest,
     CheckResult,
     Execution,
@@ -189,7 +191,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *,
         # passed while no worker held the change) is not baked: nothing is live.
         if (how := adapter.reverted(plan)) is not None:
             return _reverted_by_target(lease, change, plan, how)
-        ok, failed = _bake(lease, change, plan, adapter, bake=bake, phase="apply")
+        ok, failed, rounds = _bake(lease, change, plan, adapter, bake=bake, phase="apply")
         if ok:
             try:
                 confirmed = adapter.confirm(plan)
@@ -201,7 +203,7 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *,
             change_move(lease, State.APPLIED, action="change_verified", payload=payload)
             return State.APPLIED
         change = change_move(lease, State.ROLLING_BACK, action="rollback_started",
-                       payload={"failed_checks": [f.to_json() for f in failed]})
+                             payload={"failed_checks": [f.to_json() for f in failed], "round": rounds})
         state = change.state
     if state == State.ROLLING_BACK:
         return _rollback(lease, change, plan, adapter)
@@ -291,7 +293,8 @@ def _store_round(lease: Lease, change: ChangeRequest, phase: str, round_no: int,
         })
 
 
-def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any, phase: str) -> tuple[bool, list[Any]]:
+def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any,
+          phase: str) -> tuple[bool, list[Any], int]:
 
     policy = checks.BakePolicy(bake_seconds=float(change.target.bake_seconds))
     declared = [*change.target.health_checks, *change.health_checks]
@@ -299,7 +302,7 @@ def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, 
         adapter=adapter, plan=plan, checks=declared, policy=policy,
         on_round=lambda round_no, outcomes: _store_round(lease, change, phase, round_no, outcomes),
     )
-    return result.ok, list(result.failed)
+    return result.ok, list(result.failed), result.rounds
 
 
 def _rollback_retry(lease: Lease, message: str) -> str | None:
@@ -361,6 +364,19 @@ def _reverted_by_target(lease: Lease, change: ChangeRequest, plan: Plan, how: st
     return State.ROLLED_BACK
 
 
+def _rollback_cause(lease: Lease) -> dict[str, Any]:
+    """Why this attempt is rolling back, as its `rollback_started` event recorded it
+    (the failed checks and their round, or the target's own revert). Read from the
+    audit log, not passed along: a rollback resumed by another worker after a crash
+    must say why just the same."""
+    change_id = Execution.objects.filter(pk=lease.execution_id).values("change_id")[:1]
+    started = (AuditEvent.objects.filter(change_id=Subquery(change_id), action="rollback_started")
+               .order_by("-seq").values_list("payload", flat=True).first()) or {}
+    if started.get("execution") != lease.execution_id:
+        return {}
+    return {k: started[k] for k in ("failed_checks", "round", "reverted_by_target") if k in started}
+
+
 def _rollback_failed(lease: Lease, plan: Plan, adapter: Adapter, error: str) -> str:
     try:
         live = adapter.read(plan.keys())
@@ -368,7 +384,7 @@ def _rollback_failed(lease: Lease, plan: Plan, adapter: Adapter, error: str) -> 
         live = {}
     change_move(lease, State.ROLLBACK_FAILED, action="rollback_failed",
           payload={"error": error, "live": {str(k): (v.to_json() if v else None) for k, v in live.items()},
-                   "plan": plan.to_json()},
+                   "plan": plan.to_json(), "because": _rollback_cause(lease)},
           execution_fields={"error": error})
     return State.ROLLBACK_FAILED
 
@@ -379,9 +395,10 @@ def _rolled_back(lease: Lease, change: ChangeRequest, inverse: Plan, adapter: Ad
     if not report.ok:
         failures = [f"{c.server} {c.key}" for c in report.failures()]
         change_move(lease, State.ROLLBACK_FAILED, action="rollback_failed",
-              payload={"error": "rollback did not verify", "failures": failures},
+              payload={"error": "rollback did not verify", "failures": failures, "because": _rollback_cause(lease)},
               execution_fields={"rollback_result": result.to_json(), "error": "rollback did not verify"})
         return State.ROLLBACK_FAILED
-    change_move(lease, State.ROLLED_BACK, action="change_rolled_back", payload={"result": result.to_json()},
+    change_move(lease, State.ROLLED_BACK, action="change_rolled_back",
+                payload={"result": result.to_json(), "because": _rollback_cause(lease)},
           execution_fields={"rollback_result": result.to_json()})
     return State.ROLLED_BACK

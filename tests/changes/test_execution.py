@@ -75,6 +75,12 @@ def test_failing_declared_check_rolls_back_to_before_exactly(author, reviewer, f
     assert zone(fast_target) == before
     failed = CheckResult.objects.filter(execution__change=change, kind="tcp", ok=False)
     assert failed.count() >= 1
+    # The end says why (issue 15): the failed check, its error and the round, in the
+    # rolled_back event and so in its alert.
+    because = AuditEvent.objects.get(change=change, action="change_rolled_back").payload["because"]
+    (check,) = because["failed_checks"]
+    assert check["name"] == f"tcp 127.0.0.1:{dead['port']}" and not check["ok"] and check["detail"]
+    assert because["round"] >= 2  # the failure threshold is two consecutive rounds
 
 
 def test_two_approved_changes_on_one_rrset_one_applies_the_other_drifts(author, reviewer, fast_target):
@@ -425,3 +431,5 @@ def test_a_server_that_answers_and_refuses_the_rollback_makes_it_final_at_once(
                          bake=drifting_bake) == State.ROLLBACK_FAILED
     assert Execution.objects.get(change=change).retries == 0
     assert www_live(fast_target) == [("203.0.113.7",)]
+    because = AuditEvent.objects.get(change=change, action="rollback_failed").payload["because"]
+    assert "tcp" in [c["kind"] for c in because["failed_checks"]]  # and verify: the outside value

@@ -419,6 +419,9 @@ def test_without_a_public_url_an_alert_has_no_link(on_call, quick_target, review
      "(check tcp 10.0.0.5:443 failed: connection refused (+1 more))"),
     ({"moved": {"www A": {}, "mx MX": {}}}, "(2 key(s) changed outside changegate since approval: www A, mx MX)"),
     ({"reverted_by_target": "revert timer fired"}, "(the target reverted it: revert timer fired)"),
+    ({"result": {}, "because": {"failed_checks": [{"name": "tcp 10.0.0.5:443", "detail": "timed out"}], "round": 3}},
+     "(check tcp 10.0.0.5:443 failed in round 3: timed out)"),
+    ({"error": "rollback did not verify", "because": {"reverted_by_target": "x"}}, "(rollback did not verify)"),
     ({"error": "NOTAUTH"}, "(NOTAUTH)"),
     ({}, None),
 ])
