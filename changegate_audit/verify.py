@@ -19,6 +19,13 @@ per line:
   "key_id", "public_key", "signature"}`: an Ed25519 signature over
   `{"created_at", "head_hash", "seq"}` asserting that event `seq` has hash
   `head_hash`;
+- withheld lines, `{"type": "withheld", "seq", "prev_hash", "hash"}`: an event the
+  export leaves out (outside the exporting auditor's scope, or not matching the
+  export's filter) stands in the chain as its link alone, with no content. Its hash
+  cannot be recomputed (the content is withheld), but the next line must chain to
+  it, so the chain still verifies end to end; the verifier counts them
+  (`OK N events, M withheld`). Content may be withheld, never changed: an event
+  line's hash is recomputed as always;
 - column_mismatch lines, `{"type": "column_mismatch", "seq", "fields"}`: the
   server found that its database row for event `seq` no longer says what the
   hashed record says (the event line shows the hashed record). Always a failure.
@@ -88,6 +95,9 @@ _CHECKPOINT = "checkpoint"
 _BAD = "bad"
 _PARTIAL = "partial"
 _MISMATCH = "column_mismatch"
+_WITHHELD = "withheld"
+# Line kinds that hold a place in the chain (an event with its content, or its link alone).
+_LINKS = (_EVENT, _WITHHELD)
 
 
 class UsageError(Exception):
@@ -111,7 +121,8 @@ class Failure:
 
 @dataclass
 class Result:
-    events: int = 0
+    events: int = 0  # places in the chain, withheld ones included
+    withheld: int = 0  # of which only the link was exported (withheld lines)
     head: str | None = None  # hash of the last event
     first_seq: int | None = None
     last_seq: int | None = None
@@ -133,7 +144,8 @@ class Result:
     def report(self) -> list[str]:
         if self.failure is not None:
             return [str(self.failure)]
-        head = f"OK {self.events} events, head {self.head or 'none'}"
+        withheld = f" ({self.withheld} withheld: link only, content not exported)" if self.withheld else ""
+        head = f"OK {self.events} events{withheld}, head {self.head or 'none'}"
         if self.checkpoints_verified:
             head += f", {self.checkpoints_verified} checkpoints verified"
         lines = [head]
@@ -356,6 +368,17 @@ def _event_problem(obj: dict[str, Any]) -> str | None:
     return None
 
 
+def _withheld_problem(obj: dict[str, Any]) -> str | None:
+    if type(obj.get("seq")) is not int:
+        return "withheld line without an integer seq"
+    if not isinstance(obj.get("prev_hash"), str) or not isinstance(obj.get("hash"), str):
+        return "withheld line without prev_hash and hash strings"
+    extra = sorted(set(obj) - {"type", "seq", "prev_hash", "hash"})
+    if extra:  # a link record carries no content: anything more is not this format
+        return "withheld line with content fields: " + ", ".join(extra)
+    return None
+
+
 def _lines(stream: BinaryIO) -> Iterator[tuple[int, str, Any, str]]:
     """(line number, kind, parsed object, problem) for each line."""
     number = 0
@@ -378,6 +401,9 @@ def _lines(stream: BinaryIO) -> Iterator[tuple[int, str, Any, str]]:
             yield (number, _BAD, obj, problem) if problem else (number, _EVENT, obj, "")
         elif kind == "checkpoint":
             yield number, _CHECKPOINT, obj, ""
+        elif kind == _WITHHELD:
+            problem = _withheld_problem(obj)
+            yield (number, _BAD, obj, problem) if problem else (number, _WITHHELD, obj, "")
         elif kind == _MISMATCH:
             fields = obj.get("fields")
             if type(obj.get("seq")) is not int or not isinstance(fields, list):
@@ -395,7 +421,7 @@ def _peek_events(lines: Iterator[tuple[int, str, Any, str]], count: int) -> list
     for _number, kind, obj, _problem in lines:
         if kind == _CHECKPOINT:
             continue
-        if kind != _EVENT:
+        if kind not in _LINKS:
             break
         found.append(obj)
         if len(found) == count:
@@ -469,7 +495,7 @@ class _Walk:
                 return Failure(seq, MALFORMED, problem, number)
 
             seq, link, own = obj["seq"], obj["prev_hash"], obj["hash"]
-            if event_hash(obj) != own:
+            if kind == _EVENT and event_hash(obj) != own:
                 return Failure(expected if expected is not None else seq, EDITED,
                                "the line's content does not match its hash (altered after it was written)", number)
             if prev_seq is not None:
@@ -486,6 +512,7 @@ class _Walk:
                     return failure
             prev_seq, prev_hash, prev_line = seq, own, number
             result.events += 1
+            result.withheld += kind == _WITHHELD
         if result.events:
             result.head, result.last_seq = prev_hash, prev_seq
         return self._at_end(prev_seq if result.events or self.from_start else None)
@@ -625,8 +652,9 @@ def verify_stream(open_stream: Callable[[], BinaryIO], *, pubkey: bytes | None =
 
 
 def _events_of(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Every place in the chain (withheld ones compare by hash like the rest)."""
     for number, kind, obj, _problem in _lines(stream):
-        if kind == _EVENT:
+        if kind in _LINKS:
             yield number, obj
 
 
@@ -687,9 +715,9 @@ def _events_of_checked(stream: BinaryIO) -> Iterator[tuple[int, dict[str, Any]]]
     for number, kind, obj, problem in _lines(stream):
         if kind == _CHECKPOINT:
             continue
-        if kind != _EVENT:
+        if kind not in _LINKS:
             raise UsageError(f"the earlier export (--extends) is not intact: line {number}: {problem or kind}")
-        if event_hash(obj) != obj["hash"] or (prev is not None and (
+        if (kind == _EVENT and event_hash(obj) != obj["hash"]) or (prev is not None and (
                 obj["seq"] != prev["seq"] + 1 or obj["prev_hash"] != prev["hash"])):
             raise UsageError(f"the earlier export (--extends) is not intact at seq {obj['seq']} (line {number}); "
                              "verify it on its own first")
@@ -732,7 +760,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify", help="recompute the hash chain of a JSON Lines export and check its checkpoints",
         description="Recompute the hash chain of a JSON Lines audit export and check its signed checkpoints. "
-                    "Prints 'OK N events, head <hash>' and exits 0, or the first bad sequence number and why "
+                    "Prints 'OK N events, head <hash>' (with 'M withheld' when the export left events out as "
+                    "link records) and exits 0, or the first bad sequence number and why "
                     "(edited, missing, reordered, inserted, truncated, malformed, signature) and exits 1. "
                     "Exit 2: usage error or unreadable file.")
     verify.add_argument("file", metavar="FILE", help="the JSON Lines export")

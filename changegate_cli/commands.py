@@ -4,15 +4,17 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+from .checks import parse_check
 from .client import Client
 from .errors import EXIT_OK, ApiError, UsageError
-from .patch import build_patch, parse_tcp_check, title_from_reason
-from .render import _name, _out, print_change, print_json, table
+from .patch import build_patch, title_from_reason
+from .render import _name, _out, is_own, own_change_note, print_change, print_json, table
 
 
 def cmd_targets(client: Client, args: argparse.Namespace) -> int:
@@ -41,32 +43,56 @@ def cmd_propose(client: Client, args: argparse.Namespace) -> int:
                          "--delete-rule, --add-element, --delete-element, --policy (firewall) or --file")
     if not args.reason.strip():
         raise UsageError("--reason must say why the change is needed")
+    checks = list(args.check_parts or [])
     body = {
         "target": args.target,
         "title": args.title or title_from_reason(args.reason),
         "reason": args.reason,
         "patch": patch,
-        "health_checks": [parse_tcp_check(v) for v in args.check_tcp or []],
+        "health_checks": [parse_check(kind, value) for kind, value in checks],
     }
     if args.allow_apex:
         body["allow_apex"] = True
-    change = client.post("/api/v1/changes/", body)
+    try:
+        change = client.post("/api/v1/changes/", body)
+    except ApiError as exc:
+        _name_check_flags(exc, checks)
+        raise
+    change = _created(client, args, change)
+    if not args.json and not args.submit and change.get("state") == "draft" \
+            and (change.get("plan") or {}).get("steps"):
+        print(f"\nsubmit it for review with: changegate submit {change['id']}", file=_out())
+    return EXIT_OK
+
+
+def _created(client: Client, args: argparse.Namespace, change: dict[str, Any]) -> dict[str, Any]:
+    """Print a change the caller just created, so its author: with the note, before
+    the diff, that someone else must approve it. With --submit, submit it first."""
     if args.submit:
         try:
-            submitted = client.post(f"/api/v1/changes/{change['id']}/submit/")
+            change = client.post(f"/api/v1/changes/{change['id']}/submit/")
         except ApiError:
             print(f"change #{change['id']} was created but stays a draft:", file=sys.stderr)
             if not args.json:
-                print_change(change, full=False)
+                print_change(change, full=False, own=True)
             raise
-        change = submitted
     if args.json:
         print_json(change)
     else:
-        print_change(change, full=False)
-        if not args.submit and change.get("state") == "draft" and (change.get("plan") or {}).get("steps"):
-            print(f"\nsubmit it for review with: changegate submit {change['id']}", file=_out())
-    return EXIT_OK
+        print_change(change, full=False, own=True)
+    return change
+
+
+def _name_check_flags(exc: ApiError, checks: list[tuple[str, str]]) -> None:
+    """The server names `health_checks[i].field`; say which flag that was."""
+    def named(line: str) -> str:
+        match = re.match(r"health_checks\[(\d+)\]", line)
+        if match and int(match.group(1)) < len(checks):
+            kind, value = checks[int(match.group(1))]
+            return f"{line} (--check-{kind} {value!r})"
+        return line
+
+    exc.field_errors = [named(line) for line in exc.field_errors]
 
 
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
@@ -74,7 +100,7 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         print_json(change)
     else:
-        print_change(change, full=True)
+        print_change(change, full=True, own=is_own(change, args.settings.user))
     return EXIT_OK
 
 
@@ -117,13 +143,55 @@ def cmd_cancel(client: Client, args: argparse.Namespace) -> int:
     return _transition(client, args, "cancel", {"reason": args.reason})
 
 
+def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
+    """The manual rollback of an applied change is a new change (a draft of this
+    user's, four eyes like any other) putting everything back to the plan's before."""
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the change is rolled back")
+    rollback = client.post(f"/api/v1/changes/{args.id}/rollback/", {"reason": args.reason})
+    rollback = _created(client, args, rollback)
+    if args.json:
+        return EXIT_OK
+    number, out = rollback.get("id"), _out()
+    if not (rollback.get("plan") or {}).get("steps"):
+        print(f"\nchange #{number} rolls back #{args.id} but has nothing to do: the live state already matches "
+              f"what #{args.id} found before it applied; withdraw it with: changegate cancel {number} -m REASON",
+              file=out)
+    elif rollback.get("state") == "draft":
+        print(f"\nchange #{number} is a draft that rolls back #{args.id}: nothing is applied until it is "
+              f"submitted and approved\nsubmit it for review with: changegate submit {number}", file=out)
+    else:
+        print(f"\nchange #{number} rolls back #{args.id} and is now {rollback.get('state')}: "
+              f"{own_change_note(rollback)}\nfollow it with: changegate wait {number}", file=out)
+    return EXIT_OK
+
+
+def cmd_emergency(client: Client, args: argparse.Namespace) -> int:
+    """Break glass: approve a draft or pending change alone (needs the emergency role)."""
+    if not args.reason.strip():
+        raise UsageError("--reason must say why this cannot wait for a second person")
+    change = client.post(f"/api/v1/changes/{args.id}/emergency/", {"reason": args.reason})
+    if args.json:
+        print_json(change)
+        return EXIT_OK
+    out = _out()
+    by = change.get("emergency_by")
+    print(f"change #{change.get('id')} is now {change.get('state')}"
+          + (f" as an EMERGENCY change (break-glass by {by})" if change.get("emergency") else ""), file=out)
+    if change.get("state") == "approved":
+        print("it is queued to apply without a second approval; the target's reviewers were alerted and one of "
+              "them must review it after the fact (the emergency review queue)", file=out)
+        print(f"follow it with: changegate wait {change.get('id')}", file=out)
+    return EXIT_OK
+
+
 def cmd_plan(client: Client, args: argparse.Namespace) -> int:
     before = client.get(f"/api/v1/changes/{args.id}/")
     change = client.post(f"/api/v1/changes/{args.id}/plan/")
     if args.json:
         print_json(change)
         return EXIT_OK
-    print_change(change, full=False)
+    print_change(change, full=False, own=is_own(change, args.settings.user))
     out = _out()
     if before.get("fingerprint") == change.get("fingerprint"):
         print("\nplan unchanged: the live zone still matches what was planned", file=out)

@@ -9,8 +9,20 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .checks import CHECK_SYNTAX
 from .client import VERSION, Client
-from .commands import cmd_cancel, cmd_list, cmd_live, cmd_plan, cmd_propose, cmd_show, cmd_submit, cmd_targets
+from .commands import (
+    cmd_cancel,
+    cmd_emergency,
+    cmd_list,
+    cmd_live,
+    cmd_plan,
+    cmd_propose,
+    cmd_rollback,
+    cmd_show,
+    cmd_submit,
+    cmd_targets,
+)
 from .config import resolve_settings
 from .errors import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE, ApiError, CannotConnect, UsageError
 from .patch import NFT_PATCH_SYNTAX, PATCH_SYNTAX
@@ -35,6 +47,19 @@ class _PatchPart(argparse.Action):
         super().__init__(*args, **kwargs)
 
 
+class _CheckPart(argparse.Action):
+    """Collect --check-tcp/--check-http/--check-dns in command-line order, so the
+    server's health_checks[i] is the i-th check flag given."""
+
+    def __init__(self, *args: Any, kind: str, **kwargs: Any) -> None:
+        self.kind = kind
+        super().__init__(*args, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.check_parts = [*(getattr(namespace, "check_parts", None) or []), (self.kind, values)]
+
+
 def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     """Global options, accepted before and after the command. On subcommands the
     defaults are suppressed so they never overwrite a value given before it."""
@@ -46,7 +71,9 @@ def _add_globals(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
     group.add_argument("--token", default=default(None), help="API token (env CHANGEGATE_TOKEN)")
     group.add_argument("--profile", default=default(None),
                        help="section of ~/.config/changegate/config.ini (env CHANGEGATE_PROFILE; default: default)")
-    group.add_argument("--user", default=default(None), help="your username, for --mine (env CHANGEGATE_USER)")
+    group.add_argument("--user", default=default(None),
+                       help="your username: for --mine, and to be told which changes are yours to not approve "
+                            "(env CHANGEGATE_USER)")
     group.add_argument("--json", action="store_true", default=default(False),
                        help="print the server's JSON instead of text")
 
@@ -86,7 +113,13 @@ def _add_change_commands(command: AddCommand) -> None:
                "  changegate propose --target demo.test --reason 'move www' \\\n"
                "      --upsert 'www 300 A 192.0.2.10' --delete 'old A' --submit\n"
                "  changegate propose --target fw1 --reason 'open 8443 to partners' \\\n"
-               "      --append 'inet changegate input: tcp dport 8443 accept' --check-tcp 10.0.0.5:8443",
+               "      --append 'inet changegate input: tcp dport 8443 accept' --check-tcp 10.0.0.5:8443\n"
+               "  changegate propose --target demo.test --reason 'move www' --upsert 'www 300 A 192.0.2.10' \\\n"
+               "      --check-http 'https://www.demo.test/health,expect=200' \\\n"
+               "      --check-dns 'www.demo.test,resolver=192.0.2.53:53,type=A,expect=192.0.2.10'\n\n"
+               "health checks run after applying; if one fails the change is rolled back. Each check flag is\n"
+               "repeatable; options after the first comma are KEY=VALUE (a comma inside a value is kept).\n\n"
+               "You cannot approve your own change: propose prints how many approvals from others it needs.",
     )
     propose.add_argument("--target", required=True, help="target name or id")
     propose.add_argument("--title", help="short title (default: first line of --reason)")
@@ -105,12 +138,21 @@ def _add_change_commands(command: AddCommand) -> None:
         ("file", "FILE", "append patch lines from FILE ('-' = stdin)"),
     ):
         propose.add_argument(f"--{op}", action=_PatchPart, op=op, metavar=meta, help=text)
-    propose.add_argument("--check-tcp", action="append", metavar="HOST:PORT",
-                         help="health check after applying: HOST:PORT must accept TCP connections")
+    propose.add_argument("--check-tcp", action=_CheckPart, kind="tcp", metavar=CHECK_SYNTAX["tcp"],
+                         help="health check after applying: HOST:PORT must accept TCP connections "
+                              "(IPv6 as [2001:db8::1]:443)")
+    propose.add_argument("--check-http", action=_CheckPart, kind="http", metavar="URL[,OPTIONS]",
+                         help="health check after applying: GET URL (http:// or https://) must answer STATUS "
+                              "(expect=STATUS, default 200) and, with contains=TEXT, contain TEXT; "
+                              "timeout=SECONDS")
+    propose.add_argument("--check-dns", action=_CheckPart, kind="dns", metavar="NAME,resolver=IP:PORT[,OPTIONS]",
+                         help="health check after applying: asking the resolver IP:PORT for NAME (type=TYPE, "
+                              "default A) must give exactly the expect=VALUE records (repeat expect= for several), "
+                              "or nothing at all with absent; timeout=SECONDS")
     propose.add_argument("--allow-apex", action="store_true",
                          help="allow changing the apex SOA or NS RRset")
     propose.add_argument("--submit", action="store_true", help="submit for review right away")
-    propose.set_defaults(patch_parts=[])
+    propose.set_defaults(patch_parts=[], check_parts=[])
 
     show = command("show", cmd_show, "show a change: state, diff, approvals, events")
     show.add_argument("id", type=int)
@@ -132,6 +174,24 @@ def _add_change_commands(command: AddCommand) -> None:
 
     plan = command("plan", cmd_plan, "re-run the dry run against the live zone")
     plan.add_argument("id", type=int)
+
+    rollback = command(
+        "rollback", cmd_rollback,
+        "propose undoing an applied change: a new draft of yours that puts back what it changed "
+        "(four eyes like any other change)",
+    )
+    rollback.add_argument("id", type=int, help="the applied change to undo")
+    rollback.add_argument("-m", "--reason", required=True, help="why it is rolled back (required, audited)")
+    rollback.add_argument("--submit", action="store_true", help="submit the rollback for review right away")
+
+    emergency = command(
+        "emergency", cmd_emergency,
+        "break glass: approve a draft or pending change alone (emergency role); it is queued to apply at once, "
+        "the target's reviewers are alerted and one of them reviews it afterwards",
+    )
+    emergency.add_argument("id", type=int, help="the draft or pending change to approve alone")
+    emergency.add_argument("-m", "--reason", required=True,
+                           help="why this cannot wait for a second person (required, audited, sent to the reviewers)")
 
 
 def _add_review_commands(command: AddCommand) -> None:

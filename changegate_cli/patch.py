@@ -1,7 +1,7 @@
 """The patch a proposal sends, built from the DNS flags (--upsert/--add/--remove/
 --delete), the firewall flags (--append/--insert/--delete-rule/--add-element/
---delete-element/--policy) and --file, and the other proposal fields derived from
-flags (title, TCP health checks). The server parses the patch in the target's own
+--delete-element/--policy) and --file, and the title derived from --reason (the
+health checks are built in `checks`). The server parses the patch in the target's own
 syntax: the CLI only writes lines, it validates nothing a server would."""
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 from .errors import UsageError
 
@@ -107,14 +106,6 @@ def _read_patch_file(path: str) -> str:
         return Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise UsageError(f"cannot read patch file {path}: {exc.strerror}") from None
-
-
-def parse_tcp_check(value: str) -> dict[str, Any]:
-    host, sep, port = value.rpartition(":")
-    host = host.strip().removeprefix("[").removesuffix("]")  # [2001:db8::1]:443
-    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise UsageError(f"--check-tcp takes HOST:PORT, got {value!r}")
-    return {"type": "tcp", "host": host, "port": int(port)}
 
 
 def title_from_reason(reason: str) -> str:

@@ -62,8 +62,10 @@ def _name(ref: Any) -> str:
     return "" if ref is None else str(ref)
 
 
-def print_change(change: dict[str, Any], *, full: bool) -> None:
-    """The summary `propose` and `plan` print; `show` adds reason, checks and events."""
+def print_change(change: dict[str, Any], *, full: bool, own: bool = False) -> None:
+    """The summary `propose` and `plan` print; `show` adds reason, checks and events.
+    `own`: the reader wrote or edited the change, and is told before the diff that
+    someone else must approve it."""
     out, color = _out(), use_color()
     print(f"change #{change.get('id')}  {change.get('state')}  {change.get('title', '')}", file=out)
     print(f"  target       {_name(change.get('target'))}", file=out)
@@ -97,7 +99,11 @@ def print_change(change: dict[str, Any], *, full: bool) -> None:
             print("  health checks:", file=out)
             for check in checks:
                 print(f"    {_describe_check(check)}", file=out)
-    _print_warnings(change.get("warnings"), color=color)
+    warned = _print_warnings(change.get("warnings"), color=color)
+    if own:
+        if not warned:
+            print("", file=out)
+        print(f"note: {own_change_note(change)}", file=out)
     steps = ((change.get("plan") or {}).get("steps")) if isinstance(change.get("plan"), dict) else None
     diff = change.get("diff") or ""
     print("", file=out)
@@ -110,15 +116,35 @@ def print_change(change: dict[str, Any], *, full: bool) -> None:
         _print_list_section("events", change.get("events"), _describe_event)
 
 
-def _print_warnings(warnings: Any, *, color: bool) -> None:
+def own_change_note(change: dict[str, Any]) -> str:
+    """Four eyes: the author set never approves. Says how many others must, when the
+    server's answer carries `approvals_required` (the detail does)."""
+    text = "you cannot approve your own change"
+    needed = change.get("approvals_required")
+    if isinstance(needed, int) and not isinstance(needed, bool) and needed > 0:
+        text += (": it needs 1 approval from someone else" if needed == 1
+                 else f": it needs {needed} approvals from other people")
+    return text
+
+
+def is_own(change: dict[str, Any], user: str | None) -> bool:
+    """Whether `user` (--user/CHANGEGATE_USER, when given) wrote or edited `change`."""
+    if not user:
+        return False
+    return user == _name(change.get("author")) or user in {_name(e) for e in change.get("editors") or []}
+
+
+def _print_warnings(warnings: Any, *, color: bool) -> bool:
     """The server's warnings for the reviewer, one `warning: ...` line each, before
-    the diff they are about. Advice: they change neither the exit code nor the plan."""
+    the diff they are about. Advice: they change neither the exit code nor the plan.
+    Returns whether it printed any."""
     if not isinstance(warnings, list) or not warnings:
-        return  # none, or a server from before issue 12 that sends no `warnings`
+        return False  # none, or a server from before issue 12 that sends no `warnings`
     out = _out()
     print("", file=out)
     for warning in warnings:
         print(paint(f"warning: {warning}", "yellow", color), file=out)
+    return True
 
 
 def _print_list_section(title: str, entries: Any, describe: Callable[[dict[str, Any]], str]) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from .client import Client
 from .commands import _transition
 from .errors import EXIT_OK, EXIT_REFUSED, UsageError
-from .render import _name, _out, print_change, print_json, table
+from .render import _name, _out, is_own, print_change, print_json, table
 
 
 def _approval_count(change: dict[str, Any]) -> str:
@@ -43,7 +43,7 @@ def cmd_approve(client: Client, args: argparse.Namespace) -> int:
             raise UsageError("approve asks for confirmation on a terminal; "
                              "without one, give --yes --fingerprint FP")
         shown = client.get(f"/api/v1/changes/{args.id}/")
-        print_change(shown, full=False)
+        print_change(shown, full=False, own=is_own(shown, args.settings.user))
         fingerprint = shown.get("fingerprint") or ""
         print(f"\n{shown.get('state')}, {_approval_count(shown)} so far", file=_out())
         if args.fingerprint and args.fingerprint != fingerprint:

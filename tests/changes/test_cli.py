@@ -303,6 +303,220 @@ def test_the_console_script_proposes_from_stdin(server, dns_target, token, tmp_p
     assert "--reason" in missing_reason.stderr
 
 
+@pytest.fixture
+def writable_target(named_server, operator, author, reviewer):
+    """A target on a spare zone of its own, for the tests that apply a change (the
+    demo zone the rest of this module shares is never written). No bake: an applied
+    change is verified at once. alice also holds the emergency role here."""
+    from changes.services import target_register
+    from tests.conftest import grant, spare_zone
+
+    zone = spare_zone()
+    target = target_register(actor=operator, name=zone, bake_seconds=0, config={
+        "zone": zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file), "timeout": 3})
+    grant(author, "engineer", target)
+    grant(reviewer, "reviewer", target)
+    grant(author, "emergency", target)
+    return target
+
+
+def own_note(change) -> str:
+    from approvals.policy import approvals_required
+
+    needed = approvals_required(change)
+    return "note: you cannot approve your own change: it needs " + (
+        "1 approval from someone else" if needed == 1 else f"{needed} approvals from other people")
+
+
+def first_diff_line(out: str) -> int:
+    return next(i for i, line in enumerate(out.splitlines()) if line.startswith("---"))
+
+
+@LIVE
+@pytest.mark.named
+def test_propose_declares_http_and_dns_checks_in_flag_order(server, dns_target, run):
+    from changes.models import ChangeRequest
+
+    result = run("propose", "--target", dns_target.name, "--reason", "new lb", "--upsert", "www 300 A 192.0.2.99",
+                 "--check-http", "https://www.demo.test/health?a=1,b,expect=204,contains=ok, up,timeout=1.5",
+                 "--check-tcp", "[2001:db8::1]:443",
+                 "--check-dns", "www.demo.test,resolver=127.0.0.1:5399,type=a,expect=192.0.2.99",
+                 "--check-dns", "mail.demo.test,resolver=[::1]:53,type=MX,expect=10 mx1.demo.test.,"
+                                "expect=20 mx2.demo.test.",
+                 "--check-dns", "old.demo.test,resolver=127.0.0.1:5399,absent", "--check-http", "http://127.0.0.1/")
+    assert result.code == 0, result.err
+    change = ChangeRequest.objects.get(pk=change_id(result.out))
+    assert change.health_checks == [
+        {"type": "http", "url": "https://www.demo.test/health?a=1,b", "expect_status": 204, "contains": "ok, up",
+         "timeout": 1.5},
+        {"type": "tcp", "host": "2001:db8::1", "port": 443, "timeout": 2},
+        {"type": "dns_resolve", "name": "www.demo.test", "rdtype": "A", "resolver": "127.0.0.1:5399",
+         "expect": ["192.0.2.99"], "timeout": 2},
+        {"type": "dns_resolve", "name": "mail.demo.test", "rdtype": "MX", "resolver": "[::1]:53",
+         "expect": ["10 mx1.demo.test.", "20 mx2.demo.test."], "timeout": 2},
+        {"type": "dns_resolve", "name": "old.demo.test", "rdtype": "A", "resolver": "127.0.0.1:5399", "expect": [],
+         "timeout": 2},
+        {"type": "http", "url": "http://127.0.0.1/", "expect_status": 200, "timeout": 2},
+    ]
+    shown = run("show", str(change.pk))
+    assert "    http https://www.demo.test/health?a=1,b -> 204" in shown.out.splitlines()
+
+
+@LIVE
+@pytest.mark.named
+def test_the_author_is_told_before_the_diff_that_others_must_approve(server, dns_target, run):
+    from changes.models import ChangeRequest
+
+    for extra in ([], ["--submit"]):
+        result = run("propose", "--target", dns_target.name, "--reason", "new lb", "--upsert", "www 300 A 192.0.2.99",
+                     *extra)
+        assert result.code == 0, result.err
+        change = ChangeRequest.objects.get(pk=change_id(result.out))
+        lines = result.out.splitlines()
+        assert lines.count(own_note(change)) == 1, result.out
+        assert lines.index(own_note(change)) < first_diff_line(result.out)
+    # A risk flag (mail) needs one approval more, and the note says so.
+    flagged = run("propose", "--target", dns_target.name, "--reason", "relay", "--upsert", "@ 300 MX 20 mail")
+    change = ChangeRequest.objects.get(pk=change_id(flagged.out))
+    assert "note: you cannot approve your own change: it needs 2 approvals from other people" in flagged.out
+
+    # show and plan say it when --user/CHANGEGATE_USER names the author, and only then.
+    assert own_note(change) in run("show", str(change.pk), "--user", "alice").out
+    assert own_note(change) in run("plan", str(change.pk), "--user", "alice").out
+    assert "note:" not in run("show", str(change.pk), "--user", "bob").out
+    assert "note:" not in run("show", str(change.pk)).out
+    assert "note:" not in run("--json", "propose", "--target", dns_target.name, "--reason", "x",
+                              "--add", "n1 300 A 192.0.2.1").out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@LIVE
+@pytest.mark.named
+def test_approve_tells_the_author_before_the_diff_when_it_knows_who_asks(server, dns_target, run, monkeypatch):
+    from changes.models import ChangeRequest
+
+    number = change_id(run("propose", "--target", dns_target.name, "--reason", "new lb", "--submit",
+                           "--upsert", "www 300 A 192.0.2.99").out)
+    monkeypatch.setattr(sys, "stdin", _Terminal("n\n"))
+    result = run("approve", str(number), "--user", "alice")
+    assert result.code == 1 and "not approved: nothing was sent" in result.err
+    note = own_note(ChangeRequest.objects.get(pk=number))
+    assert result.out.splitlines().index(note) < first_diff_line(result.out)
+
+
+@LIVE
+@pytest.mark.named
+@pytest.mark.parametrize("flag, value, message", [
+    ("--check-http", "ftp://www.demo.test/", "http:// or https://"),
+    ("--check-http", "https://www.demo.test/,expect=99", "expect must be an HTTP status"),
+    ("--check-http", "https://www.demo.test/,expext=404", "unknown option 'expext'"),
+    ("--check-http", "https://www.demo.test/,timeout=0", "timeout must be"),
+    ("--check-dns", "www.demo.test,expect=192.0.2.1", "resolver=IP:PORT is required"),
+    ("--check-dns", "www.demo.test,resolver=ns1.demo.test:53,expect=192.0.2.1", "resolver must be IP:PORT"),
+    ("--check-dns", "www.demo.test,resolver=127.0.0.1:53", "expect=VALUE"),
+    ("--check-dns", "www.demo.test,resolver=127.0.0.1:53,absent,expect=192.0.2.1", "not both"),
+    ("--check-dns", "www.demo.test,resolver=127.0.0.1:53,type=A 1,absent", "type must be"),
+    ("--check-tcp", "www.demo.test", "HOST:PORT"),
+])
+def test_a_bad_check_flag_exits_2_naming_the_flag_and_creates_nothing(server, dns_target, run, flag, value,
+                                                                       message):
+    from changes.models import AuditEvent, ChangeRequest
+
+    events = AuditEvent.objects.count()
+    result = run("propose", "--target", dns_target.name, "--reason", "r", "--upsert", "www 300 A 192.0.2.99",
+                 "--check-tcp", "127.0.0.1:443", flag, value, "--submit")
+    assert result.code == 2, result.err
+    assert result.out == ""
+    assert f"changegate propose: error: {flag} takes " in result.err and message in result.err, result.err
+    assert not ChangeRequest.objects.exists()
+    assert AuditEvent.objects.count() == events
+
+
+@LIVE
+@pytest.mark.named
+def test_a_check_the_server_refuses_names_the_field_and_the_flag(server, dns_target, run):
+    from changes.models import ChangeRequest
+
+    result = run("propose", "--target", dns_target.name, "--reason", "r", "--upsert", "www 300 A 192.0.2.99",
+                 "--check-tcp", "127.0.0.1:443", "--check-dns", "www.demo.test,resolver=127.0.0.1:53,timeout=9999,"
+                                                                "expect=192.0.2.99")
+    assert result.code == 1
+    line = next(line for line in result.err.splitlines() if "health_checks[1].timeout" in line)
+    assert line.endswith("(--check-dns 'www.demo.test,resolver=127.0.0.1:53,timeout=9999,expect=192.0.2.99')")
+    assert not ChangeRequest.objects.exists()
+
+
+@LIVE
+@pytest.mark.named
+def test_rollback_proposes_a_draft_undoing_an_applied_change(server, writable_target, author, reviewer, run):
+    from changes.models import ChangeRequest
+    from tests.factories import approved
+    from tests.factories import run as apply
+
+    applied = approved(author, reviewer, writable_target)
+    assert apply(applied) == ChangeRequest.State.APPLIED
+
+    result = run("rollback", str(applied.pk), "--reason", "pay.example answers 502")
+    assert result.code == 0, result.err
+    undo = ChangeRequest.objects.get(pk=change_id(result.out))
+    assert undo.pk != applied.pk and undo.state == ChangeRequest.State.DRAFT
+    assert undo.reason == f"Rollback of change #{applied.pk}. pay.example answers 502"
+    lines = result.out.splitlines()
+    assert lines[0].startswith(f"change #{undo.pk}  draft  Roll back #{applied.pk}")
+    assert lines.index(own_note(undo)) < first_diff_line(result.out)
+    assert {"-300 IN A 192.0.2.99", "+300 IN A 192.0.2.10", "+300 IN A 192.0.2.11"} <= diff_lines(result.out)
+    assert lines[-2:] == [f"change #{undo.pk} is a draft that rolls back #{applied.pk}: nothing is applied until "
+                          "it is submitted and approved", f"submit it for review with: changegate submit {undo.pk}"]
+
+    submitted = run("rollback", str(applied.pk), "-m", "again, for review", "--submit")
+    assert submitted.code == 0, submitted.err
+    again = ChangeRequest.objects.get(pk=change_id(submitted.out))
+    assert again.state == ChangeRequest.State.PENDING_APPROVAL
+    assert submitted.out.splitlines()[-2:] == [
+        f"change #{again.pk} rolls back #{applied.pk} and is now pending_approval: "
+        f"{own_note(again).removeprefix('note: ')}", f"follow it with: changegate wait {again.pk}"]
+
+    # API errors as the CLI shows them: the field named, or the server's detail.
+    too_long = run("rollback", str(applied.pk), "--reason", "x" * 4001)
+    assert too_long.code == 1
+    assert too_long.err.startswith("error: the server refused 1 field:\n  reason: "), too_long.err
+    not_applied = run("rollback", str(undo.pk), "--reason", "undo the undo")
+    assert (not_applied.code, not_applied.out) == (1, "")
+    assert not_applied.err == f"error: change #{undo.pk} is draft; only applied changes can be rolled back\n"
+    assert ChangeRequest.objects.count() == 3
+
+
+@LIVE
+@pytest.mark.named
+def test_emergency_approves_alone_and_says_what_happens_next(server, writable_target, run, monkeypatch):
+    from changes.models import AuditEvent, ChangeRequest, Execution
+
+    draft = change_id(run("propose", "--target", writable_target.name, "--reason", "outage",
+                          "--upsert", "www 300 A 192.0.2.99").out)
+    result = run("emergency", str(draft), "--reason", "card payments failing since 10:02")
+    assert result.code == 0, result.err
+    assert result.out.splitlines() == [
+        f"change #{draft} is now approved as an EMERGENCY change (break-glass by alice)",
+        "it is queued to apply without a second approval; the target's reviewers were alerted and one of them "
+        "must review it after the fact (the emergency review queue)",
+        f"follow it with: changegate wait {draft}",
+    ]
+    change = ChangeRequest.objects.get(pk=draft)
+    assert (change.state, change.emergency_reason) == ("approved", "card payments failing since 10:02")
+    assert Execution.objects.filter(change=change).exists()
+    assert AuditEvent.objects.filter(change=change, action="change_emergency_approved", origin="cli").exists()
+
+    again = run("emergency", str(draft), "--reason", "twice")
+    assert (again.code, again.out) == (1, "")
+    assert again.err == f"error: change #{draft} is approved; only draft or pending changes can be forced\n"
+    as_json = run("--json", "emergency", str(draft), "--reason", "twice")
+    assert as_json.code == 1 and as_json.json()["code"]
+
+
 # ---------------------------------------------------------------------------
 # Without a server: usage, connection and output helpers
 
@@ -327,6 +541,14 @@ def test_a_missing_token_is_a_usage_error_naming_where_to_set_it(run, monkeypatc
     (["propose", "--target", "t", "--reason", "r", "--upsert", "www 300 A 192.0.2.1", "--check-tcp", "host"],
      "HOST:PORT"),
     (["propose", "--target", "t", "--reason", "r", "--file", "/nonexistent/patch"], "cannot read patch file"),
+    (["propose", "--target", "t", "--reason", "r", "--upsert", "www 300 A 192.0.2.1", "--check-http", "www"],
+     "--check-http takes URL"),
+    (["propose", "--target", "t", "--reason", "r", "--upsert", "www 300 A 192.0.2.1", "--check-dns", "www"],
+     "--check-dns takes NAME,resolver=IP:PORT"),
+    (["rollback", "5"], "--reason"),
+    (["rollback", "5", "--reason", " "], "--reason must say why"),
+    (["emergency", "5"], "--reason"),
+    (["emergency", "5", "-m", ""], "--reason must say why"),
     (["list", "--mine"], "--mine needs your username"),
     (["list", "--mine", "--author", "bob"], "not allowed with"),
     (["--url", "http://", "targets"], "bad server URL"),
@@ -428,3 +650,17 @@ def test_the_cli_imports_neither_django_nor_server_code():
             "'changegate_audit')); print(bad); sys.exit(bool(bad))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_check_the_cli_builds_is_one_the_server_accepts_unchanged():
+    from changegate_cli.checks import parse_check
+    from pipeline.check_specs import CHECK_FIELDS, validate_health_checks
+
+    built = [parse_check("tcp", "192.0.2.1:443"),
+             parse_check("http", "https://www.demo.test/a,b,expect=301,contains=moved,timeout=1"),
+             parse_check("dns", "www.demo.test,resolver=192.0.2.53:53,type=aaaa,expect=2001:db8::1,timeout=0.5"),
+             parse_check("dns", "old.demo.test,resolver=[2001:db8::53]:53,absent")]
+    for check in built:
+        assert set(check) <= CHECK_FIELDS[check["type"]], check
+    assert [{k: v for k, v in c.items() if k != "timeout"} for c in validate_health_checks(built)] == [
+        {k: v for k, v in c.items() if k != "timeout"} for c in built]
