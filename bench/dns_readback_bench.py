@@ -1,13 +1,16 @@
 """What the read-back after every UPDATE costs, on BIND 9, Knot DNS and PowerDNS
 (issue 12; see bench/README.md).
 
-    .venv/bin/python -m bench.dns_readback_bench [--servers bind,knot,pdns] [--runs 5] [--repeat 20]
+    .venv/bin/python -m bench.dns_readback_bench [--quick] [--servers bind,knot,pdns] [--runs 3] [--repeat 20]
 
 Each server is a throwaway process on a free loopback port (dns_adapters.local_named,
 dns_adapters.local_servers) serving one zone with host-0..host-9 A records; everything
-is TSIG-signed. Variants are measured interleaved: every run measures each variant
-`--repeat` times (in a rotating order) and keeps the median; the figure is the median
-over `--runs` runs. ratio = ours / reference (lower is better).
+is TSIG-signed. Variants are interleaved per round (bench.stats.interleaved: each
+round times every variant once, the order rotating); a run is `--repeat` rounds and
+reports each variant's median and the ratio of medians (one BENCH-TARGET line per
+server and run); the summary is the median over `--runs` runs and the spread of the
+ratios. ratio = ours / reference (lower is better). --quick (make bench-quick): BIND
+only, 3 runs of 15 rounds.
 
   (1) send -> restored: a 10-RRset plan plus an SOA step every server silently
       ignores (a lower serial, RFC 2136 section 3.4.2.2): the server answers NOERROR
@@ -40,6 +43,7 @@ import dns.tsigkeyring
 import dns.update
 
 from adapters.errors import PartialApplyError
+from bench import stats
 from dns_adapters.base import Plan, RRKey, RRValue, Step
 from dns_adapters.local_named import LocalNamed, default_zone_text, find_named
 from dns_adapters.local_servers import LocalKnot, LocalPdns, find_knotd, find_pdns
@@ -132,23 +136,37 @@ def bench_server(name: str, runs: int, repeat: int) -> list[str]:
         variants = Variants(server, adapter)
         order = ["restored", "apply_with_readback", "update_without_readback", "bare"]
         medians: dict[str, list[float]] = {v: [] for v in order}
-        for run in range(runs):
-            rotated = order[run % len(order):] + order[:run % len(order)]
-            for variant in rotated:
-                measure = getattr(variants, variant)
-                medians[variant].append(statistics.median(measure() for _ in range(repeat)))
+        ratios: list[float] = []
+        rows = [f"{name} ({server.primary}): {runs} runs of {repeat} interleaved rounds"]
+        for run in range(1, runs + 1):
+            # Each round times every variant once, the order rotating (bench.stats.interleaved).
+            samples = stats.interleaved({v: getattr(variants, v) for v in order}, repeat)
+            run_fig = {v: statistics.median(samples[v]) for v in order}
+            for v in order:
+                medians[v].append(run_fig[v])
+            ratio = run_fig["apply_with_readback"] / run_fig["bare"]
+            ratios.append(ratio)
+            p95 = stats.percentile(samples["apply_with_readback"], 95)
+            rows.append(
+                f"  run {run}: send -> restored {run_fig['restored']:5.1f} ms, apply with read-back "
+                f"{run_fig['apply_with_readback']:5.1f} ms (p95 {p95:.1f}),"
+                f" bare UPDATE {run_fig['bare']:5.1f} ms, ratio {ratio:.2f}x, no read-back "
+                f"{run_fig['update_without_readback']:5.1f} ms"
+            )
+            stats.target("readback-apply-vs-bare-update", value=ratio, unit="x", goal="<= 2x", met=ratio <= 2,
+                         server=name, run=run)
         fig = {v: statistics.median(values) for v, values in medians.items()}
         spread = {v: (min(values), max(values)) for v, values in medians.items()}
         restored, bare, applied, alone = (fig["restored"], fig["bare"], fig["apply_with_readback"],
                                           fig["update_without_readback"])
         low, high = spread["restored"]
-        return [
-            f"{name} ({server.primary}): median over {runs} runs of the median of {repeat}",
+        return rows + [
+            f"  median over {runs} runs:",
             (f"  (1) send -> restored          {restored:6.1f} ms   (bare UPDATE: {bare:.1f} ms)   ratio "
              f"{restored / bare:.2f}x   [runs {low:.1f}-{high:.1f} ms; target < 50 ms: "
              f"{'met' if restored < 50 else 'missed'}]"),
             (f"  (2) apply with read-back      {applied:6.1f} ms   (bare UPDATE: {bare:.1f} ms)   ratio "
-             f"{applied / bare:.2f}x   [target <= 2x: {'met' if applied <= 2 * bare else 'missed'}]"),
+             f"{stats.spread(ratios)}x over runs   [target <= 2x: met in {sum(r <= 2 for r in ratios)}/{runs} runs]"),
             (f"      vs without the read-back  {applied:6.1f} ms   (adapter UPDATE alone: {alone:.1f} ms)   ratio "
              f"{applied / alone:.2f}x"),
         ]
@@ -157,15 +175,27 @@ def bench_server(name: str, runs: int, repeat: int) -> list[str]:
         server.stop()
 
 
+QUICK = {"servers": "bind", "runs": 3, "repeat": 15}
+FULL = {"servers": "bind,knot,pdns", "runs": 3, "repeat": 20}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", default="bind,knot,pdns", help="comma-separated: bind, knot, pdns")
-    parser.add_argument("--runs", type=int, default=5, help="interleaved runs; the median over runs is shown")
-    parser.add_argument("--repeat", type=int, default=20, help="operations per variant and run (median)")
+    parser.add_argument("--quick", action="store_true", help=f"make bench-quick: {QUICK} (flags override)")
+    parser.add_argument("--servers", help=f"comma-separated: bind, knot, pdns; default {FULL['servers']}")
+    parser.add_argument("--runs", type=int, help=f"runs per server (>= 3 for a spread); default {FULL['runs']}")
+    parser.add_argument("--repeat", type=int, help=f"interleaved rounds per run (median); default {FULL['repeat']}")
     args = parser.parse_args(argv)
+    for key, default in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; ratio = ours / reference (lower is better)")
+    print(f"{'quick' if args.quick else 'full'} mode: servers {args.servers}, {args.runs} runs of {args.repeat} rounds",
+          flush=True)
+    started = time.perf_counter()
     for name in [s.strip() for s in args.servers.split(",") if s.strip()]:
         print("\n".join(bench_server(name, max(1, args.runs), max(1, args.repeat))), flush=True)
+    print(f"dns_readback_bench wall time {time.perf_counter() - started:.1f} s (after imports)")
 
 
 if __name__ == "__main__":
