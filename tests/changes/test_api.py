@@ -671,7 +671,7 @@ def test_export_moments_past_the_calendar_are_a_400_naming_the_field(client_for,
 
 @pytest.mark.parametrize("method,path", [
     ("get", "/api/v1/changes/-1/"), ("get", "/api/v1/changes/abc/"), ("post", "/api/v1/changes/-1/approve/"),
-    ("get", "/api/v1/changes/1.5/evidence/"), ("get", "/api/v1/nowhere/"), ("delete", "/api/v1/"),
+    ("get", "/api/v1/changes/1.5/evidence/"), ("get", "/api/v1/nowhere/"), ("delete", "/api/v1/nowhere"),
     ("get", "/api/v2/changes/"), ("post", "/api/v1/changes/1/nothing/"),
 ])
 def test_unmatched_api_paths_answer_the_json_404(client_for, author, demo_target, method, path):
@@ -679,6 +679,14 @@ def test_unmatched_api_paths_answer_the_json_404(client_for, author, demo_target
     assert response.status_code == 404
     assert response["Content-Type"] == "application/json"
     assert response.json() == {"detail": "no such API endpoint", "code": "not_found"}
+
+
+def test_the_api_root_answers_get_only_in_json(client_for, author):
+    """`/api/v1/` is a route now (the API root): other methods are a JSON 405."""
+    response = client_for(author).delete("/api/v1/")
+    assert response.status_code == 405
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "method_not_allowed"
 
 
 @pytest.mark.parametrize("query,field", [
