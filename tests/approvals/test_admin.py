@@ -18,7 +18,7 @@ from approvals.models import Approval
 from approvals.policy import change_approve
 from changes import adapters
 from changes.models import AuditEvent, ChangeRequest, Origin
-from changes.services import change_create, target_update_policy
+from changes.services import change_cancel, change_create, target_update_policy
 from dns_adapters.base import TransientError
 from tests.conftest import grant
 from tests.factories import WWW, submitted
@@ -231,8 +231,20 @@ def test_waiting_for_my_review_lists_what_i_may_approve_and_have_not(
     assert listed(client, review="waiting") == {waiting.pk}
     html = client.get(reverse(CHANGELIST)).content.decode()
     assert "1 change waiting for your review" in html
+    # Counts next to the filter choices only on request ("Show counts"): each is a
+    # count over every visible change, too dear for every page view (issue 14).
+    assert "waiting for me (" not in html and "Pending Approval (" not in html
+    assert "Show counts" in html
+    html = client.get(reverse(CHANGELIST), {"_facets": "True"}).content.decode()
+    assert "1 change waiting for your review" in html
     assert "waiting for me (1)" in html  # facet count
     assert "Pending Approval (4)" in html  # per-state counts
+    filtered = client.get(reverse(CHANGELIST), {"review": "waiting"})
+    assert filtered.context["waiting_count"] == 1  # the filter's own count, reused
+    assert "1 change waiting for your review" in filtered.content.decode()
+    # With another filter on top, the page's count is not the waiting count.
+    elsewhere_only = client.get(reverse(CHANGELIST), {"review": "waiting", "target__id__exact": engineer_only.pk})
+    assert elsewhere_only.context["cl"].result_count == 0 and elsewhere_only.context["waiting_count"] == 1
 
     reviewer_login(client, second_reviewer)
     assert listed(client, review="waiting") == {waiting.pk, mine_approved.pk, own.pk}
@@ -250,6 +262,21 @@ def test_filters_by_risk_author_and_emergency(client, author, reviewer, make_use
     assert listed(client, risk="no") == {plain.pk, by_erin.pk}
     assert listed(client, author__id__exact=erin.pk) == {by_erin.pk}
     assert listed(client, emergency__exact=0) == {plain.pk, risky.pk, by_erin.pk}
+
+    # The sidebar names the visible targets and the authors of open changes, not every
+    # target and user (nor every author of the history: a distinct over all changes).
+    make_user("hidden-author")  # a user without changes
+
+    def choices() -> dict[str, set]:
+        specs = client.get(reverse(CHANGELIST)).context["cl"].filter_specs
+        return {spec.field_path: {pk for pk, _ in spec.lookup_choices}
+                for spec in specs if getattr(spec, "field_path", None) in ("target", "author")}
+
+    # (One visible target: Django shows no filter with a single choice.)
+    assert choices() == {"author": {author.pk, erin.pk}}
+    change_cancel(actor=erin, change=by_erin, reason="not needed")
+    assert "author" not in choices()  # alice alone has open changes: one choice, no filter shown
+    assert listed(client, author__id__exact=erin.pk) == {by_erin.pk}  # still found by the URL
 
 
 def test_the_change_page_shows_what_changed_in_the_live_zone_since_the_plan(
