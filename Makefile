@@ -10,13 +10,14 @@ FUZZ_EXAMPLES ?= 200
 
 export PYTHON VENV
 
-.PHONY: help install run test fuzz bench services clean-demo
+.PHONY: help install run test fuzz bench bench-quick services clean-demo
 
 help:
 	@echo "make run                          start the demo (named, redis, celery, web on 127.0.0.1:8000)"
 	@echo "make test [PYTEST_ARGS='-k x']    run the test suite"
 	@echo "make fuzz [FUZZ_EXAMPLES=200]     schemathesis against the API, many examples per operation"
-	@echo "make bench [BENCH_ARGS=...]       run the benchmarks"
+	@echo "make bench [BENCH_ARGS=...]       run the benchmarks (full sizes, 3 interleaved runs each; long)"
+	@echo "make bench-quick                  every issue-14 target, 3 runs each, one table, under 3 minutes"
 	@echo "make install                      only install (apt as root, .venv, pip install -e '.[test]')"
 	@echo "make services                     ensure redis and PostgreSQL answer locally (as CI does)"
 	@echo "make clean-demo                   forget the demo state in var/ (database, zone, keys)"
@@ -45,6 +46,12 @@ bench: install
 	$(VENV)/bin/python -m bench.soak_bench $(SOAK_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.dns_readback_bench $(READBACK_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.queue_bench $(QUEUE_BENCH_ARGS)
+	$(VENV)/bin/python -m bench.baseline_bench $(BASELINE_BENCH_ARGS)
+	$(VENV)/bin/python -m bench.propose_bench $(PROPOSE_BENCH_ARGS)
+
+# Every issue-14 target with reduced sizes (each bench prints what it reduced), 3 runs, one table.
+bench-quick: install
+	$(VENV)/bin/python -m bench.quick $(QUICK_ARGS)
 
 services:
 	@scripts/ensure_services.sh redis postgres
@@ -52,5 +59,5 @@ services:
 clean-demo:
 	@if [ -f var/devrun.pid ] && kill -0 "$$(cat var/devrun.pid)" 2>/dev/null; then \
 		echo "make run is still running (pid $$(cat var/devrun.pid)); stop it first" >&2; exit 1; fi
-	rm -rf var/named var/keys var/changegate.sqlite3 var/demo.env var/celerybeat-schedule* var/log var/devrun.pid \
+	rm -rf var/named var/keys var/changegate.sqlite3 var/changegate.sqlite3-wal var/changegate.sqlite3-shm var/demo.env var/celerybeat-schedule* var/log var/devrun.pid \
 		var/audit-signing.pem var/audit-signing.pub var/audit-checkpoints.jsonl

@@ -159,10 +159,12 @@ def change_create(
         )
         _store_plan(change, plan)
         change.save()
-        audit_record(actor=actor, origin=origin, action="change_created", change=change,
-                     payload={"title": title, "reason": reason, "items": prepared.raw,
-                              "health_checks": checks, "options": options, "plan": change.plan,
-                              **_plan_summary(change)})
+        # Kept on the instance: a new draft's only event, which the API's answer shows
+        # without reading it back (issue 14: one statement and a query's CPU per proposal).
+        change.creation_event = audit_record(
+            actor=actor, origin=origin, action="change_created", change=change,
+            payload={"title": title, "reason": reason, "items": prepared.raw, "health_checks": checks,
+                     "options": options, "plan": change.plan, **_plan_summary(change)})
     return change
 
 

@@ -84,7 +84,13 @@ def _database() -> dict:
         Path(config["NAME"]).parent.mkdir(parents=True, exist_ok=True)
         # Row locks do not exist on SQLite; IMMEDIATE transactions take the write lock
         # up front so two writers serialize instead of failing with "database is locked".
-        config.setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20})
+        # WAL: a commit is one fsync of the log instead of the rollback journal's
+        # several (journal, database, directory): 2 ms instead of 8-17 ms on this
+        # disk, most of a proposal's database time (issue 14); readers no longer wait
+        # for a committing writer. synchronous stays FULL, so a commit is as durable.
+        # The mode is stored in the file; setting it again per connection is a no-op.
+        config.setdefault("OPTIONS", {}).update({"transaction_mode": "IMMEDIATE", "timeout": 20,
+                                                 "init_command": "PRAGMA journal_mode=WAL"})
         config["CONN_MAX_AGE"] = 0
     return config
 

@@ -174,7 +174,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
 
     def _created(self, change: ChangeRequest) -> bool:
         """The draft this request just created (ChangeListView.post): it has no
-        approvals, executions or editors yet, so nothing is asked about them."""
+        approvals, executions or editors yet, so nothing is asked about them, and
+        its one event came back from the service."""
         return self.context.get("created") is change
 
     @extend_schema_field(ApprovalSerializer(many=True))
@@ -200,6 +201,9 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
 
     @extend_schema_field(EventSerializer(many=True))
     def get_events(self, change: ChangeRequest) -> list[dict[str, Any]]:
+        created_event = getattr(change, "creation_event", None) if self._created(change) else None
+        if created_event is not None:  # the draft just made has this one event (services.change_create)
+            return EventSerializer([created_event], many=True).data
         return EventSerializer(selectors.change_events(change), many=True).data
 
     @extend_schema_field(ExecutionSerializer(many=True))
