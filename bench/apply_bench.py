@@ -1,8 +1,8 @@
 """Apply pipeline benchmark: a real Celery worker, a real redis-server, a real named
 (see bench/README.md, section "Apply pipeline").
 
-    .venv/bin/python -m bench.apply_bench [--changes 100] [--burst 50] [--zones 10]
-                                          [--workers 2] [--pool solo|prefork] [--samples 5]
+    .venv/bin/python -m bench.apply_bench [--changes 100] [--runs 3] [--burst 50] [--zones 10]
+                                          [--workers 2] [--pool solo|prefork] [--samples 5] [--quick]
 
 Everything is throwaway: a SQLite file in a temporary directory (or the database
 of an existing DATABASE_URL, e.g. PostgreSQL: every name used is unique to the
@@ -11,15 +11,16 @@ on a free loopback port, a redis-server on a free loopback port, and `celery -A
 config worker` child processes. Changes go through the services (change_create,
 change_submit, change_approve) exactly as the API makes them. Figures:
 
-  (1) approval -> applied: --changes sequential 1-RRset upserts (bake 0), each
-      timed from the commit of the approving transaction to the moment this
-      process sees the change `applied` in the database (polled every --poll s).
-      References: the DNS work of one execution done in this process (adapter
-      built, re-plan read, apply, one verify round); `execution_run` called in
-      this process (the whole pipeline without Celery and Redis), wall and CPU;
-      the worker's CPU per change; a bare Celery round trip (a no-op task
-      published, fetched and acked). Plus where the time goes, from the
-      execution's own timestamps.
+  (1) approval -> applied: --runs runs of --changes sequential 1-RRset upserts
+      (bake 0), each timed from the commit of the approving transaction to the
+      moment this process sees the change `applied` in the database (polled every
+      --poll s); p50, p95, max per run. Reference, interleaved per change (the
+      order flipping per round): the DNS work of one execution done in this
+      process (adapter built, re-plan read, apply, one verify round). Once, after
+      the runs: `execution_run` called in this process (the whole pipeline
+      without Celery and Redis), wall and CPU; the worker's CPU per change; a bare
+      Celery round trip (a no-op task published, fetched and acked). Plus where
+      the time goes, from the execution's own timestamps.
   (2) failed check -> zone restored: --samples changes with a declared tcp check
       to a closed port (bake 1 s, so rounds every 0.2 s, threshold 2). Detection
       is the stored time of the last failing round; restored is when the
@@ -49,6 +50,10 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from bench.stats import interleaved, spread
+from bench.stats import percentile as stats_percentile
+from bench.stats import target as bench_target
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LAT_ZONE_INDEX = 0
@@ -170,19 +175,22 @@ class Pipeline:
 
         if shutil.which("redis-server") is None:
             raise SystemExit("redis-server not installed (apt-get install redis-server)")
-        names = self.zone_names()
-        zones = {self.zone(i): default_zone_text(self.zone(i), zone_records(names)) for i in range(self.args.zones)}
-        zones[RB_ZONE] = default_zone_text(RB_ZONE, zone_records(names))
-        self.named = LocalNamed(zones, start_timeout=60, key_dir=os.environ["CHANGEGATE_KEY_DIR"]).start()
+        zones = {zone: default_zone_text(zone, records) for zone, records in self.zone_records().items()}
+        self.named = LocalNamed(zones, start_timeout=120, key_dir=os.environ["CHANGEGATE_KEY_DIR"]).start()
         self.redis = RedisServer().start()
         point_app_at(app, self.redis.url)
+
+    def zone_records(self) -> dict[str, str]:
+        """Zone -> its records (zone-file lines); a subclass serves other zones."""
+        records = zone_records(self.zone_names())
+        return {**{self.zone(i): records for i in range(self.args.zones)}, RB_ZONE: records}
 
     def zone(self, i: int) -> str:
         return f"bench{i}.test"
 
     def zone_names(self) -> list[str]:
         a = self.args
-        return ([f"lat-{i}" for i in range(WARMUP + a.changes)]
+        return ([f"lat-{i}" for i in range(WARMUP + a.changes * a.runs)]
                 + [f"b{r}-{i}" for r in range(2) for i in range(a.burst)]
                 + [f"rb-{i}" for i in range(a.samples)] + [f"inp-{i}" for i in range(21)] + ["ref-0"])
 
@@ -225,38 +233,43 @@ class Pipeline:
 
     # -- people and targets ------------------------------------------------------
 
-    def setup_data(self) -> None:
+    def setup_people(self) -> None:
         from django.contrib.auth import get_user_model
-        from guardian.shortcuts import assign_perm
-
-        from approvals.policy import ROLES
-        from changes.services import target_register
 
         users = get_user_model().objects
         self.author = users.create_user(username=f"bench-author-{self.run}", password=None)
         self.reviewer = users.create_user(username=f"bench-reviewer-{self.run}", password=None)
 
-        def register(zone: str, bake: int) -> Any:
-            target = target_register(
-                actor=None, name=f"{zone}-{self.run}",
-                config={"zone": zone, "primary": self.named.primary, "tsig_key_file": str(self.named.key_file),
-                        "timeout": 3},
-                bake_seconds=bake,
-            )
-            for user, role in ((self.author, "engineer"), (self.reviewer, "reviewer")):
-                for perm in ROLES[role]:
-                    assign_perm(f"changes.{perm}", user, target)
-            return target
+    def register(self, zone: str, bake: int, *, timeout: float = 3) -> Any:
+        """A target for `zone` on the bench's named, the author and reviewer given their roles on it."""
+        from guardian.shortcuts import assign_perm
 
-        self.targets = [register(self.zone(i), 0) for i in range(self.args.zones)]
-        self.rb_target = register(RB_ZONE, 1)
+        from approvals.policy import ROLES
+        from changes.services import target_register
+
+        target = target_register(
+            actor=None, name=f"{zone}-{self.run}",
+            config={"zone": zone, "primary": self.named.primary, "tsig_key_file": str(self.named.key_file),
+                    "timeout": timeout},
+            bake_seconds=bake,
+        )
+        for user, role in ((self.author, "engineer"), (self.reviewer, "reviewer")):
+            for perm in ROLES[role]:
+                assign_perm(f"changes.{perm}", user, target)
+        return target
+
+    def setup_data(self) -> None:
+        self.setup_people()
+        self.targets = [self.register(self.zone(i), 0) for i in range(self.args.zones)]
+        self.rb_target = self.register(RB_ZONE, 1)
 
     # -- changes -----------------------------------------------------------------
 
-    def propose(self, target: Any, name: str, *, health_checks: list[dict[str, Any]] | None = None) -> Any:
+    def propose(self, target: Any, name: str, *, health_checks: list[dict[str, Any]] | None = None,
+                value: str = NEW_VALUE) -> Any:
         from changes.services import change_create, change_submit
 
-        items = [{"op": "upsert", "name": name, "type": "A", "ttl": 300, "records": [NEW_VALUE]}]
+        items = [{"op": "upsert", "name": name, "type": "A", "ttl": 300, "records": [value]}]
         change = change_create(actor=self.author, target=target, title=f"bench {name}", reason="benchmark",
                                items=items, health_checks=health_checks)
         return change_submit(actor=self.author, change=change)
@@ -283,8 +296,8 @@ class Pipeline:
                    on_poll: Callable[[], None] | None = None) -> dict[int, tuple[str, float]]:
         """Poll until every change is in an end state: {pk: (state, perf_counter seen)}.
         Runs the sweep every CHANGEGATE_SWEEP_SECONDS meanwhile, as beat would."""
-        from pipeline.execution import execution_sweep
         from changes.models import TERMINAL, ChangeRequest
+        from pipeline.execution import execution_sweep
 
         ends = [*TERMINAL, ChangeRequest.State.DRIFTED]
         pending, seen = set(pks), {}
@@ -314,37 +327,44 @@ class Pipeline:
 # References measured in this process
 
 
-def dns_floor(target: Any, name: str, repeat: int = 20) -> tuple[float, float]:
-    """Median of (adapter.apply alone, the whole DNS part of one execution: adapter
-    built, re-plan read, apply, one verify round, close) for a 1-RRset plan,
-    alternating the plan and its inverse so every apply changes the zone."""
-    from changes.adapters import adapter_for
+class DnsWork:
+    """The DNS part of one execution done in this process, one call at a time (so it
+    can be interleaved with the end-to-end changes): adapter built, re-plan read,
+    apply, one verify round, close, for a 1-RRset plan; the plan and its inverse
+    alternate so every apply changes the zone. Each call returns the whole and
+    appends `adapter.apply` alone to `applies`."""
 
-    adapter = adapter_for(target)
-    try:
-        items = adapter.validate_items([{"op": "upsert", "name": name, "type": "A", "ttl": 300,
-                                         "records": ["192.0.2.250"]}])
-        plan = adapter.plan(items)
-    finally:
-        adapter.close()
-    plans = [plan, plan.inverse()]
-    applies, wholes = [], []
-    for i in range(repeat * 2):
-        current = plans[i % 2]
-        start = time.perf_counter()
+    def __init__(self, target: Any, name: str) -> None:
+        from changes.adapters import adapter_for
+
+        self.target, self.applies, self.calls = target, [], 0
         adapter = adapter_for(target)
+        try:
+            items = adapter.validate_items([{"op": "upsert", "name": name, "type": "A", "ttl": 300,
+                                             "records": ["192.0.2.250"]}])
+            plan = adapter.plan(items)
+        finally:
+            adapter.close()
+        self.plans = [plan, plan.inverse()]
+
+    def __call__(self) -> float:
+        from changes.adapters import adapter_for
+
+        current = self.plans[self.calls % 2]
+        self.calls += 1
+        start = time.perf_counter()
+        adapter = adapter_for(self.target)
         try:
             live = adapter.read(current.keys())
             assert all(live.get(s.key) == s.before for s in current.steps), live
             t_apply = time.perf_counter()
             result = adapter.apply(current)
-            applies.append(time.perf_counter() - t_apply)
+            self.applies.append(time.perf_counter() - t_apply)
             assert result.applied, result
             assert adapter.verify(current).ok
         finally:
             adapter.close()
-        wholes.append(time.perf_counter() - start)
-    return statistics.median(applies), statistics.median(wholes)
+        return time.perf_counter() - start
 
 
 def in_process_runs(p: Pipeline, target: Any, count: int) -> tuple[float, float]:
@@ -352,11 +372,12 @@ def in_process_runs(p: Pipeline, target: Any, count: int) -> tuple[float, float]
     freshly approved 1-RRset changes (bake 0): the pipeline's own work (database
     and DNS) without Celery and Redis. The wake-up is not published meanwhile, so
     the worker never sees these executions."""
-    from pipeline import execution as pipeline_module
     from changes.models import ChangeRequest, Execution
+    from pipeline import execution as pipeline_module
+    from pipeline.run import execution_run
 
     walls, cpus = [], []
-    publish = pipeline_module.publish
+    publish = pipeline_module.publish  # what the approval's on_commit calls
     pipeline_module.publish = lambda *args, **kwargs: None
     try:
         for i in range(count + 1):
@@ -364,7 +385,7 @@ def in_process_runs(p: Pipeline, target: Any, count: int) -> tuple[float, float]
             p.approve([change])
             execution_id = Execution.objects.values_list("pk", flat=True).get(change_id=change.pk)
             wall, cpu = time.perf_counter(), time.process_time()
-            state = pipeline_module.execution_run(execution_id=execution_id, worker=f"bench-{p.run}")
+            state = execution_run(execution_id=execution_id, worker=f"bench-{p.run}")
             if i:  # the first one warms up
                 walls.append(time.perf_counter() - wall)
                 cpus.append(time.process_time() - cpu)
@@ -402,44 +423,68 @@ def celery_round_trip(redis_url: str, repeat: int = 20) -> float | None:
 
 
 def bench_latency(p: Pipeline) -> None:
+    """--runs runs of --changes sequential changes, each change interleaved with one
+    in-process DNS work reference (the order flipping per round); then, once, the
+    references that are not per change (execution_run in-process, bare Celery)."""
     from changes.models import ChangeRequest, Execution
 
     target = p.targets[LAT_ZONE_INDEX]
-    n = p.args.changes
-    latencies: list[float] = []
+    n, runs = p.args.changes, p.args.runs
+    names = iter(f"lat-{i}" for i in range(WARMUP + n * runs))
+    all_latencies: list[float] = []
     breakdown: dict[str, list[float]] = {k: [] for k in PHASES}
     other: list[str] = []
     sweeps_before = len(p.sweeps)
     worker_pids = [w.process.pid for w in p.workers]
-    cpu_before: dict[int, float] = {}
-    for i in range(WARMUP + n):
-        if i == WARMUP:
-            cpu_before = process_group_cpu(worker_pids)
-        change = p.propose(target, f"lat-{i}")
+    dns = DnsWork(target, "ref-0")
+
+    def one_change() -> float | None:
+        change = p.propose(target, next(names))
         wall, perf = p.approve([change])
         (state, seen), = p.wait_ended([change.pk]).values()
-        if i < WARMUP:
-            continue
         if state != ChangeRequest.State.APPLIED:
             other.append(f"#{change.pk} {state}")
-            continue
-        latencies.append(seen - perf)
+            return float("nan")
         execution = Execution.objects.get(change_id=change.pk)
         for phase, seconds in phases(execution, wall, seen - perf).items():
             breakdown[phase].append(seconds)
-    cpu_after = process_group_cpu(worker_pids)
-    worker_cpu = sum(cpu_after[pid] - cpu_before[pid] for pid in worker_pids) / n if cpu_after else None
-    apply_floor, dns_work = dns_floor(target, "ref-0")
-    rtt = celery_round_trip(p.redis.url)
-    inproc_wall, inproc_cpu = in_process_runs(p, target, 20)
+        return seen - perf
 
-    print(f"(1) approval -> applied, {n} sequential 1-RRset changes, bake 0, 1 solo worker "
-          f"(after {WARMUP} warm-up changes; poll {p.args.poll * 1000:g} ms)")
-    for label, q in (("p50", 50), ("p95", 95), ("max", 100)):
-        value = percentile(latencies, q)
-        print(line(f"{label}", ms(value), "DNS work in-process", ms(dns_work), value / dns_work))
-    print(line("    DNS floor parts", ms(dns_work), "of which adapter.apply", ms(apply_floor)))
-    p50 = percentile(latencies, 50)
+    for _ in range(WARMUP):
+        one_change(), dns()
+    for values in breakdown.values():
+        values.clear()
+    dns.applies.clear()
+    print(f"(1) approval -> applied, {runs} run(s) of {n} sequential 1-RRset changes, bake 0, 1 solo worker "
+          f"(after {WARMUP} warm-up changes; poll {p.args.poll * 1000:g} ms), each change interleaved with one "
+          "in-process DNS work reference")
+    cpu_before = process_group_cpu(worker_pids)
+    p50s = []
+    for run in range(1, runs + 1):
+        samples = interleaved({"e2e": one_change, "dns": dns}, n)
+        latencies = [v for v in samples["e2e"] if v == v]  # NaN: not applied
+        all_latencies += latencies
+        dns_work = statistics.median(samples["dns"])
+        p50 = stats_percentile(latencies, 50)
+        p50s.append(p50)
+        row = "  ".join(f"{label} {ms(stats_percentile(latencies, q)).strip()}"
+                        for label, q in (("p50", 50), ("p95", 95), ("max", 100)))
+        print(f"  run {run}: {row}   (DNS work in-process: median {ms(dns_work).strip()}, "
+              f"p95 {ms(stats_percentile(samples['dns'], 95)).strip()})   p50 ratio {p50 / dns_work:.2f}x")
+        # Context that is the same in every run only: bench.quick makes one row of it.
+        bench_target("approval-to-applied-p50", value=p50 * 1000, unit="ms", goal="< 300 ms", met=p50 < 0.3,
+                     run=run, changes=n)
+    cpu_after = process_group_cpu(worker_pids)
+    total = len(all_latencies)
+    worker_cpu = sum(cpu_after[pid] - cpu_before[pid] for pid in worker_pids) / total if cpu_after and total else None
+    rtt = celery_round_trip(p.redis.url, repeat=10 if p.args.quick else 20)
+    inproc_wall, inproc_cpu = in_process_runs(p, target, 5 if p.args.quick else 20)
+
+    if runs > 1:
+        print(f"  p50 over {runs} runs, median (min-max): {spread([v * 1000 for v in p50s])} ms")
+    p50 = percentile(all_latencies, 50)
+    print(line("    all runs p50", ms(p50), "of which adapter.apply in the reference",
+               ms(statistics.median(dns.applies))))
     print(line("    p50 vs the run in-process", ms(p50), "execution_run here, no Celery", ms(inproc_wall),
                p50 / inproc_wall) + f"   [of which CPU {inproc_cpu * 1000:.1f} ms]")
     if worker_cpu is not None:
@@ -448,7 +493,7 @@ def bench_latency(p: Pipeline) -> None:
         print(line("    p50 vs bare Celery", ms(p50), "no-op task publish->ack", ms(rtt), p50 / rtt))
     if other:
         print(f"  not applied: {', '.join(other)}")
-    print("  where the time goes (median of each phase; from the execution's stored timestamps):")
+    print("  where the time goes (median of each phase over all runs; from the execution's stored timestamps):")
     for phase, label in PHASES.items():
         values = breakdown[phase]
         if values:
@@ -666,7 +711,10 @@ def describe_db() -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--changes", type=int, default=100, help="sequential changes for (1)")
+    parser.add_argument("--changes", type=int, default=100, help="sequential changes per run of (1)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of (1), each with its interleaved reference")
+    parser.add_argument("--quick", action="store_true",
+                        help="for make bench-quick: --only 1 --changes 20 --zones 1 (3 runs) unless given")
     parser.add_argument("--burst", type=int, default=50, help="changes approved at once for (3)")
     parser.add_argument("--zones", type=int, default=10, help="zones (targets) the burst is spread over")
     parser.add_argument("--workers", type=int, default=2, help="workers for the second burst run (1: skip it)")
@@ -679,6 +727,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="1,2,3", help="which parts to run, e.g. 1 or 1,3")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory and worker logs")
     args = parser.parse_args(argv)
+    if args.quick:
+        given = set(argv if argv is not None else sys.argv[1:])
+        for flag, value in (("--only", "1"), ("--changes", 20), ("--zones", 1)):
+            if flag not in given:
+                setattr(args, flag[2:], value)
     args.zones = max(1, args.zones)
     parts = {part.strip() for part in args.only.split(",")}
 

@@ -32,8 +32,9 @@ class Baseline(models.Model):
     # order-independent, so an apply moves it by the touched keys alone, and anyone
     # can recompute it from the entries (and from the audit event that quotes it).
     digest = models.CharField(max_length=64)
-    # The entries' wire digests summed, as last read (blank after a plan moved the
-    # baseline): an equal fresh read is unchanged without parsing a single rdata.
+    # One digest of the whole last read's wire (drift.sweep._wire_read; blank
+    # after a plan moved the baseline): an equal fresh read is unchanged without
+    # parsing a single rdata.
     wire_digest = models.CharField(max_length=64, blank=True)
     # Bumped by every write: a check that read the zone while an apply moved the
     # baseline compares against the wrong state and must give up.
