@@ -6,8 +6,10 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.urls import URLPattern, path
 
-from audit.export import CONTENT_TYPES, ExportQuery, events_jsonl
+from audit.export import CONTENT_TYPES, ExportQuery, events_jsonl, selection_events
+from audit.report_admin import report_view
 from audit.selectors import events_exportable, events_visible
 from changes.errors import NotPermitted
 from changes.models import AuditEvent
@@ -33,10 +35,12 @@ class AuditEventAdmin(admin.ModelAdmin):
 
     @admin.action(description="Export selected as JSON Lines", permissions=["export"])
     def export_jsonl(self, request: HttpRequest, queryset: QuerySet[AuditEvent]) -> HttpResponse | None:
-        """The selection in the export's line format (audit.export), limited to the
-        events of targets the user may export. "Select all" exports the filtered changelist."""
+        """The selection in the export's line format (audit.export): the chain from the
+        first selected event to the last, the selected events the user may export
+        whole, every other one as its withheld link, so the file verifies offline.
+        "Select all" exports the filtered changelist."""
         try:
-            events = events_exportable(user=request.user).filter(pk__in=queryset.values("pk"))
+            events = selection_events(user=request.user, selected=queryset)
         except NotPermitted as exc:
             messages.error(request, exc.message)
             return None
@@ -44,6 +48,11 @@ class AuditEventAdmin(admin.ModelAdmin):
         response["Content-Disposition"] = f'attachment; filename="{ExportQuery().filename()}"'
         response["Cache-Control"] = "no-store"
         return response
+
+    def get_urls(self) -> list[URLPattern]:
+        # The period report (issue 15) lives beside the log it reads.
+        report = path("report/", self.admin_site.admin_view(report_view), name="changes_auditevent_report")
+        return [report, *super().get_urls()]
 
     @admin.display(description="hash", ordering="hash")
     def hash_prefix(self, obj: AuditEvent) -> str:

@@ -28,6 +28,13 @@ def csv_columns() -> list[str]:
     return [key for key in event_record(blank) if key != "type"] + ["column_mismatch"]
 
 
+def withheld_cells(columns: list[str], seq: int, prev_hash: str, hash_: str) -> list[str]:
+    """The CSV row of an event the export withholds: its link (seq, prev_hash, hash)
+    and nothing else; every other cell empty, so an empty created_at marks it."""
+    link = {"seq": seq, "prev_hash": prev_hash, "hash": hash_}
+    return [_cell(link[column]) if column in link else "" for column in columns]
+
+
 # A spreadsheet runs a cell that starts like a formula (CSV injection): user
 # agents, usernames and actions are text someone else chose. Such a cell gets a
 # leading apostrophe; the JSON Lines export is the exact (hashable) form.
@@ -77,19 +84,30 @@ class CsvRows:
         if columns[payload_at:] != ["payload", "prev_hash", "hash", "column_mismatch"]:
             raise ValueError(f"unexpected CSV columns {columns}")  # the layout `stored` assumes
         self._head = itemgetter(*columns[:payload_at])
+        self._middles: dict[tuple[Any, ...], str] = {}
+        self._scratch = _Lines()  # where the cells of a middle are written once
+        self._scratch_row = csv.writer(self._scratch).writerow
 
     def stored(self, canonical: str, hashed: dict[str, Any], hash_: str, bad: list[str]) -> bool:
         """Write the row of an event from its stored canonical text and the hashed
         record decoded from it (hash and mismatching fields from the row): the
-        payload cell is the stored compact JSON cut out as it stands (it starts with
-        "{", so never a formula). False, nothing written, when the record lacks a
-        column (the caller writes the cells itself). This is the export's per-row
-        cost at a million rows, hence the shortcuts, each giving `_cell`'s bytes."""
+        payload cell is the stored compact JSON cut out as it stands. False, nothing
+        written, when the record lacks a column (the caller writes the cells itself)."""
         try:
             values = self._head(hashed)
             prev_hash = hashed["prev_hash"]
         except KeyError:
             return False
+        payload = canonical[canonical.find(',"payload":') + 11:canonical.rfind(',"prev_hash":')]
+        self.write(values, payload, prev_hash, hash_, " ".join(bad))
+        return True
+
+    def write(self, values: tuple[Any, ...], payload: str, prev_hash: Any, hash_: str, mismatch: str) -> None:
+        """Write one row: `values` are the cells before the payload, in column order
+        (as hashed), `payload` the payload's compact JSON text from the canonical
+        text, as it stands (a payload is an object: it starts with "{", never a formula).
+        This is the export's per-row cost at a million rows, hence the shortcuts,
+        each giving `_cell`'s bytes."""
         formula = _FORMULA_START
         # What the csv writer already writes as `_cell` would: a string that cannot
         # be a formula, None (""), a non-negative int.
@@ -100,11 +118,34 @@ class CsvRows:
         # the row's cost): QUOTE_MINIMAL quotes a field holding the delimiter, the
         # quote character or a line-terminator character, doubling the quotes. The
         # writer wrote the head as one line; its "\r\n" becomes the payload's cell.
-        payload = canonical[canonical.find(',"payload":') + 11:canonical.rfind(',"prev_hash":')]
         if '"' in payload or "," in payload or "\r" in payload or "\n" in payload:
             payload = '"' + payload.replace('"', '""') + '"'
         parts = self.out.parts
         parts[-1] = f"{parts[-1][:-2]},{payload},"
         self.out.size += len(payload)
-        self.writerow([_cell(prev_hash), _cell(hash_), _cell(" ".join(bad))])
-        return True
+        self.writerow([_cell(prev_hash), _cell(hash_), _cell(mismatch)])
+
+    MIDDLES = 1024  # cells kept for this many distinct middles (then forgotten: memory stays flat)
+
+    def intact(self, seq: int, when: str, middle: tuple[Any, ...], payload: str, prev_hash: str, hash_: str) -> None:
+        """The row of an event whose columns say what its hashed record says (the
+        export checked them): the same bytes as `write((seq, when, *middle), payload,
+        prev_hash, hash_, "")`, in one f-string. `when` is an isoformat() (digits
+        first, nothing to quote); the cells of `middle` (actor .. outcome) repeat from
+        row to row and are written once per distinct middle."""
+        try:
+            cells = self._middles[middle]
+        except KeyError:
+            if len(self._middles) >= self.MIDDLES:
+                self._middles.clear()
+            self._scratch_row([_cell(v) for v in middle])
+            cells = self._middles[middle] = self._scratch.take().decode("utf-8")[:-2]
+        # Hex digests: nothing to quote, never a formula. Anything else: the general way.
+        if type(seq) is not int or seq < 0 or type(hash_) is not str or not (prev_hash.isalnum() and hash_.isalnum()):
+            self.write((seq, when, *middle), payload, prev_hash, hash_, "")
+            return
+        if '"' in payload or "," in payload or "\r" in payload or "\n" in payload:
+            payload = '"' + payload.replace('"', '""') + '"'
+        line = f"{seq},{when},{cells},{payload},{prev_hash},{hash_},\r\n"
+        self.out.parts.append(line)
+        self.out.size += len(line)

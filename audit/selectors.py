@@ -6,7 +6,7 @@ checkpoints) are for superusers and the shell only."""
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from guardian.shortcuts import get_objects_for_user
 
 from changes.errors import NotPermitted
@@ -39,15 +39,23 @@ def targets_exportable(*, user: UserLike | None) -> QuerySet[Target]:
     return get_objects_for_user(user, "changes.export_audit", klass=Target, accept_global_perms=False)
 
 
-def events_exportable(*, user: UserLike | None) -> QuerySet[AuditEvent]:
-    """Every event `user` may export. Events without a target (system-wide) only
-    for superusers and the shell. Raises NotPermitted when the user may export
-    nothing at all."""
+def export_scope(*, user: UserLike | None) -> Q:
+    """The condition on AuditEvent rows `user` may export: an empty Q() for whoever
+    may export everything. The export also uses it as a column (which events of the
+    range it writes whole, which as withheld links). Events without a target
+    (system-wide) only for superusers and the shell. Raises NotPermitted when the
+    user may export nothing at all."""
     if _sees_everything(user):
-        return AuditEvent.objects.all()
+        return Q()
     # The id list is small (targets, not events) and keeps the export query a
     # plain `target_id IN (...)` the planner can combine with the seq index.
     target_ids = list(targets_exportable(user=user).values_list("pk", flat=True))
     if not target_ids:
         raise NotPermitted("you lack the export_audit permission on every target")
-    return AuditEvent.objects.filter(target_id__in=target_ids)
+    return Q(target_id__in=target_ids)
+
+
+def events_exportable(*, user: UserLike | None) -> QuerySet[AuditEvent]:
+    """Every event `user` may export (`export_scope`). Raises NotPermitted when the
+    user may export nothing at all."""
+    return AuditEvent.objects.filter(export_scope(user=user))

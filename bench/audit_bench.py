@@ -2,13 +2,19 @@
 
     .venv/bin/python -m bench.audit_bench [--events 100000,1000000] [--database-url URL]
                                           [--checkpoint-every 1000] [--repeat 1] [--profile]
-                                          [--workdir DIR] [--only csv]
+                                          [--workdir DIR] [--only csv] [--runs 3] [--quick]
 
 --workdir DIR keeps the database and the checkpoint key in DIR, so a second run
 measures the chain already there instead of generating it again; --only csv
-measures the CSV export and its DB read floor alone, one child of each per round,
-alternating (background load on a shared machine lands on both alike), and
-prints every round.
+measures the CSV export and its DB read floor alone (issue 14, finding 6): --runs
+runs (default 3), each one child of ours and one of the floor, the order rotating
+per run (bench/stats.py `interleaved`: background load on a shared machine lands
+on both alike); it prints every run, the median, p95 and spread over the runs, and
+per run the BENCH-TARGET lines csv-export-rows-per-s (goal >= 50,000) and
+csv-export-peak-rss (goal: flat; compare the lines of two sizes). --quick is
+--only csv at 40,000 events in a temporary directory (generation included, about
+half a minute): rows/s is a per-row cost and the peak does not grow with the size,
+so it shows both figures, but the target's own size is --events 1000000.
 
 A hash-chained audit log of N events is generated straight into the database
 (AuditEvent objects built in Python, prev_hash/hash computed with the model's own
@@ -73,10 +79,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench.stats import interleaved, spread, summary, target
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BATCH = 5000  # events per bulk_create (and per transaction)
 TARGET_ROWS_PER_S = 50_000  # issue 6
 TARGET_PEAK_MB = 200  # issue 6
+QUICK_EVENTS = 40_000  # --quick: generation about 10-14 s of its half minute
 EXTRA: dict[str, Any] = {}  # more figures a child reports (time to the first chunk)
 KEY_FILE = "checkpoint-key.raw"  # the throwaway signing key (raw 32 bytes), in the work directory
 PUB_FILE = "checkpoint-key.pub"  # its public key, base64 (what an auditor passes as --pubkey)
@@ -353,14 +362,21 @@ def measure(kind: str, path: Path, repeat: int, profile: bool = False) -> dict[s
     return summarize([run_child(kind, path) for _ in range(repeat)], kind, path, profile)
 
 
-def measure_pair(kind: str, ref: str, path: Path, repeat: int, profile: bool = False) -> tuple[dict, dict]:
-    """Ours and its reference, one child each per round, alternating, so background
-    load on this shared machine lands on both sides alike; every round is kept."""
-    runs: dict[str, list[dict[str, Any]]] = {kind: [], ref: []}
-    for _ in range(repeat):
-        for name in (kind, ref):
-            runs[name].append(run_child(name, path))
-    return summarize(runs[kind], kind, path, profile), summarize(runs[ref], ref, path)
+def measure_runs(kind: str, ref: str, path: Path, runs: int) -> tuple[list[dict], list[dict]]:
+    """Ours and its reference, one child each per run, the order rotating per run
+    (`stats.interleaved`), so background load on this shared machine lands on both
+    sides alike; every run is kept."""
+    got: dict[str, list[dict[str, Any]]] = {kind: [], ref: []}
+
+    def child(name: str) -> Any:
+        def run() -> float:
+            result = run_child(name, path)
+            got[name].append(result)
+            return result["seconds"]  # measured inside the child: no interpreter start-up
+        return run
+
+    interleaved({kind: child(kind), ref: child(ref)}, runs)
+    return got[kind], got[ref]
 
 
 def summarize(runs: list[dict[str, Any]], kind: str, path: Path, profile: bool = False) -> dict[str, Any]:
@@ -413,20 +429,8 @@ def bench_size(events: int, workdir: Path, args: argparse.Namespace) -> dict[str
     connection.close()  # the children open their own
     jsonl, csv_file = workdir / "export.jsonl", workdir / "export.csv"
     r = args.repeat
-    if args.only == "csv":  # the CSV export and its reference alone, interleaved per round
-        csv_m, db = measure_pair("csv", "db_floor", csv_file, r, args.profile)
-        rows = db["rows"]
-        print(f"events={events:,}  (CSV {csv_file.stat().st_size / 1e6:,.0f} MB)")
-        print(line("(2) export CSV", rate(rows, csv_m["seconds"]), "DB read floor", rate(rows, db["seconds"]),
-                   csv_m["seconds"] / db["seconds"], f"   [{csv_m['seconds']:.1f} s, CPU {csv_m['cpu']:.1f} s]"
-                   + verdict(rows / csv_m["seconds"], csv_m["peak_kib"])))
-        for n, (ours, ref) in enumerate(zip(csv_m["runs"], db["runs"]), 1):
-            print(f"    round {n}: {rate(rows, ours)}   (DB read floor: {rate(rows, ref).strip()})   "
-                  f"ratio {ours / ref:.2f}x")
-        print(line("    peak RSS", mib(csv_m["peak_kib"]), "DB read floor", mib(db["peak_kib"]),
-                   csv_m["peak_kib"] / db["peak_kib"]))
-        sys.stdout.flush()
-        return {"export": {"csv": csv_m}, "db": db}
+    if args.only == "csv":  # the CSV export and its reference alone, interleaved per run
+        return bench_csv(events, csv_file, args)
     exp = {"jsonl": measure("jsonl", jsonl, r, args.profile), "csv": measure("csv", csv_file, r, args.profile)}
     db = measure("db_floor", jsonl, r)
     cur = measure("cursor_floor", jsonl, r)
@@ -464,6 +468,36 @@ def bench_size(events: int, workdir: Path, args: argparse.Namespace) -> dict[str
     return {"export": exp, "db": db, "verify": ver}
 
 
+def bench_csv(events: int, csv_file: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Issue 14, finding 6: the CSV export against the DB read floor, --runs runs."""
+    ours, floor = measure_runs("csv", "db_floor", csv_file, args.runs)
+    if args.profile:  # an extra child: the profiler's overhead stays out of the figures
+        run_child("csv", csv_file, profile=True)
+    rows = floor[0]["rows"]
+    print(f"events={events:,}  (CSV {csv_file.stat().st_size / 1e6:,.0f} MB; {args.runs} runs, ours and the DB read "
+          f"floor interleaved, the order rotating per run)")
+    for i, (mine, ref) in enumerate(zip(ours, floor, strict=True), 1):
+        per_s = rows / mine["seconds"]
+        print(f"    run {i}: {rate(rows, mine['seconds'])} [CPU {mine['cpu']:.1f} s, "
+              f"peak {mib(mine['peak_kib']).strip()}]   (DB read floor: {rate(rows, ref['seconds']).strip()}, "
+              f"peak {mib(ref['peak_kib']).strip()})"
+              f"   ratio {mine['seconds'] / ref['seconds']:.2f}x")
+        target("csv-export-rows-per-s", value=per_s, unit="rows/s", goal=f">= {TARGET_ROWS_PER_S}",
+               met=per_s >= TARGET_ROWS_PER_S, run=i, events=events)
+        target("csv-export-peak-rss", value=mine["peak_kib"] / 1024, unit="MiB", goal="flat", met=None, run=i,
+               events=events)
+    for label, got in (("(2) export CSV", ours), ("    DB read floor", floor)):
+        seconds = summary([r["seconds"] for r in got])
+        print(f"  {label:<22} median {rows / seconds['median']:9,.0f} rows/s, p95 {rows / seconds['p95']:9,.0f} rows/s"
+              f" (slowest run), spread {spread([rows / r['seconds'] / 1000 for r in got])} k rows/s; "
+              f"peak RSS {spread([r['peak_kib'] / 1024 for r in got])} MiB")
+    ratios = [m["seconds"] / f["seconds"] for m, f in zip(ours, floor, strict=True)]
+    print(f"  ratio ours / floor (time): {spread(ratios)}x   [> {TARGET_ROWS_PER_S:,} rows/s in "
+          f"{sum(rows / r['seconds'] >= TARGET_ROWS_PER_S for r in ours)} of {len(ours)} runs]")
+    sys.stdout.flush()
+    return {"export": {"csv": ours}, "db": floor}
+
+
 def describe_db() -> str:
     from django.db import connection
 
@@ -488,12 +522,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (database, files)")
     parser.add_argument("--workdir", help="use (and keep) this directory: a second run reuses its chain and key")
     parser.add_argument("--only", choices=["csv"], help="csv: the CSV export and its DB read floor, interleaved")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="--only csv: runs (one child of ours and one of the floor each)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"--only csv at {QUICK_EVENTS:,} events in a temporary directory (about half a minute)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         child_main(args.child, args.file, args.profile)
         return
+    if args.quick:
+        args.only, args.events = "csv", str(QUICK_EVENTS)
+        print(f"quick: {QUICK_EVENTS:,} events, generated here (the target's size is 1,000,000: rows/s is a per-row "
+              f"cost and the peak RSS does not grow with the size; --events 1000000 --only csv for the full figure)",
+              flush=True)
     sizes = sorted(int(s.replace("_", "")) for s in args.events.split(",") if s.strip())
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="changegate-audit-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,17 @@ class AppendOnlyQuerySet(models.QuerySet):
     delete.queryset_only = True  # type: ignore[attr-defined]  # as Django's: no Manager.delete()
 
 
+class CanonicalPayloadEncoder(json.JSONEncoder):
+    """The payload column's JSON text as the canonical text spells the payload
+    (sorted keys, compact, ASCII): on SQLite the column then holds exactly the
+    payload's part of `canonical_text`, so the export's column check is one string
+    comparison instead of decoding both (audit.export._intact). PostgreSQL's jsonb
+    keeps its own spelling; nothing reads the column's text otherwise."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{**kwargs, "sort_keys": True, "separators": (",", ":"), "ensure_ascii": True})
+
+
 class AuditEvent(models.Model):
     """Append-only, hash-chained record of everything that happened."""
 
@@ -71,7 +82,7 @@ class AuditEvent(models.Model):
     target_name = models.CharField(max_length=253, blank=True)  # the name at the time, if renamed later
     change = models.ForeignKey(ChangeRequest, null=True, blank=True, on_delete=models.PROTECT, related_name="events")
     outcome = models.CharField(max_length=64, blank=True)  # resulting state, or "ok"
-    payload = models.JSONField(default=dict)
+    payload = models.JSONField(default=dict, encoder=CanonicalPayloadEncoder)
     prev_hash = models.CharField(max_length=64)
     hash = models.CharField(max_length=64, unique=True)
     # The exact ASCII bytes the hash covers, kept from write time so an export

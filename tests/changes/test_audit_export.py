@@ -58,6 +58,16 @@ def csv_rows(data: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
 
 
+def events_of(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The event lines of a JSON Lines export (not its withheld links or checkpoints)."""
+    return [r for r in records if r["type"] == "event"]
+
+
+def csv_events(rows: list[dict[str, str]]) -> list[dict[str, str]]:
+    """The rows of a CSV export that are events (a withheld event's row has no created_at)."""
+    return [r for r in rows if r["created_at"]]
+
+
 def export(user, **params: Any) -> bytes:
     response = api_client(user).get(EXPORT, params)
     assert response.status_code == 200, response.content
@@ -94,9 +104,13 @@ def test_auditor_exports_json_lines_streamed_with_hashes_that_recompute(author, 
     assert response["Content-Disposition"].endswith('.jsonl"')
     data = body(response)
     records = jsonl(data)
-    assert [r["action"] for r in records if r["change_id"] == change.pk] == ["change_created", "change_submitted"]
+    assert [r["action"] for r in events_of(records) if r["change_id"] == change.pk] == [
+        "change_created", "change_submitted"]
     for line, record in zip(data.decode().splitlines(), records, strict=True):
         assert line == json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        if record["type"] == "withheld":  # an event without a target: the link alone
+            assert set(record) == {"type", "seq", "prev_hash", "hash"}
+            continue
         assert record["type"] == "event"
         fields = {k: v for k, v in record.items() if k not in ("type", "hash")}
         assert hashlib.sha256(canonical_event(fields)).hexdigest() == record["hash"]
@@ -131,7 +145,7 @@ def test_spreadsheet_formulas_in_csv_cells_are_neutralized(author, auditor, dns_
     assert created.status_code == 201
     (row,) = [r for r in csv_rows(export(auditor, format="csv")) if r["action"] == "change_created"]
     assert row["user_agent"] == "'=HYPERLINK(\"http://evil.example\")"
-    (record,) = [r for r in jsonl(export(auditor)) if r["action"] == "change_created"]
+    (record,) = [r for r in events_of(jsonl(export(auditor))) if r["action"] == "change_created"]
     assert record["user_agent"] == "=HYPERLINK(\"http://evil.example\")"  # JSON Lines stays exact
 
 
@@ -158,7 +172,11 @@ def test_checkpoints_follow_their_event_and_a_time_range_export_verifies_offline
     middle = events[len(events) // 2]["created_at"]
     part = verify_bytes(export(root, since=middle))
     assert part.ok and part.first_seq == events[len(events) // 2]["seq"], part.report()
-    assert not verify_bytes(export(root, actor=reviewer.username)).ok  # a selection is not a chain
+    # A filtered export verifies too: the events it leaves out stand as their links (issue 15).
+    chosen = verify_bytes(export(root, actor=reviewer.username), from_start=True)
+    assert chosen.ok and chosen.events == len(events), chosen.report()
+    assert chosen.withheld == len([r for r in events if r["actor_username"] != reviewer.username])
+    assert chosen.checkpoints_verified == len(checkpoints)
 
 
 @pytest.mark.parametrize("who", ["author", "reviewer", "outsider", "staff"])
@@ -175,7 +193,7 @@ def test_anonymous_is_asked_to_authenticate(dns_target):
 def test_auditor_of_one_target_sees_none_of_another_targets_events(author, auditor, root, dns_target, other_target,
                                                                    olivia):
     ours, theirs = pending(author, dns_target), pending(olivia, other_target)
-    mine = jsonl(export(auditor))
+    mine = events_of(jsonl(export(auditor)))
     assert {r["target_id"] for r in mine} == {dns_target.pk}
     assert ours.pk in {r["change_id"] for r in mine} and theirs.pk not in {r["change_id"] for r in mine}
     assert theirs.pk not in {int(r["change_id"]) for r in csv_rows(export(auditor, format="csv")) if r["change_id"]}
@@ -197,13 +215,15 @@ def test_filters_by_time_target_actor_and_change(author, reviewer, auditor, root
 
     by_target_id = jsonl(export(root, target=dns_target.pk))
     assert by_target_id == jsonl(export(root, target=dns_target.name))
-    assert {r["target_id"] for r in by_target_id} == {dns_target.pk}
+    assert {r["target_id"] for r in events_of(by_target_id)} == {dns_target.pk}
+    # Every event of the range holds its place: the rest as withheld links.
+    assert [r["seq"] for r in by_target_id] == [e.seq for e in events]
 
-    by_actor = jsonl(export(auditor, actor=reviewer.username))
+    by_actor = events_of(jsonl(export(auditor, actor=reviewer.username)))
     assert {r["action"] for r in by_actor} == {"approval_given", "change_approved"}
     assert {r["change_id"] for r in by_actor} == {approved_change.pk}
 
-    by_change = jsonl(export(auditor, change=first.pk))
+    by_change = events_of(jsonl(export(auditor, change=first.pk)))
     assert [r["action"] for r in by_change] == ["change_created", "change_submitted"]
 
     middle = events[len(events) // 2]
@@ -268,8 +288,12 @@ def test_the_admin_action_exports_the_selection_in_the_same_line_format(author, 
         "action": "export_jsonl", "_selected_action": selected, "index": "0"})
     assert response.status_code == 200 and response.streaming
     assert response["Content-Disposition"].startswith('attachment; filename="changegate-audit-')
-    # The other target's events were selectable by id, but are not the auditor's to export.
-    assert b"".join(response.streaming_content) == export(auditor)
+    # The other target's events were selectable by id, but are not the auditor's to export: from
+    # the first to the last event of the selection the auditor may read, the API export's lines.
+    admin_lines = jsonl(b"".join(response.streaming_content))
+    seqs = [r["seq"] for r in events_of(admin_lines)]
+    assert {r["target_id"] for r in events_of(admin_lines)} == {dns_target.pk}
+    assert admin_lines == [r for r in jsonl(export(auditor)) if seqs[0] <= r["seq"] <= seqs[-1]]
 
     client.force_login(root)
     response = client.post(reverse("admin:changes_auditevent_changelist"), {
@@ -430,8 +454,8 @@ def test_every_end_state_is_fully_told_in_json_lines_csv_and_evidence(
 
     jsonl_data, csv_data = export(auditor), export(auditor, format="csv")
     exports = {
-        "jsonl": [r for r in jsonl(jsonl_data) if r["type"] == "event"],
-        "csv": [from_csv(row) for row in csv_rows(csv_data)],
+        "jsonl": events_of(jsonl(jsonl_data)),
+        "csv": [from_csv(row) for row in csv_events(csv_rows(csv_data))],
     }
     assert [r["hash"] for r in exports["jsonl"]] == [r["hash"] for r in exports["csv"]]
     for records in exports.values():
@@ -453,7 +477,7 @@ def test_every_end_state_is_fully_told_in_json_lines_csv_and_evidence(
         check(schema, "Evidence", evidence)
         assert_evidence_complete(name, change, evidence, author=author, reviewer=reviewer)
         # The report's events are the export's lines for this change.
-        assert evidence["events"] == [r for r in jsonl(jsonl_data) if r["change_id"] == change.pk]
+        assert evidence["events"] == [r for r in events_of(jsonl(jsonl_data)) if r["change_id"] == change.pk]
         pages.append(response.content.decode())
     auditor.is_staff = True
     auditor.save()

@@ -15,7 +15,8 @@ from changes.errors import ServiceError
 class Command(BaseCommand):
     help = (
         "Export audit events as JSON Lines (verifiable offline with `changegate-audit verify`) or CSV. "
-        "An export with no filter but --since/--until is one contiguous piece of the chain."
+        "Every JSON Lines export is one contiguous piece of the chain: events the filters leave out stand as "
+        "`withheld` link lines (seq, prev_hash, hash), so a filtered export verifies too."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
