@@ -14,9 +14,20 @@ from approvals.models import Approval
 from changes.models import ChangeRequest
 
 
+def approvals_required_parts(change: ChangeRequest) -> list[tuple[int, str]]:
+    """Why a change needs the approvals it needs, as (count, reason) parts: the
+    target's N, plus one for a plan with risk flags (however many flags). The one
+    rule: `approvals_required` is their sum, and pages show the parts."""
+    parts = [(change.target.required_approvals, "for the target")]
+    if change.risk_flags:
+        flags = ", ".join(f"'{flag}'" for flag in change.risk_flags)
+        parts.append((1, f"for the risk flag{'s' if len(change.risk_flags) > 1 else ''} {flags}"))
+    return parts
+
+
 def approvals_required(change: ChangeRequest) -> int:
-    """The target's N, plus one for a plan with risk flags."""
-    return change.target.required_approvals + (1 if change.risk_flags else 0)
+    """The target's N, plus one for a plan with risk flags (`approvals_required_parts`)."""
+    return sum(count for count, _ in approvals_required_parts(change))
 
 
 def approvals_valid(change: ChangeRequest, *, now: datetime | None = None) -> QuerySet[Approval]:

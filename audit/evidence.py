@@ -105,7 +105,8 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
     return {
         "generated_at": timezone.now().isoformat(),
         "change": {
-            "id": change.pk, "title": change.title, "reason": change.reason, "state": change.state,
+            "id": change.pk, "title": change.title, "reason": change.reason, "reference": change.reference,
+            "state": change.state,
             "revision": change.revision, "allow_apex": bool(change.options.get("allow_apex")),
             "created_at": _iso(change.created_at),
             "submitted_at": _iso(change.submitted_at), "updated_at": _iso(change.updated_at),

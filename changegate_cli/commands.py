@@ -53,6 +53,8 @@ def cmd_propose(client: Client, args: argparse.Namespace) -> int:
     }
     if args.allow_apex:
         body["allow_apex"] = True
+    if getattr(args, "reference", None):
+        body["reference"] = args.reference
     try:
         change = client.post("/api/v1/changes/", body)
     except ApiError as exc:
@@ -98,9 +100,40 @@ def _name_check_flags(exc: ApiError, checks: list[tuple[str, str]]) -> None:
 def cmd_show(client: Client, args: argparse.Namespace) -> int:
     change = client.get(f"/api/v1/changes/{args.id}/")
     if args.json:
-        print_json(change)
+        print_json(change)  # the server's detail as it is; the comments are their own list
     else:
-        print_change(change, full=True, own=is_own(change, args.settings.user))
+        print_change(change, full=True, own=is_own(change, args.settings.user),
+                     comments=_comments(client, args.id))
+    return EXIT_OK
+
+
+def _comments(client: Client, change_id: int) -> list[dict[str, Any]] | None:
+    """The change's discussion, oldest first; None from a server without comments
+    (the change itself was just read, so its 404 means no such endpoint)."""
+    try:
+        return list(client.paginate(f"/api/v1/changes/{change_id}/comments/"))
+    except ApiError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def cmd_comment(client: Client, args: argparse.Namespace) -> int:
+    if not args.message.strip():
+        raise UsageError("--message must say something")
+    comment = client.post(f"/api/v1/changes/{args.id}/comments/", {"body": args.message})
+    if args.json:
+        print_json(comment)
+        return EXIT_OK
+    print(f"comment #{comment.get('id')} added to change #{args.id}", file=_out())
+    mentions = comment.get("mentions") or []
+    if mentions:
+        print(f"mentioned: {', '.join(mentions)}", file=_out())
+    ignored = comment.get("mentions_ignored") or []
+    if ignored:
+        # The server does not say which of these exist: only that none of them was reached.
+        print(f"warning: not mentioned (no such user who may see change #{args.id}): "
+              f"{', '.join('@' + str(name) for name in ignored)}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -13,6 +13,7 @@ from .checks import CHECK_SYNTAX
 from .client import VERSION, Client
 from .commands import (
     cmd_cancel,
+    cmd_comment,
     cmd_emergency,
     cmd_list,
     cmd_live,
@@ -124,6 +125,7 @@ def _add_change_commands(command: AddCommand) -> None:
     propose.add_argument("--target", required=True, help="target name or id")
     propose.add_argument("--title", help="short title (default: first line of --reason)")
     propose.add_argument("--reason", required=True, help="why the change is needed (reviewers read this)")
+    propose.add_argument("--reference", help="your change ticket, e.g. CHG0012345 (shown on the evidence page)")
     for op, meta, text in (
         ("upsert", "'NAME TTL TYPE RDATA'", "the RRset becomes exactly these records (repeat for several)"),
         ("add", "'NAME [TTL] TYPE RDATA'", "add one record"),
@@ -154,8 +156,17 @@ def _add_change_commands(command: AddCommand) -> None:
     propose.add_argument("--submit", action="store_true", help="submit for review right away")
     propose.set_defaults(patch_parts=[], check_parts=[])
 
-    show = command("show", cmd_show, "show a change: state, diff, approvals, events")
+    show = command("show", cmd_show, "show a change: state, diff, comments, approvals, events")
     show.add_argument("id", type=int)
+
+    comment = command(
+        "comment", cmd_comment,
+        "comment on a change you can see (its discussion: author and reviewers); each @username of someone "
+        "who may see the change alerts them by email",
+    )
+    comment.add_argument("id", type=int)
+    comment.add_argument("-m", "--message", required=True,
+                         help="the comment (at most 5000 characters; recorded in the audit log)")
 
     listing = command("list", cmd_list, "list changes")
     listing.add_argument("--state", help="e.g. draft, pending_approval, applied")

@@ -62,10 +62,11 @@ def _name(ref: Any) -> str:
     return "" if ref is None else str(ref)
 
 
-def print_change(change: dict[str, Any], *, full: bool, own: bool = False) -> None:
+def print_change(change: dict[str, Any], *, full: bool, own: bool = False,
+                 comments: list[dict[str, Any]] | None = None) -> None:
     """The summary `propose` and `plan` print; `show` adds reason, checks and events.
     `own`: the reader wrote or edited the change, and is told before the diff that
-    someone else must approve it."""
+    someone else must approve it. `comments` (show): the discussion, right after the diff."""
     out, color = _out(), use_color()
     print(f"change #{change.get('id')}  {change.get('state')}  {change.get('title', '')}", file=out)
     print(f"  target       {_name(change.get('target'))}", file=out)
@@ -111,6 +112,8 @@ def print_change(change: dict[str, Any], *, full: bool, own: bool = False) -> No
         print(render_diff(diff, color=color), file=out)
     else:
         print("(no changes: the live zone already matches this change)", file=out)
+    if comments is not None:
+        _print_comments(comments)
     if full:
         _print_list_section("approvals", change.get("approvals"), _describe_approval)
         _print_list_section("events", change.get("events"), _describe_event)
@@ -156,6 +159,30 @@ def _print_list_section(title: str, entries: Any, describe: Callable[[dict[str, 
         print("  (none)", file=out)
     for entry in entries:
         print(f"  {describe(entry) if isinstance(entry, dict) else entry}", file=out)
+
+
+def _print_comments(comments: list[dict[str, Any]]) -> None:
+    """Each comment as a header line (number, time, author) and its text indented
+    below it, as written (a comment may span lines)."""
+    out = _out()
+    print("\ncomments:", file=out)
+    if not comments:
+        print("  (none)", file=out)
+    for comment in comments:
+        if not isinstance(comment, dict):
+            print(f"  {comment}", file=out)
+            continue
+        print(f"  #{comment.get('id', '')}  {comment.get('created_at', '')}  {_name(comment.get('author'))}",
+              file=out)
+        for line in str(comment.get("body") or "").splitlines() or [""]:
+            print(f"    {_printable(line)}", file=out)
+
+
+def _printable(text: str) -> str:
+    """Someone else's text made safe for a terminal: control characters (an escape
+    sequence could rewrite what the reader sees above it) are shown escaped."""
+    return "".join(ch if ch.isprintable() or ch == "\t" else ch.encode("unicode_escape").decode("ascii")
+                   for ch in text)
 
 
 def _describe_check(check: Any) -> str:

@@ -33,12 +33,18 @@ def lock_editable(change: ChangeRequest, *, revision: int) -> ChangeRequest:
     return locked
 
 
+def can_move(change: ChangeRequest, to: str) -> bool:
+    """Whether `TRANSITIONS` lets the change move from its state to `to`: the rule
+    `transition` enforces, asked beforehand by a service or a page deciding what to offer."""
+    return to in TRANSITIONS.get(change.state, frozenset())
+
+
 def transition(
     change: ChangeRequest, to: str, *, actor: AbstractBaseUser | None, origin: RequestOrigin, action: str,
     payload: dict[str, Any] | None = None,
 ) -> None:
     """The only place that assigns `state`. Caller holds the row lock."""
-    if to not in TRANSITIONS.get(change.state, frozenset()):
+    if not can_move(change, to):
         raise InvalidTransition(f"change #{change.pk} is {change.state}; it cannot move to {to}")
     previous = change.state
     change.state = to

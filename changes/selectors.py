@@ -17,7 +17,7 @@ from approvals.models import Approval
 from changes.adapters import adapter_for
 from changes.errors import ValidationFailed
 from changes.kinds import kind_of, target_unavailable_on_adapter_error
-from changes.models import AuditEvent, ChangeRequest, Execution, Target
+from changes.models import AuditEvent, ChangeComment, ChangeRequest, Execution, Target
 from changes.permissions import is_operator, self_grant_conditions
 
 # Any role on a target lets you see it and its changes.
@@ -64,12 +64,16 @@ def changes_reviewable_by(*, user: AbstractBaseUser | AnonymousUser, now: dateti
     conditions, instead of a `pk IN (...)` over a second copy of the list."""
     if not user.is_authenticated or not user.is_active:
         return ChangeRequest.objects.none()
-    self_granted, account_origin = self_grant_conditions(user.pk, now=now or timezone.now())
+    # Read first (one statement, a row per target): the self-grant windows need the lifetimes, and with a list
+    # of ids the planner reads those targets' pending changes through the (target, state) index; with
+    # `IN (subquery)` SQLite scanned every stored change instead (100,000 of them: 60-130 ms per count).
+    targets = dict(targets_reviewable(user=user).order_by().values_list("pk", "approval_lifetime_seconds"))
+    self_granted, account_origin = self_grant_conditions(user.pk, now=now or timezone.now(), targets=targets)
     edited = ChangeRequest.editors.through.objects.filter(changerequest_id=OuterRef("pk"), user_id=user.pk)
     # approve_change implies visibility (VISIBLE_WITH), so the reviewable targets suffice.
     changes = within if within is not None else ChangeRequest.objects.select_related("target", "author")
     return (
-        changes.filter(target__in=targets_reviewable(user=user))
+        changes.filter(target_id__in=sorted(targets))
         .exclude(author_id=user.pk)
         .filter(~Exists(edited), ~self_granted, ~account_origin)
     )
@@ -129,6 +133,11 @@ def change_diff(change: ChangeRequest) -> str:
 
 def change_events(change: ChangeRequest) -> QuerySet[AuditEvent]:
     return AuditEvent.objects.filter(change=change).order_by("seq")
+
+
+def change_comments(change: ChangeRequest) -> QuerySet[ChangeComment]:
+    """The discussion on a change, oldest first (who may read it: whoever may see the change, `access_change`)."""
+    return ChangeComment.objects.filter(change=change).select_related("author").order_by("pk")
 
 
 def change_executions(change: ChangeRequest) -> QuerySet[Execution]:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from changes.api import views
+from changes.api import comments, views
 
 urlpatterns = [
     path("targets/", views.TargetListView.as_view(), name="target-list"),
@@ -18,6 +18,7 @@ urlpatterns = [
          name="change-emergency-review"),
     path("changes/<int:pk>/rollback/", views.ChangeRollbackView.as_view(), name="change-rollback"),
     path("emergency-queue/", views.EmergencyQueueView.as_view(), name="emergency-queue"),
+    path("changes/<int:pk>/comments/", comments.ChangeCommentListView.as_view(), name="change-comments"),
     path("changes/<int:pk>/evidence/", views.ChangeEvidenceView.as_view(), name="change-evidence"),
     path("audit/export/", views.AuditExportView.as_view(), name="audit-export"),
 ]

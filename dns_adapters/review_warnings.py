@@ -1,10 +1,11 @@
 """Warnings for the reviewer: things that are legal DNS but probably not meant.
 They go on `Plan.warnings`, outside the fingerprint (adapters/plan.py).
 
-* an MX, SRV or CNAME whose target is a name in this zone with no address (A/AAAA)
-  after the change (BIND even refuses such an MX or SRV: see apply.classify_refusal);
-* a target that looks like a name outside the zone written without its trailing dot,
-  which made it relative (`cdn.example.com` -> `cdn.example.com.demo.test.`);
+* an MX, SRV, CNAME or NS whose target is a name in this zone with no address (A/AAAA)
+  after the change: dangling, or missing (BIND even refuses such an MX or SRV: see
+  apply.classify_refusal). Read per target name (A, AAAA, CNAME), never a zone transfer;
+* a target, or a record's own name, that looks like a name outside the zone written
+  without its trailing dot, which made it relative (`cdn.example.com` -> `cdn.example.com.demo.test.`);
 * a change that deletes the last address of a name an MX or SRV points at.
 """
 
@@ -19,7 +20,7 @@ import dns.rdataclass
 from .base import AdapterError, Plan, RRKey, RRValue, ZoneSnapshot
 
 Reader = Callable[[Iterable[RRKey]], dict[RRKey, RRValue | None]]
-TARGET_TYPES = ("MX", "SRV", "CNAME")
+TARGET_TYPES = ("MX", "SRV", "CNAME", "NS")
 ADDRESS_TYPES = ("A", "AAAA")
 # Last labels that make a relative-looking target suspicious: common top-level
 # domains, plus the zone's own (a doubled zone name: www.demo.test.demo.test.).
@@ -31,7 +32,7 @@ COMMON_TLDS = frozenset({
 
 
 def target(rdtype: str, text: str) -> str | None:
-    """The absolute lower-case target name of an MX/SRV/CNAME rdata; None for the
+    """The absolute lower-case target name of an MX/SRV/CNAME/NS rdata; None for the
     null MX / SRV "." (RFC 7505, RFC 2782: no service)."""
     rdata = dns.rdata.from_text(dns.rdataclass.IN, rdtype, text)
     name = rdata.exchange if rdtype == "MX" else rdata.target
@@ -39,7 +40,7 @@ def target(rdtype: str, text: str) -> str | None:
 
 
 def _new_targets(plan: Plan) -> list[tuple[RRKey, str, str]]:
-    """(key, rdata, target) for every MX/SRV/CNAME rdata the plan adds."""
+    """(key, rdata, target) for every MX/SRV/CNAME/NS rdata the plan adds."""
     found = []
     for step in plan.steps:
         if step.key.rdtype not in TARGET_TYPES or step.after is None:
@@ -60,9 +61,10 @@ def _final(plan: Plan, read: Reader, keys: Sequence[RRKey]) -> dict[RRKey, RRVal
 
 
 def target_problems(plan: Plan, *, origin: dns.name.Name, read: Reader) -> list[str]:
-    """In-zone targets of new MX/SRV/CNAME rdata with no address after the plan."""
+    """In-zone targets of new MX/SRV/CNAME/NS rdata with no address after the plan."""
     zone = origin.to_text()
-    in_zone = [(k, t, n) for k, t, n in _new_targets(plan) if dns.name.from_text(n).is_subdomain(origin)]
+    in_zone = [(k, t, n) for k, t, n in _new_targets(plan)
+               if dns.name.from_text(n).is_subdomain(origin) and not _glue(k, n, origin)]
     names = list(dict.fromkeys(n for _, _, n in in_zone))
     keys = [RRKey(n, rdtype) for n in names for rdtype in (*ADDRESS_TYPES, "CNAME")]
     final = _final(plan, read, keys) if keys else {}
@@ -74,18 +76,49 @@ def target_problems(plan: Plan, *, origin: dns.name.Name, read: Reader) -> list[
     return problems
 
 
-def relative_targets(plan: Plan, *, origin: dns.name.Name) -> list[str]:
+def _glue(key: RRKey, name: str, origin: dns.name.Name) -> bool:
+    """A delegation's name server at or below the delegated name: its address is glue,
+    which the zone's authoritative answers do not show (a read there is a referral)."""
+    owner = dns.name.from_text(key.name)
+    return key.rdtype == "NS" and owner != origin and dns.name.from_text(name).is_subdomain(owner)
+
+
+def _meant_absolute(absolute: dns.name.Name, origin: dns.name.Name) -> dns.name.Name | None:
+    """The name as written, when an in-zone name looks like one outside the zone that
+    lost its trailing dot: two labels or more, the last a common top-level domain or
+    the zone's own (a doubled zone name: www.demo.test.demo.test.). Else None."""
+    if not absolute.is_subdomain(origin) or absolute == origin:
+        return None
     zone_tld = origin.labels[-2].decode().lower() if len(origin.labels) > 1 else ""
+    relative = absolute.relativize(origin)
+    last = relative.labels[-1].decode().lower()
+    return relative if len(relative.labels) >= 2 and (last in COMMON_TLDS or last == zone_tld) else None
+
+
+def relative_targets(plan: Plan, *, origin: dns.name.Name) -> list[str]:
     warnings = []
     for key, text, name in _new_targets(plan):
-        absolute = dns.name.from_text(name)
-        if not absolute.is_subdomain(origin) or absolute == origin:
-            continue
-        relative = absolute.relativize(origin)
-        last = relative.labels[-1].decode().lower()
-        if len(relative.labels) >= 2 and (last in COMMON_TLDS or last == zone_tld):
+        relative = _meant_absolute(dns.name.from_text(name), origin)
+        if relative is not None:
             warnings.append(f"{key} {text}: the target {name} looks like {relative.to_text()}. written without "
                             "its trailing dot, which made it relative to the zone")
+    return warnings
+
+
+def relative_names(plan: Plan, *, origin: dns.name.Name) -> list[str]:
+    """Records the plan writes at a name that looks like an outside name made relative
+    (`cdn.example.com` in zone demo.test is cdn.example.com.demo.test.). Deletions are
+    left out: removing such a record is the repair."""
+    warnings = []
+    for step in plan.steps:
+        if step.after is None:
+            continue
+        relative = _meant_absolute(dns.name.from_text(step.key.name), origin)
+        if relative is not None:
+            outside = relative.to_text()
+            warnings.append(f"{step.key}: the name {step.key.name} looks like {outside}. written without its "
+                            f"trailing dot, which made it relative to the zone; if you meant {outside}. write it "
+                            f"with the trailing dot (a name outside {origin.to_text()} belongs to another target)")
     return warnings
 
 
@@ -122,4 +155,4 @@ def lost_addresses(plan: Plan, *, read: Reader, snapshot: Callable[[], ZoneSnaps
 def plan_warnings(plan: Plan, *, origin: dns.name.Name, read: Reader,
                   snapshot: Callable[[], ZoneSnapshot]) -> tuple[str, ...]:
     return tuple(target_problems(plan, origin=origin, read=read) + relative_targets(plan, origin=origin)
-                 + lost_addresses(plan, read=read, snapshot=snapshot))
+                 + relative_names(plan, origin=origin) + lost_addresses(plan, read=read, snapshot=snapshot))

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from functools import cache
+from functools import partial
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import display_for_value, quote
+from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
@@ -22,7 +22,6 @@ from django.urls import URLPattern, path, reverse
 
 from adapters import RRValue
 from approvals.policy import (
-    approvals_of,
     approvals_required,
     approvals_valid,
     can_review,
@@ -30,26 +29,31 @@ from approvals.policy import (
     change_reject,
 )
 from audit.evidence import change_evidence
+from audit.evidence_page import chain_status, evidence_summary
+from changes.admin import change_page, proposal, record_editor
 from changes.admin.common import _admin_origin, _render_form, add_service_errors
-from changes.admin.diff import _rrset_text, live_drift_context, plan_diff_html
+from changes.admin.diff import _rrset_text, plan_diff_html
+from changes.admin.listing import emergency_cell, state_cell, time_cell
+from changes.admin.record_history import record_history_view
 from changes.errors import NotPermitted, ServiceError, ValidationFailed
-from changes.kinds import REGISTRY, kind_of, risk_description
+from changes.kinds import REGISTRY, kind_of
 from changes.models import TERMINAL, AuditEvent, ChangeRequest, Target
+from changes.search import changes_search
 from changes.selectors import (
     access_change,
     change_events,
-    change_executions,
     changes_reviewable,
     changes_visible,
     targets_reviewable,
     targets_visible,
 )
-from changes.services import change_cancel, change_create, change_plan, change_submit
+from changes.services import change_cancel, change_create, change_plan, change_submit, comment_add
 
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
 REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
 APPROVE_SELECTED_TEMPLATE = "admin/changes/changerequest/approve_selected.html"
 EVIDENCE_TEMPLATE = "admin/changes/changerequest/evidence.html"
+APPROVE_CONFIRM_TEMPLATE = "admin/changes/changerequest/approve_confirm.html"
 
 
 class ChangeProposalForm(forms.Form):
@@ -62,17 +66,30 @@ class ChangeProposalForm(forms.Form):
                             required=False)
     allow_apex = forms.BooleanField(required=False, label="Allow apex changes",
                                     help_text="Needed to touch records at the zone apex (@).")
+    health_checks = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "class": "cg-patch", "spellcheck": "false"}), required=False,
+        label="Health checks", help_text=proposal.CHECKS_HELP)
 
-    def __init__(self, *args: Any, targets: QuerySet[Target], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, targets: QuerySet[Target] | None, **kwargs: Any) -> None:
+        """`targets`: those offered; None for an edit, which keeps the change's target."""
         super().__init__(*args, **kwargs)
-        self.fields["target"].queryset = targets  # type: ignore[attr-defined]
+        if targets is None:
+            del self.fields["target"]
+        else:
+            self.fields["target"].queryset = targets  # type: ignore[attr-defined]
         # The patch syntax is each kind's own; a kind registered later shows too.
         self.fields["patch"].help_text = "\n\n".join(kind.patch_syntax for kind in REGISTRY.all())
+
+    def clean_health_checks(self) -> list[dict[str, Any]]:
+        # The lines' shape (the CLI's grammar); the service validates the checks themselves.
+        return proposal.parse_check_lines(self.cleaned_data.get("health_checks", ""))
 
 
 def _proposal_field(field: str) -> str:
     if field.startswith("items") or field == "patch":
         return "patch"
+    if field.startswith("health_checks"):
+        return "health_checks"
     return field
 
 
@@ -171,7 +188,8 @@ class ChangeRequestList(ChangeList):
     PLACEHOLDER = "CHANGEPK"
     # What the rows show (list_display, the links): not the plan, the items, a dozen
     # timestamps and the target's configuration, parsed for 100 rows and never shown.
-    SHOWN = ("id", "title", "state", "risk_flags", "emergency", "created_at", "target__name", "author__username")
+    SHOWN = ("id", "title", "state", "risk_flags", "emergency", "created_at", "updated_at", "target__name",
+             "author__username")
 
     def get_results(self, request: HttpRequest) -> None:
         # Only the page's rows: the actions get their own queryset (get_queryset).
@@ -185,12 +203,6 @@ class ChangeRequestList(ChangeList):
         return self._change_url.replace(self.PLACEHOLDER, quote(str(result.pk)), 1)
 
 
-@cache
-def _boolean_icon(value: bool) -> str:
-    """Django's yes/no icon, built once per value: it resolves the static file per cell."""
-    return display_for_value(value, "", boolean=True)
-
-
 class BulkRejectForm(forms.Form):
     # Not required here: the policy says a rejection needs a comment, in its own words.
     comment = forms.CharField(
@@ -201,7 +213,8 @@ class BulkRejectForm(forms.Form):
 
 @admin.register(ChangeRequest)
 class ChangeRequestAdmin(admin.ModelAdmin):
-    list_display = ("id", "title", "target", "author", "state", "risk", "emergency_flag", "created_at")
+    list_display = ("id", "title", "target", "author", "state_badge", "risk", "emergency_flag", "created",
+                    "updated")
     list_display_links = ("id", "title")
     # The target and author filters list visible names only, not every target or user.
     list_filter = (
@@ -212,7 +225,10 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     # counts every visible change once per filter (18 more statements, 1-3 s at 100,000
     # changes), on every page view when ALWAYS. The waiting count stays (changelist_view).
     show_facets = admin.ShowFacets.ALLOW
+    # Shows the search box; what a search matches is changes.search (get_search_results).
     search_fields = ("title", "reason")
+    search_help_text = ("Change number (42, #42), author, record name (www, www.demo.test.), "
+                        "value (192.0.2.31), or words of the title.")
     # No date_hierarchy: its drill-down reads the day of every visible change on every
     # page (650 ms of a 100,000-change list on SQLite); newest first, search and the
     # filters find a change. No "N total" count beside a filtered count: one scan fewer.
@@ -225,9 +241,27 @@ class ChangeRequestAdmin(admin.ModelAdmin):
     def risk(self, obj: ChangeRequest) -> str:
         return ", ".join(obj.risk_flags)
 
+    @admin.display(description="state", ordering="state")
+    def state_badge(self, obj: ChangeRequest) -> str:
+        return state_cell(obj.state)
+
     @admin.display(description="emergency", ordering="emergency")
     def emergency_flag(self, obj: ChangeRequest) -> str:
-        return _boolean_icon(obj.emergency)
+        return emergency_cell(obj.emergency)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: ChangeRequest) -> str:
+        return time_cell(obj.created_at)
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: ChangeRequest) -> str:
+        return time_cell(obj.updated_at)
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet[ChangeRequest],
+                           search_term: str) -> tuple[QuerySet[ChangeRequest], bool]:
+        # Number, author, record name or value, title (changes.search): no join that
+        # duplicates rows, and no statement of its own, the page's read carries it.
+        return changes_search(within=queryset, text=search_term), False
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return ChangeRequestList
@@ -261,6 +295,12 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             path("<path:object_id>/approve/", wrap(self.approve_view), name="changes_changerequest_approve"),
             path("<path:object_id>/reject/", wrap(self.reject_view), name="changes_changerequest_reject"),
             path("<path:object_id>/evidence/", wrap(self.evidence_view), name="changes_changerequest_evidence"),
+            path("history/", wrap(partial(record_history_view, self)), name="changes_changerequest_history"),
+            path("<path:object_id>/comment/", wrap(self.comment_view), name="changes_changerequest_comment"),
+            path("<path:object_id>/edit/", wrap(partial(proposal.edit_view, self, form_class=ChangeProposalForm,
+                                                        field_of=_proposal_field)), name="changes_changerequest_edit"),
+            path("records/", wrap(partial(record_editor.record_editor_view, self)),
+                 name="changes_changerequest_records"),
         ]
         return mine + super().get_urls()  # before the catch-all "<path:object_id>/"
 
@@ -291,13 +331,16 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         if request.method == "POST":
             form = ChangeProposalForm(request.POST, targets=targets)
         else:
-            form = ChangeProposalForm(targets=targets, initial={"target": request.GET.get("target")})
+            # The record editor opens this form with the patch its table made.
+            form = ChangeProposalForm(targets=targets, initial={"target": request.GET.get("target"),
+                                                                "patch": request.GET.get("patch", "")})
         if request.method == "POST" and form.is_valid():
             data = form.cleaned_data
             try:
                 change = change_create(
                     actor=request.user, target=data["target"], title=data["title"], reason=data["reason"],
-                    patch=data["patch"], options={"allow_apex": data["allow_apex"]}, origin=_admin_origin(request),
+                    patch=data["patch"], health_checks=data["health_checks"],
+                    options={"allow_apex": data["allow_apex"]}, origin=_admin_origin(request),
                 )
             except ValidationFailed as exc:
                 add_service_errors(form, exc.errors, field_of=_proposal_field)
@@ -317,33 +360,44 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             raise PermissionDenied
         if request.method not in ("GET", "HEAD"):
             return HttpResponseNotAllowed(["GET", "HEAD"])
+        return self._change_page(request, change)
+
+    def _page_frame(self, request: HttpRequest, title: str) -> dict[str, Any]:
         opts = self.model._meta
-        valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
+        return {**self.admin_site.each_context(request), "title": title, "subtitle": None, "opts": opts,
+                "app_label": opts.app_label, "media": self.media}
+
+    def _change_page(self, request: HttpRequest, change: ChangeRequest,
+                     comment_form: change_page.CommentForm | None = None) -> TemplateResponse:
+        """The read-only change page (changes.admin.change_page says what it shows and why)."""
+        events = [(event, _event_summary(event)) for event in change_events(change).select_related("actor")]
         context = {
-            **self.admin_site.each_context(request),
-            "title": f"Change #{change.pk}: {change.title}",
-            "subtitle": None,
-            "opts": opts,
-            "app_label": opts.app_label,
-            "original": change,
-            "change": change,
-            "editors": list(change.editors.all()),
-            "risks": [(flag, risk_description(flag, "")) for flag in change.risk_flags],
-            "diff": plan_diff_html(change),
-            "events": [(event, _event_summary(event)) for event in change_events(change).select_related("actor")],
-            "executions": list(change_executions(change)),  # every attempt, oldest first
-            "show_actions": change.state not in TERMINAL,
-            # Whether to offer the buttons; change_approve/change_reject decide.
-            "show_review": change.state == ChangeRequest.State.PENDING_APPROVAL and can_review(request.user, change),
-            "approvals": [(approval, approval.pk in valid_ids) for approval in approvals_of(change)],
-            "approved_by_me": approvals_valid(change).filter(approver_id=request.user.pk).first(),
-            "approvals_valid_count": len(valid_ids),
-            "approvals_required": approvals_required(change),
-            **live_drift_context(change),
-            "can_view_events": request.user.has_perm("changes.view_auditevent"),
-            "media": self.media,
+            **self._page_frame(request, f"Change #{change.pk}: {change.title}"),
+            **change_page.change_page_context(request, change, events=events, comment_form=comment_form),
         }
         return TemplateResponse(request, CHANGE_TEMPLATE, context)
+
+    def comment_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Add a comment (changes.services.comment_add); a refused body is a form error on the page."""
+        change = access_change(user=request.user, pk=object_id)
+        if not self.has_view_permission(request, change):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        form = change_page.CommentForm(request.POST)
+        form.is_valid()  # nothing to check here: the service does
+        try:
+            comment = comment_add(actor=request.user, change=change, body=form.cleaned_data.get("body", ""),
+                                  origin=_admin_origin(request))
+        except ValidationFailed as exc:
+            add_service_errors(form, exc.errors, field_of=lambda field: field)
+            return self._change_page(request, change, comment_form=form)
+        messages.success(request, "Your comment is added.")
+        if getattr(comment, "mentions_ignored", None):
+            messages.warning(request, "Nobody was alerted for " + ", ".join(f"@{name}" for name in
+                             comment.mentions_ignored)  # type: ignore[attr-defined]
+                             + ": no such user who may see this change.")
+        return HttpResponseRedirect(reverse("admin:changes_changerequest_change", args=[change.pk]) + "#comments")
 
     def evidence_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         """The printable evidence report: `change_evidence`, the same dict the API answers."""
@@ -375,6 +429,9 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             "checks_json": _pretty(evidence["health_checks"] + evidence["target_health_checks"]),
             "events": [(event, _pretty(event["payload"])) for event in evidence["events"]],
         }
+        seqs = [event["seq"] for event in evidence["events"]]
+        context["summary"] = evidence_summary(evidence, context["steps"])
+        context["chain"] = chain_status(min(seqs, default=None), max(seqs, default=None))
         return TemplateResponse(request, EVIDENCE_TEMPLATE, context)
 
     def _action(self, request: HttpRequest, object_id: str, service: Callable[..., ChangeRequest],
@@ -402,6 +459,25 @@ class ChangeRequestAdmin(admin.ModelAdmin):
         return self._action(request, object_id, change_plan, "re-planned against the live zone")
 
     def approve_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """Approve the fingerprint the page showed, once the reviewer has ticked the box
+        naming that fingerprint and its number of steps; without the box (or with another
+        fingerprint in it), the confirmation page instead, and nothing is approved. Whoever
+        may not review the change gets the policy's refusal, not a page to confirm."""
+        if request.method == "POST" and not change_page.approve_confirmed(request.POST):
+            change = access_change(user=request.user, pk=object_id)
+            if not self.has_view_permission(request, change):
+                raise PermissionDenied
+            if not change_page.may_review(request.user, change):
+                return self._action(request, object_id, change_approve, _approved_message,
+                                    fingerprint=request.POST.get("fingerprint", ""),
+                                    comment=request.POST.get("comment", ""))
+            context = {
+                **self._page_frame(request, f"Approve change #{change.pk}?"),
+                **change_page.approve_confirm_context(
+                    change, fingerprint=request.POST.get("fingerprint", "").strip(),
+                    comment=request.POST.get("comment", ""), unticked="reviewed" in request.POST),
+            }
+            return TemplateResponse(request, APPROVE_CONFIRM_TEMPLATE, context)
         # The fingerprint is the one the page showed: approving binds to what was seen.
         return self._action(request, object_id, change_approve, _approved_message,
                             fingerprint=request.POST.get("fingerprint", ""), comment=request.POST.get("comment", ""))

@@ -43,10 +43,12 @@ from changes.api.serializers import (
     LiveQuerySerializer,
     LiveRRsetSerializer,
     RejectSerializer,
+    RollbackSerializer,
     TargetRegisterSerializer,
     TargetSerializer,
 )
 from changes.models import ChangeRequest, Origin, Target
+from changes.search import changes_search
 
 # ---------------------------------------------------------------------------
 # Input hygiene shared by every endpoint
@@ -210,14 +212,22 @@ class TargetLiveView(APIBase):
 # Changes
 
 
+class ChangeSearchQuerySerializer(ChangeListQuerySerializer):
+    # The admin's search box, the same selector (changes.search): narrows what you may see.
+    q = serializers.CharField(
+        required=False, max_length=200,
+        help_text="Search: a change number (42, #42), an author (username or its beginning), a record name "
+        "(www, www.demo.test.), a value (192.0.2.31) or words of the title. Every term must match.")
+
+
 class ChangeListView(StrictQueryMixin, generics.ListAPIView):
     parser_classes = [JSONBodyParser]
     pagination_class = StrictPageNumberPagination
-    query_serializer = ChangeListQuerySerializer
+    query_serializer = ChangeSearchQuerySerializer
     serializer_class = ChangeSummarySerializer
 
     def get_queryset(self) -> Any:
-        query = parse(ChangeListQuerySerializer, self.request.query_params, self.request)
+        query = parse(ChangeSearchQuerySerializer, self.request.query_params, self.request)
         # The summary shows no editors: one query per page fewer than the detail needs.
         changes = selectors.changes_visible(user=self.request.user).prefetch_related(None)
         if "state" in query:
@@ -228,10 +238,12 @@ class ChangeListView(StrictQueryMixin, generics.ListAPIView):
             changes = changes.filter(author__username=query["author"])
         if query.get("reviewable"):
             changes = selectors.changes_reviewable(user=self.request.user, within=changes)
+        if "q" in query:
+            changes = changes_search(within=changes, text=query["q"])
         return changes
 
     @extend_schema(operation_id="changes_list", summary="Changes on targets you may see",
-                   parameters=[ChangeListQuerySerializer],
+                   parameters=[ChangeSearchQuerySerializer],
                    responses={200: ChangeSummarySerializer(many=True), **_errors(400)})
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -350,11 +362,11 @@ class ChangeRollbackView(APIBase):
     @extend_schema(operation_id="changes_rollback", summary="Propose the manual rollback of an applied change",
                    description="Creates a new change (a draft) whose items put every RRset back to the applied "
                                "plan's `before`; it needs submitting and four-eyes approval like any other.",
-                   parameters=[PK], request=EmergencySerializer,
+                   parameters=[PK], request=RollbackSerializer,
                    responses={201: ChangeDetailSerializer, **_errors(400, 403, 404, 409, 502, 503)})
     def post(self, request: Request, pk: int) -> Response:
         change = selectors.access_change(user=request.user, pk=pk)
-        data = parse(EmergencySerializer, request.data, request)
+        data = parse(RollbackSerializer, request.data, request)
         rollback = services.change_propose_rollback(actor=request.user, change=change, origin=origin_of(request),
                                                     **data)
         return Response(change_detail(request, rollback), status=status.HTTP_201_CREATED)
@@ -398,10 +410,11 @@ class AuditExportView(APIBase):
         description="Needs export_audit on a target: you get the events of every target you hold it on "
         "(superusers: all, including events without a target). One JSON object per line (sorted keys, ASCII), "
         "each event with its `hash` and `prev_hash`, and a signed checkpoint's line right after the event it "
-        "covers. A time-range export with no other filter, by someone who may export every target, is one "
-        "contiguous piece of the chain: `changegate-audit verify FILE` checks it offline. Filtered exports "
-        "(target, actor, change) are selections whose lines verify one by one against a full export. "
-        "CSV: one row per event, the same keys as columns, the payload as compact JSON.",
+        "covers. Every JSON Lines export is one contiguous piece of the chain, however it is filtered: an event "
+        "you may not export, or that the filter (target, actor, change) leaves out, stands as a `withheld` line "
+        "(seq, prev_hash, hash; no content), so `changegate-audit verify FILE` checks it offline and reports how "
+        "many were withheld. CSV: one row per event, the same keys as columns, the payload as compact JSON; a "
+        "withheld event is a row with only seq, prev_hash and hash.",
         parameters=[AuditExportQuerySerializer],
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(OpenApiTypes.BINARY, description=EXPORT_FILE),

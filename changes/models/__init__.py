@@ -33,6 +33,7 @@ from changes.models.executions import (
 from changes.models.baselines import Baseline, BaselineEntry
 from changes.models.grants import AccountOrigin, GrantRequest, PrivilegeGain
 from changes.models.notifications import Notification
+from changes.models.comments import COMMENT_BODY_MAX, ChangeComment
 
 __all__ = [
     "EDITABLE",
@@ -62,4 +63,6 @@ __all__ = [
     "BaselineEntry",
     "canonical_event",
     "checkpoint_message",
+    "COMMENT_BODY_MAX",
+    "ChangeComment",
 ]

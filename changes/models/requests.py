@@ -41,6 +41,8 @@ class ChangeRequest(models.Model):
     editors = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="edited_changes", blank=True)
     title = models.CharField(max_length=200)
     reason = models.TextField(help_text="Why the change is needed.")
+    # The organisation's own change ticket (free text, e.g. CHG0012345), for auditors to match records.
+    reference = models.CharField(max_length=100, blank=True, default="")
     items = models.JSONField(default=list)
     # The target kind's options for this change (DNS: {"allow_apex": true}); the
     # kind reads them when it validates and plans the items.

@@ -12,6 +12,7 @@ from changes.services.change_requests import (  # noqa: F401
     change_submit,
     change_update,
 )
+from changes.services.comments import comment_add  # noqa: F401
 from changes.services.targets import (  # noqa: F401
     POLICY_RANGES,
     target_refresh_zone_stats,

@@ -20,11 +20,11 @@ from adapters import ItemValidationError, Options, Plan
 from approvals.standing import approvals_invalidate
 from audit.chain import SYSTEM, RequestOrigin, audit_record
 from changes.adapters import adapter_open
-from changes.errors import InvalidTransition, NotPermitted, ValidationFailed
+from changes.errors import InvalidTransition, NotPermitted, ServiceError, ValidationFailed
 from changes.kinds import kind_of, target_unavailable_on_adapter_error
-from changes.lifecycle import in_author_set, lock_change, lock_editable, transition
+from changes.lifecycle import can_move, in_author_set, lock_change, lock_editable, transition
 from changes.locking import retry_on_contention
-from changes.models import EDITABLE, TRANSITIONS, ChangeRequest, Target
+from changes.models import EDITABLE, ChangeRequest, Target
 from changes.permissions import can_cancel, has_target_permission, require_target_permission
 from pipeline.check_specs import validate_health_checks
 
@@ -94,6 +94,20 @@ def _plan(target: Target, prepared: PreparedItems, *, options: Options) -> Plan:
         adapter.close()
 
 
+def _refuse_no_op(prepared: PreparedItems, plan: Plan) -> None:
+    """A proposal whose every item is already live has an empty plan: it could never be
+    submitted (require_may_submit), so it is refused here rather than kept as a draft
+    that piles up. Create and edit only: a re-plan that finds the zone caught up is drift
+    news, not a mistake (the submit refusal says so)."""
+    if plan.steps:
+        return
+    keys = list(dict.fromkeys(str(item.key) for item in prepared.items if getattr(item, "key", None) is not None))
+    what = (f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} already live" if keys
+            else "every item is already live")
+    raise ValidationFailed([{"index": None, "field": "items",
+                             "message": f"this change changes nothing: {what} as proposed"}])
+
+
 def _validate_text(title: Any, reason: Any) -> tuple[str, str]:
     errors = []
     if not isinstance(title, str) or not title.strip():
@@ -105,6 +119,26 @@ def _validate_text(title: Any, reason: Any) -> tuple[str, str]:
     if errors:
         raise ValidationFailed(errors)
     return title.strip(), reason.strip()
+
+
+REFERENCE_MAX = 100
+
+
+def _validate_reference(reference: Any) -> str:
+    """A change ticket number as people type it (CHG0012345): free text, one line of
+    printable characters, so it prints and exports as it reads."""
+    if reference is None:
+        return ""
+    if not isinstance(reference, str):
+        raise ValidationFailed([{"index": None, "field": "reference", "message": "must be text"}])
+    reference = reference.strip()
+    if len(reference) > REFERENCE_MAX:
+        raise ValidationFailed([{"index": None, "field": "reference",
+                                 "message": f"at most {REFERENCE_MAX} characters"}])
+    if not reference.isprintable():
+        raise ValidationFailed([{"index": None, "field": "reference",
+                                 "message": "printable characters only (no control characters or line breaks)"}])
+    return reference
 
 
 def _store_plan(change: ChangeRequest, plan: Plan) -> None:
@@ -142,19 +176,22 @@ def change_create(
     health_checks: Any = None,
     options: Options | None = None,
     origin: RequestOrigin = SYSTEM,
+    reference: Any = None,
 ) -> ChangeRequest:
     """Create a draft change and its dry-run plan against the live target.
     `options` are the target kind's options for this change (DNS: allow_apex).
     Raises NotPermitted, ValidationFailed, TargetUnavailable; stores nothing then."""
     require_target_permission(actor, "submit_change", target)
     title, reason = _validate_text(title, reason)
+    reference = _validate_reference(reference)
     checks = validate_health_checks(health_checks)
     options = dict(options or {})
     prepared = _prepare_items(target=target, items=items, patch=patch, options=options)
     plan = _plan(target, prepared, options=options)
+    _refuse_no_op(prepared, plan)
     with transaction.atomic():
         change = ChangeRequest(
-            target=target, author=actor, title=title, reason=reason, items=prepared.raw,
+            target=target, author=actor, title=title, reason=reason, reference=reference, items=prepared.raw,
             health_checks=checks, options=options,
         )
         _store_plan(change, plan)
@@ -163,7 +200,8 @@ def change_create(
         # without reading it back (issue 14: one statement and a query's CPU per proposal).
         change.creation_event = audit_record(
             actor=actor, origin=origin, action="change_created", change=change,
-            payload={"title": title, "reason": reason, "items": prepared.raw, "health_checks": checks,
+            payload={"title": title, "reason": reason, "reference": reference, "items": prepared.raw,
+                     "health_checks": checks,
                      "options": options, "plan": change.plan, **_plan_summary(change)})
     return change
 
@@ -180,6 +218,7 @@ def change_update(
     health_checks: Any = None,
     options: Options | None = None,
     origin: RequestOrigin = SYSTEM,
+    reference: Any = None,
 ) -> ChangeRequest:
     """Edit a change that is not yet approved. Records the editor and re-plans; a
     new revision means approvals given to the old one no longer count."""
@@ -191,6 +230,7 @@ def change_update(
     revision = change.revision
     new_title, new_reason = _validate_text(title if title is not None else change.title,
                                            reason if reason is not None else change.reason)
+    new_reference = _validate_reference(reference) if reference is not None else change.reference
     checks = validate_health_checks(health_checks) if health_checks is not None else change.health_checks
     # Options given are merged over the change's own; those not given stay.
     merged = {**change.options, **(options or {})}
@@ -198,10 +238,12 @@ def change_update(
         items = change.items
     prepared = _prepare_items(target=target, items=items, patch=patch, options=merged)
     plan = _plan(target, prepared, options=merged)
+    _refuse_no_op(prepared, plan)
     with transaction.atomic():
         locked = lock_editable(change, revision=revision)
         old_fingerprint = locked.fingerprint
         locked.title, locked.reason, locked.items = new_title, new_reason, prepared.raw
+        locked.reference = new_reference
         locked.health_checks, locked.options = checks, merged
         locked.revision += 1
         _store_plan(locked, plan)
@@ -211,7 +253,8 @@ def change_update(
         # Reviewers approved the old revision; nobody approved this one.
         invalidated = approvals_invalidate(change=locked, reason=f"edited by {actor.get_username()}")
         audit_record(actor=actor, origin=origin, action="change_edited", change=locked,
-                     payload={"title": new_title, "reason": new_reason, "items": prepared.raw,
+                     payload={"title": new_title, "reason": new_reason, "reference": new_reference,
+                              "items": prepared.raw,
                               "health_checks": checks, "options": merged, "revision": locked.revision,
                               "approvals_invalidated": invalidated,
                               "previous_fingerprint": old_fingerprint, "plan": locked.plan,
@@ -219,16 +262,74 @@ def change_update(
     return locked
 
 
-@retry_on_contention
-def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
-    """Re-run the dry-run against live. A different result replaces the stored plan
-    (and with it the fingerprint any approval was bound to)."""
+# ---------------------------------------------------------------------------
+# Who may re-plan, submit and cancel what, now: each rule once, raised by its
+# service and asked by the pages that decide which buttons to offer.
+
+
+def require_may_plan(actor: AbstractBaseUser, change: ChangeRequest) -> None:
+    """The author, or anyone who may submit or approve on the target; an editable change only."""
     target = change.target
     if not (change.author_id == actor.pk or has_target_permission(actor, "submit_change", target)
             or has_target_permission(actor, "approve_change", target)):
         raise NotPermitted(f"you lack the submit_change or approve_change permission on target {target.name}")
     if change.state not in EDITABLE:
         raise InvalidTransition(f"change #{change.pk} is {change.state}; its plan is fixed")
+
+
+# Submitting is the author set's move from a draft, or from drift after a re-plan.
+# (approved -> pending_approval is the worker's, when approvals lapse: not a submit.)
+SUBMITTABLE = frozenset({State.DRAFT, State.DRIFTED})
+
+
+def require_may_submit(actor: AbstractBaseUser, change: ChangeRequest) -> None:
+    """The author or an editor, with submit_change on the target, of a draft (or drifted) change with steps."""
+    if not in_author_set(actor, change):
+        raise NotPermitted("only the author or an editor of a change may submit it")
+    require_target_permission(actor, "submit_change", change.target)
+    if change.state not in SUBMITTABLE or not can_move(change, State.PENDING_APPROVAL):
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; it cannot move to {State.PENDING_APPROVAL}")
+    if not (change.plan or {}).get("steps"):
+        raise InvalidTransition(f"change #{change.pk} has nothing to do: the live zone already matches it")
+
+
+def require_may_cancel(actor: AbstractBaseUser, change: ChangeRequest) -> None:
+    """The author, an editor or an operator (`can_cancel`), of a change that may still move to cancelled."""
+    # Who you are before the state: a 403 must not depend on it.
+    if not can_cancel(actor, change):
+        raise NotPermitted("only the author, an editor or an operator may cancel a change")
+    if not can_move(change, State.CANCELLED):
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; it cannot move to {State.CANCELLED}")
+
+
+def _allowed(check: Any, actor: Any, change: ChangeRequest) -> bool:
+    if actor is None or not actor.is_authenticated:
+        return False
+    try:
+        check(actor, change)
+    except ServiceError:
+        return False
+    return True
+
+
+def may_plan(actor: Any, change: ChangeRequest) -> bool:
+    return _allowed(require_may_plan, actor, change)
+
+
+def may_submit(actor: Any, change: ChangeRequest) -> bool:
+    return _allowed(require_may_submit, actor, change)
+
+
+def may_cancel(actor: Any, change: ChangeRequest) -> bool:
+    return _allowed(require_may_cancel, actor, change)
+
+
+@retry_on_contention
+def change_plan(*, actor: AbstractBaseUser, change: ChangeRequest, origin: RequestOrigin = SYSTEM) -> ChangeRequest:
+    """Re-run the dry-run against live. A different result replaces the stored plan
+    (and with it the fingerprint any approval was bound to)."""
+    target = change.target
+    require_may_plan(actor, change)
     revision = change.revision
     prepared = _prepare_items(target=target, items=change.items, patch=None, options=change.options)
     plan = _plan(target, prepared, options=change.options)
@@ -253,11 +354,7 @@ def change_submit(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Req
     """draft (or drifted, after a re-plan) -> pending_approval."""
     with transaction.atomic():
         locked = lock_change(change)
-        if not in_author_set(actor, locked):
-            raise NotPermitted("only the author or an editor of a change may submit it")
-        require_target_permission(actor, "submit_change", locked.target)
-        if not (locked.plan or {}).get("steps"):
-            raise InvalidTransition(f"change #{locked.pk} has nothing to do: the live zone already matches it")
+        require_may_submit(actor, locked)
         locked.submitted_at = timezone.now()
         transition(locked, State.PENDING_APPROVAL, actor=actor, origin=origin, action="change_submitted",
                     payload=_plan_summary(locked))
@@ -272,12 +369,9 @@ def change_cancel(*, actor: AbstractBaseUser, change: ChangeRequest, origin: Req
     reason = reason if reason not in (None, "") else comment
     with transaction.atomic():
         locked = lock_change(change)
-        # Who you are before what you wrote: a 403 must not depend on the body.
-        if not can_cancel(actor, locked):
-            raise NotPermitted("only the author, an editor or an operator may cancel a change")
-        # Then the state: cancelling a finished change is a conflict whatever the body says.
-        if State.CANCELLED not in TRANSITIONS.get(locked.state, frozenset()):
-            raise InvalidTransition(f"change #{locked.pk} is {locked.state}; it cannot move to {State.CANCELLED}")
+        # Who you are, then the state (cancelling a finished change is a conflict),
+        # before what you wrote: neither answer may depend on the body.
+        require_may_cancel(actor, locked)
         if not isinstance(reason, str) or not reason.strip():
             raise ValidationFailed([{"index": None, "field": "reason", "message": "say why the change is cancelled"}])
         transition(locked, State.CANCELLED, actor=actor, origin=origin, action="change_cancelled",

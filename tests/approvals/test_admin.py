@@ -57,8 +57,9 @@ def shown_fingerprint(html: str) -> str:
 
 
 def approve_post(client, change, fingerprint: str, comment: str = ""):
+    """The Approve button with its box ticked ("I reviewed N steps, fingerprint ...")."""
     return client.post(reverse("admin:changes_changerequest_approve", args=[change.pk]),
-                       {"fingerprint": fingerprint, "comment": comment}, follow=True)
+                       {"fingerprint": fingerprint, "reviewed": fingerprint, "comment": comment}, follow=True)
 
 
 def messages_of(response) -> list[str]:
@@ -337,3 +338,86 @@ def test_approvals_are_read_only_in_the_admin(client, author, reviewer, make_use
     delete = client.post(reverse("admin:approvals_approval_delete", args=[approval.pk]), {"post": "yes"})
     assert delete.status_code == 403
     assert Approval.objects.count() == 1
+
+
+def test_approve_without_the_ticked_box_is_a_confirmation_page_that_approves_nothing(
+        client, author, reviewer, dns_target):
+    change = pending(author, dns_target)
+    reviewer_login(client, reviewer)
+    url = reverse("admin:changes_changerequest_approve", args=[change.pk])
+    response = client.post(url, {"fingerprint": change.fingerprint, "comment": "looks right"})
+    assert response.status_code == 200 and not Approval.objects.exists()
+    html = response.content.decode()
+    # It repeats what is being approved: the number of steps and the fingerprint, and keeps the comment.
+    assert f"I reviewed 1 step, fingerprint <code>{change.fingerprint}</code>" in html
+    assert f'name="reviewed" value="{change.fingerprint}" required' in html and "looks right</textarea>" in html
+    assert "Tick the box" not in html
+
+    # A box naming another fingerprint is no confirmation either.
+    response = client.post(url, {"fingerprint": change.fingerprint, "reviewed": "0" * 64})
+    assert "Tick the box to confirm" in response.content.decode() and not Approval.objects.exists()
+
+    response = approve_post(client, change, change.fingerprint, comment="looks right")
+    assert messages_of(response) == [f"Change #{change.pk} approved."]
+    assert Approval.objects.get().comment == "looks right"
+
+
+def test_the_approvals_panel_says_why_n_approvals_are_needed(client, author, reviewer, staff, dns_target):
+    target_update_policy(actor=staff, target=dns_target, required_approvals=2)
+    plain, flagged = pending(author, dns_target), pending(author, dns_target, items=MX, title="MX")
+    assert flagged.risk_flags
+    reviewer_login(client, reviewer)
+    assert "2 needed: 2 for the target." in page(client, plain)
+    flags = ", ".join(f"'{flag}'" for flag in flagged.risk_flags)
+    noun = "flags" if len(flagged.risk_flags) > 1 else "flag"
+    html = page(client, flagged)
+    assert "Approvals: 0 of 3 needed" in html
+    assert f"3 needed: 2 for the target + 1 for the risk {noun} {flags}.".replace("'", "&#x27;") in html
+
+
+def buttons(html: str) -> set[str]:
+    shown = set(re.findall(r'<input type="submit" name="_\w+" value="([^"]+)"', html))
+    return shown & {"Submit for approval", "Re-plan against live", "Cancel change", "Approve", "Reject"}
+
+
+def test_the_buttons_fit_the_state_and_the_person(client, author, reviewer, make_user, dns_target):
+    draft = change_create(actor=author, target=dns_target, title="Draft", reason="r", items=WWW)
+    change = pending(author, dns_target, items=API)
+    auditor_only = make_user("audrey")
+    grant(auditor_only, "auditor", dns_target)
+    expected = {
+        (author, draft): {"Submit for approval", "Re-plan against live", "Cancel change"},
+        (author, change): {"Re-plan against live", "Cancel change"},  # pending: submitting again is no move
+        (reviewer, draft): {"Re-plan against live"},  # someone else's draft: nothing to decide yet
+        (reviewer, change): {"Re-plan against live", "Approve", "Reject"},
+        (auditor_only, change): set(),
+    }
+    for (user, shown), wanted in expected.items():
+        reviewer_login(client, user)
+        assert buttons(page(client, shown)) == wanted, (user.username, shown.state)
+
+    change_cancel(actor=author, change=change, reason="not needed")
+    for user in (author, reviewer):
+        reviewer_login(client, user)
+        assert buttons(page(client, change)) == set()  # cancelled: nothing anyone may press
+
+
+def test_a_drifted_change_says_which_keys_moved_from_what_to_what(
+        client, author, reviewer, dns_target, named_server):
+    from tests.factories import approved, run
+
+    change = approved(author, reviewer, dns_target)
+    update = dns.update.UpdateMessage(dns_target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    update.replace("www", 300, "A", "198.51.100.9")
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+    assert run(change) == State.DRIFTED
+    reviewer_login(client, author)
+    html = page(client, change)
+    www = f"www.{dns_target.name}."
+    assert "Why this change failed" in html and "Drifted: 1 key changed outside changegate" in html
+    moved = re.search(r'<table class="cg-moved-keys">(.*?)</table>', html, re.DOTALL).group(1)
+    assert f"<code>{www} A</code>" in moved
+    assert f"{www} 300 IN A 192.0.2.10" in moved and f"{www} 300 IN A 198.51.100.9" in moved
+    assert html.index("Why this change failed") < html.index("<h2>Change</h2>")
+    # Drifted: the author may re-plan and submit again.
+    assert {"Re-plan against live", "Submit for approval"} <= buttons(html)

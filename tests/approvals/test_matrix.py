@@ -182,6 +182,9 @@ ENDPOINTS: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {
     "emergency_queue": ("get", "/api/v1/emergency-queue/", State.PENDING_APPROVAL, None),
     "change_rollback": ("post", "/api/v1/changes/{change}/rollback/", State.PENDING_APPROVAL, {"reason": "undo"}),
     "change_evidence": ("get", "/api/v1/changes/{change}/evidence/", State.PENDING_APPROVAL, None),
+    "change_comments": ("get", "/api/v1/changes/{change}/comments/", State.PENDING_APPROVAL, None),
+    "change_comment_add": ("post", "/api/v1/changes/{change}/comments/", State.PENDING_APPROVAL,
+                           {"body": "is the TTL right?"}),
     "audit_export": ("get", "/api/v1/audit/export/?format=csv&target={target}", State.PENDING_APPROVAL, None),
 }
 
@@ -217,6 +220,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     # Only applied changes can be rolled back; proposing one needs submit_change.
     "change_rollback":      ("409/404", "409/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
     "change_evidence":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
+    # The discussion: whoever may see the change reads it and takes part in it.
+    "change_comments":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
+    "change_comment_add":   ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
     # Only export_audit exports (403 for whoever holds it on no target); naming a target
     # you may not export is a bad filter (400), whether it exists or not.
     "audit_export":         ("403/403", "403/403", "403/403", "2xx/400", "403/403", "403/403", "403/403"),
@@ -372,11 +378,11 @@ def test_admin_identity_pages(role, page, expected, request, make_user, dns_targ
     from django.contrib.auth.models import Group
     from django.contrib.auth.models import Permission as P
     from django.test import Client
+    from guardian.models import UserObjectPermission
 
     from approvals.policy import has_target_permission
     from changes.models import AuditEvent, GrantRequest
     from changes.permissions import grant_request_create
-    from guardian.models import UserObjectPermission
 
     actor = admin_persona(role, request, make_user, dns_target)
     frank = make_user("frank")

@@ -9,9 +9,15 @@ or can do breaks."""
 
 from __future__ import annotations
 
+import re
+
+import dns.query
+import dns.tsigkeyring
+import dns.update
 import pytest
 from django.urls import reverse
 
+from approvals.models import Approval
 from changes.models import AuditEvent, ChangeRequest, CheckResult
 from dns_adapters.local_named import free_port
 from tests.changes.test_admin import ENGINEER_PERMS, staff_with
@@ -66,21 +72,33 @@ def test_engineer_signs_in_and_a_bad_patch_line_is_shown_next_to_the_patch_and_s
 
 
 def test_reviewer_approves_from_the_change_page_the_plan_it_shows(browser, author, reviewer, dns_target):
-    from approvals.models import Approval
-
     change = submitted(author, dns_target, title="Move www")
     browser.force_login(staff_with(reviewer, "view_changerequest"))
     browser.open(reverse(CHANGELIST))
     browser.click_link("Move www")
     browser.screenshot("review")
 
-    # What the reviewer reads before pressing: the diff and the fingerprint being approved.
+    # What the reviewer reads before pressing: the diff and the fingerprint being approved,
+    # the Approve button below the diff, and why one approval is needed.
     text = browser.text()
     assert change.fingerprint in text and "192.0.2.99" in text
+    assert "1 needed: 1 for the target." in text
+    assert not browser.buttons_labelled("Submit for approval") and not browser.buttons_labelled("Cancel change")
     approve = browser.button("Approve")
+    diff = browser.heading("Plan: live zone")
+    assert diff.location["y"] < approve.location["y"]  # below the diff
     form = approve.find_element("xpath", "./ancestor::form[1]")
     assert form.find_element("name", "fingerprint").get_attribute("value") == change.fingerprint
     form.find_element("name", "comment").send_keys("checked the new LB address")
+
+    # The confirmation: a required box repeating the number of steps and the fingerprint.
+    box = form.find_element("name", "reviewed")
+    label = box.find_element("xpath", "./ancestor::label[1]").text
+    assert f"I reviewed 1 step, fingerprint {change.fingerprint[:12]}" in label, label
+    approve.click()  # the browser refuses to send the form without the box ticked
+    assert browser.path == change_path(change) and not Approval.objects.exists()
+    assert box.get_attribute("validationMessage")
+    box.click()
     browser.press(approve)
     browser.screenshot("approved")
 
@@ -152,7 +170,9 @@ def test_auditor_reads_the_evidence_page_of_an_applied_change(browser, author, r
     text = browser.text()
     assert f"{reviewer.username} (id {reviewer.pk})" in text and "looks right" in text  # who approved, and why
     assert "Not an emergency change." in text and "No automatic rollback." in text
-    # Every audit event of the change, with its chain hash, as stored.
+    # Every audit event of the change, with its chain hash, as stored: folded below the record.
+    browser.driver.find_element("css selector", "#raw-events > summary").click()
+    text = browser.text()
     for event in AuditEvent.objects.filter(change=change):
         assert event.hash in text, event.action
     assert "change_applied" in text
@@ -174,7 +194,20 @@ def test_a_rolled_back_change_shows_the_rollback_and_the_failed_check(browser, a
     assert "change_rolled_back" in text  # the audit event row
     assert "rolled_back" in browser.table_after("Attempts to apply").text
     assert not browser.buttons_labelled("Submit for approval")  # terminal: nothing to press
-    change_page_names_the_check = check_name in text
+    assert not browser.buttons_labelled("Cancel change") and not browser.buttons_labelled("Re-plan against live")
+    # Why, at the top: the failed check by name, its round and its detail.
+    why = browser.heading("Why this change failed")
+    state_row = browser.driver.find_element("xpath", "//tr[th[normalize-space(.)='State']]")
+    assert why.location["y"] < state_row.location["y"]
+    assert re.search(rf"Rolled back: health check {re.escape(check_name)} failed in round \d+\.", text)
+    failed = browser.table_after("Why this change failed").text
+    assert check_name in failed and "FAILED" in failed
+    # The declared check, readably (not a Python dict), and every round that ran.
+    declared = browser.table_after("Health checks").text
+    assert check_name in declared and f"port={dead['port']}" in declared and "{" not in declared
+    rounds = browser.table_after("Rounds run").text
+    assert check_name in rounds and "FAILED" in rounds
+    assert re.search(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", browser.fact("Created"))  # to the second
 
     # The evidence page says why: the failed check, by name, and the rollback.
     browser.click_link("Evidence")
@@ -184,5 +217,34 @@ def test_a_rolled_back_change_shows_the_rollback_and_the_failed_check(browser, a
     assert failed, browser.text()[-3000:]
     assert browser.fact("Outcome") == "rolled_back"  # the latest attempt's outcome
     assert check_name in browser.fact("Failed checks")
-    if not change_page_names_the_check:
-        pytest.xfail("issue 15: the change page does not name the failed check; only the evidence page does")
+
+
+def test_a_reviewer_sees_only_review_buttons_and_a_stale_plan_needs_a_replan(
+        browser, author, reviewer, dns_target, named_server):
+    change = submitted(author, dns_target, title="Move www")
+    browser.force_login(staff_with(reviewer, "view_changerequest"))
+    browser.open(change_path(change))
+    browser.screenshot("pending")
+    # Someone else's pending change: nothing of the author's to press.
+    assert not browser.buttons_labelled("Submit for approval") and not browser.buttons_labelled("Cancel change")
+    assert browser.buttons_labelled("Approve") and browser.buttons_labelled("Reject")
+
+    # The zone moves behind the gateway's back: the page's live re-read shows it.
+    update = dns.update.UpdateMessage(dns_target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    update.replace("www", 300, "A", "198.51.100.9")
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+    browser.open(change_path(change))
+    browser.screenshot("stale")
+    assert "Re-plan needed" in browser.text()
+    assert not browser.buttons_labelled("Approve") and browser.buttons_labelled("Reject")
+
+    # A reviewer may re-plan: the plan is read again and can be reviewed.
+    replan = browser.driver.find_element(
+        "xpath", "//*[contains(@class, 'cg-replan-needed')]//input[@type='submit' and @value='Re-plan against live']")
+    browser.press(replan)
+    browser.screenshot("replanned")
+    fresh = ChangeRequest.objects.get(pk=change.pk)
+    assert fresh.fingerprint != change.fingerprint and fresh.state == State.PENDING_APPROVAL
+    assert "Re-plan needed" not in browser.text()
+    assert browser.button("Approve").find_element(
+        "xpath", "./ancestor::form[1]").find_element("name", "fingerprint").get_attribute("value") == fresh.fingerprint

@@ -302,3 +302,59 @@ def test_the_bulk_approve_page_shows_the_warnings_of_each_change_that_has_some(
     assert first.count(WARNINGS_BOX) == 1 and f'<li class="warning">{warning}</li>' in first
     assert first.index(WARNINGS_BOX) < first.index('<table class="cg-diff">')
     assert WARNINGS_BOX not in second and '<table class="cg-diff">' in second
+
+
+def comment_url(change: ChangeRequest) -> str:
+    return reverse("admin:changes_changerequest_comment", args=[change.pk])
+
+
+def test_comments_are_listed_oldest_first_and_added_from_the_change_page(client, author, reviewer, dns_target):
+    change = change_create(actor=author, target=dns_target, title="Move www", reason="lb",
+                           patch="= www 300 IN A 192.0.2.99\n")
+    client.force_login(staff_with(reviewer, "view_changerequest"))
+    html = client.get(change_url(change)).content.decode()
+    assert "Comments (0)" in html and f'action="{comment_url(change)}"' in html
+
+    response = client.post(comment_url(change), {"body": "why .99? @alice"}, follow=True)
+    assert response.redirect_chain[-1][0] == change_url(change) + "#comments"
+    assert [str(m) for m in response.context["messages"]] == ["Your comment is added."]
+    client.force_login(staff_with(author, *ENGINEER_PERMS))
+    client.post(comment_url(change), {"body": "the new LB <b>address</b>"})
+    html = client.get(change_url(change)).content.decode()
+    assert "Comments (2)" in html and "(alerted: @alice)" in html
+    assert html.index("why .99? @alice") < html.index("the new LB &lt;b&gt;address&lt;/b&gt;")
+    event = AuditEvent.objects.filter(change=change, action="comment_added").order_by("seq").first()
+    assert (event.origin, event.actor) == (Origin.ADMIN, reviewer)
+
+
+def test_an_empty_comment_is_a_form_error_and_an_unknown_mention_a_warning(client, author, dns_target):
+    change = change_create(actor=author, target=dns_target, title="Move www", reason="lb",
+                           patch="= www 300 IN A 192.0.2.99\n")
+    client.force_login(staff_with(author, *ENGINEER_PERMS))
+    response = client.post(comment_url(change), {"body": "   "})
+    assert response.status_code == 200
+    assert response.context["comment_form"].errors["body"] == ["the comment is empty"]
+    assert "Your comment was not added." in response.content.decode()
+    assert not AuditEvent.objects.filter(change=change, action="comment_added").exists()
+
+    response = client.post(comment_url(change), {"body": "ping @nobody-here"}, follow=True)
+    messages = [str(m) for m in response.context["messages"]]
+    assert messages[0] == "Your comment is added." and "@nobody-here" in messages[1]
+    assert client.get(comment_url(change)).status_code == 405
+
+
+def test_an_apply_failure_is_named_at_the_top_and_times_are_to_the_second(client, author, dns_target):
+    from changes.admin.change_page import failure_context
+
+    change = ChangeRequest(state=State.APPLY_FAILED, target=dns_target, plan=None)
+    failed = AuditEvent(seq=9, action="apply_failed", payload={"error": "REFUSED by the primary", "permanent": True})
+    other = AuditEvent(seq=8, action="apply_started", payload={})
+    assert failure_context(change, [other, failed])["failure"]["headline"] == "Applying failed: REFUSED by the primary."
+    change.state = State.APPLIED
+    assert failure_context(change, [other, failed]) == {}
+
+    stored = change_create(actor=author, target=dns_target, title="Move www", reason="lb",
+                           patch="= www 300 IN A 192.0.2.99\n")
+    client.force_login(staff_with(author, *ENGINEER_PERMS))
+    html = client.get(change_url(stored)).content.decode()
+    assert stored.created_at.strftime("%Y-%m-%d %H:%M:%S UTC") in html

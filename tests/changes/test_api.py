@@ -11,6 +11,9 @@ import json
 import random
 import shutil
 
+import dns.query
+import dns.tsigkeyring
+import dns.update
 import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -24,8 +27,9 @@ pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
 TARGET_KEYS = {"id", "name", "kind", "zone", "primary", "nameservers", "required_approvals",
                "approval_lifetime_seconds", "bake_seconds", "health_checks", "frozen", "rrset_count"}
-DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "items", "health_checks", "allow_apex",
-               "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency", "executions",
+DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "reference", "items", "health_checks",
+               "allow_apex", "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency",
+               "executions",
                "created_at", "updated_at", "submitted_at", "events", "approvals", "approvals_required",
                "emergency_overdue", "emergency_reason", "emergency_by", "emergency_at", "emergency_reviewed_by",
                "emergency_reviewed_at", "emergency_review_comment", "warnings"}
@@ -445,10 +449,20 @@ def test_lifecycle_through_the_api(client_for, author, reviewer, dns_target):
         "change_created", "change_planned", "change_submitted", "change_cancelled"]
 
 
-def test_submitting_a_change_with_nothing_to_do_is_a_conflict(client_for, author, demo_target):
+def test_a_change_with_nothing_to_do_is_refused_at_create_and_a_conflict_at_submit(client_for, author, demo_target,
+                                                                                    dns_target, named_server):
+    # Issue 15: a proposal that is already live is refused (it used to be stored as a draft).
     same = [{"op": "upsert", "name": "api", "type": "A", "ttl": 300, "records": ["192.0.2.20"]}]
-    created = post_change(client_for(author), demo_target, items=same).json()
-    assert created["plan"]["steps"] == [] and created["diff"].count("@@") == 0
+    refused = post_change(client_for(author), demo_target, items=same)
+    assert refused.status_code == 400 and [e["field"] for e in refused.json()["errors"]] == ["items"]
+    assert not ChangeRequest.objects.exists()
+    # A draft the live zone caught up with (behind changegate's back) still cannot be submitted.
+    created = post_change(client_for(author), dns_target, items=WWW).json()
+    update = dns.update.UpdateMessage(dns_target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    update.replace("www", 300, "A", "192.0.2.99")
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+    replanned = client_for(author).post(f"/api/v1/changes/{created['id']}/plan/").json()
+    assert replanned["plan"]["steps"] == [] and replanned["diff"].count("@@") == 0
     response = client_for(author).post(f"/api/v1/changes/{created['id']}/submit/")
     assert response.status_code == 409
 

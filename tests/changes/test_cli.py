@@ -137,12 +137,12 @@ def test_propose_builds_the_patch_from_flags_and_file_and_submits(server, dns_ta
     patch = tmp_path / "patch.txt"
     patch.write_text("# from a file\n+ new 300 A 192.0.2.50\n")
     result = run("propose", "--target", dns_target.name, "--title", "Move www", "--reason", "new load balancer",
-                 "--upsert", "www 300 A 192.0.2.99", "--delete", "api A", "--file", str(patch),
+                 "--reference", "CHG0012345", "--upsert", "www 300 A 192.0.2.99", "--delete", "api A", "--file", str(patch),
                  "--check-tcp", "127.0.0.1:443", "--submit")
 
     assert result.code == 0, result.err
     change = ChangeRequest.objects.get(pk=change_id(result.out))
-    assert change.state == ChangeRequest.State.PENDING_APPROVAL
+    assert change.state == ChangeRequest.State.PENDING_APPROVAL and change.reference == "CHG0012345"
     assert "pending_approval" in result.out
     assert change.fingerprint in result.out
     assert {"-300 IN A 192.0.2.10", "-300 IN A 192.0.2.11", "+300 IN A 192.0.2.99",

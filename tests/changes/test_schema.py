@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 
 from changes import urls as change_urls
 from tests.conftest import ZONE, grant
-from tests.factories import api_client
+from tests.factories import WWW, api_client
 
 OPERATIONS = {
     ("/api/v1/targets/", "get"): "targets_list",
@@ -37,6 +37,8 @@ OPERATIONS = {
     ("/api/v1/changes/{id}/rollback/", "post"): "changes_rollback",
     ("/api/v1/emergency-queue/", "get"): "emergency_queue",
     ("/api/v1/changes/{id}/evidence/", "get"): "changes_evidence",
+    ("/api/v1/changes/{id}/comments/", "get"): "changes_comments_list",
+    ("/api/v1/changes/{id}/comments/", "post"): "changes_comments_create",
     ("/api/v1/audit/export/", "get"): "audit_export",
 }
 # Files, not JSON: the success body is the export in the media type `format` asks for.
@@ -89,7 +91,7 @@ def test_every_operation_documents_its_bodies_and_errors(schema):
     live = {p["name"]: p for p in schema["paths"]["/api/v1/targets/{ref}/live/"]["get"]["parameters"]}
     assert live["name"]["in"] == live["type"]["in"] == "query" and live["name"]["required"]
     filters = {p["name"] for p in schema["paths"]["/api/v1/changes/"]["get"]["parameters"]}
-    assert filters == {"state", "target", "author", "reviewable", "page"}
+    assert filters == {"state", "target", "author", "reviewable", "q", "page"}
 
 
 # ---------------------------------------------------------------------------
@@ -171,3 +173,126 @@ def test_real_responses_validate_against_the_schema(schema, demo_target, author,
 
     with pytest.raises(jsonschema.ValidationError):  # the check itself has teeth
         check(schema, "ChangeDetail", {**body, "undocumented": 1})
+
+
+# ---------------------------------------------------------------------------
+# Request bodies: named for what they mean, and constrained as the server is (issue 15)
+
+
+def _request_component(schema: dict[str, Any], path: str, method: str) -> str | None:
+    body = schema["paths"][path][method].get("requestBody")
+    if body is None:
+        return None
+    return body["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+
+
+def test_each_request_body_has_its_own_component(schema):
+    bodies = {op: _request_component(schema, path, method) for (path, method), op in OPERATIONS.items()}
+    assert bodies["changes_rollback"] == "RollbackRequest"
+    assert bodies["changes_emergency"] == "EmergencyRequest"
+    named = [name for name in bodies.values() if name is not None]
+    assert len(named) == len(set(named)), bodies  # no body shared by two operations
+
+
+# Required (or, in an edit, non-blank when given) text the server refuses blank, with its cap where it has one.
+NON_BLANK = [
+    ("ChangeCreateRequest", "title", 200),
+    ("ChangeCreateRequest", "reason", None),
+    ("PatchedChangeUpdateRequest", "title", 200),
+    ("PatchedChangeUpdateRequest", "reason", None),
+    ("ApproveRequest", "fingerprint", None),
+    ("RejectRequest", "comment", 2000),
+    ("EmergencyRequest", "reason", 4000),
+    ("RollbackRequest", "reason", 4000),
+    ("EmergencyReviewRequest", "comment", 2000),
+]
+
+
+@pytest.mark.parametrize(("component", "field", "cap"), NON_BLANK, ids=[f"{c}.{f}" for c, f, _ in NON_BLANK])
+def test_required_text_is_non_blank_in_the_schema(schema, component, field, cap):
+    prop = schema["components"]["schemas"][component]["properties"][field]
+    assert prop["type"] == "string" and prop["minLength"] == 1 and prop["pattern"] == r"\S", prop
+    assert "oneOf" not in prop  # no blank alternative
+    assert prop.get("maxLength") == cap
+    if not component.startswith("Patched"):
+        assert field in schema["components"]["schemas"][component]["required"]
+
+
+def test_other_caps_are_in_the_schema(schema):
+    components = schema["components"]["schemas"]
+    assert components["ChangeCreateRequest"]["properties"]["reference"]["maxLength"] == 100
+    assert components["ChangeCommentCreateRequest"]["properties"]["body"]["minLength"] == 1
+
+
+def test_every_request_body_refuses_unknown_keys_in_the_schema(schema):
+    for (path, method), operation_id in OPERATIONS.items():
+        name = _request_component(schema, path, method)
+        if name is not None:
+            assert schema["components"]["schemas"][name]["additionalProperties"] is False, operation_id
+
+
+def _enum(schema: dict[str, Any], prop: dict[str, Any]) -> list[str]:
+    ref = prop.get("$ref") or next((p["$ref"] for p in prop.get("allOf", []) if "$ref" in p), None)
+    return schema["components"]["schemas"][ref.rsplit("/", 1)[1]]["enum"] if ref else prop["enum"]
+
+
+def test_closed_sets_of_values_are_enums(schema):
+    components = schema["components"]["schemas"]
+
+    def prop(component: str, field: str) -> dict[str, Any]:
+        return components[component]["properties"][field]
+
+    assert set(_enum(schema, prop("DNSChangeItemRequest", "op"))) == {"upsert", "delete", "add", "remove"}
+    assert "append" in _enum(schema, prop("FirewallChangeItemRequest", "op"))
+    assert _enum(schema, prop("TCPCheckRequest", "type")) == ["tcp"]
+    assert _enum(schema, prop("HTTPCheckRequest", "type")) == ["http"]
+    assert _enum(schema, prop("DNSResolveCheckRequest", "type")) == ["dns_resolve"]
+    assert _enum(schema, prop("TCPClosedCheckRequest", "type")) == ["tcp_closed"]
+    kinds = {"dns", "nft"}
+    for component in ("TargetRegisterRequest", "Target", "EvidenceTarget"):
+        assert set(_enum(schema, prop(component, "kind"))) == kinds, component
+    assert "pending_approval" in _enum(schema, prop("ChangeSummary", "state"))
+    assert "claimed" in _enum(schema, prop("Execution", "state"))
+    assert "claimed" in _enum(schema, prop("EvidenceExecution", "state"))
+    parameters = {(path, p["name"]): p["schema"] for path, ops in schema["paths"].items()
+                  for op in ops.values() for p in op.get("parameters", [])}
+    assert set(parameters[("/api/v1/audit/export/", "format")]["enum"]) == {"jsonl", "csv"}
+    assert "draft" in parameters[("/api/v1/changes/", "state")]["enum"]
+
+
+# A valid body per operation with a request body: the server must refuse it once an
+# unknown key is added, as `additionalProperties: false` promises (the refusal comes
+# from parsing, before the change's state or the caller's role is looked at).
+VALID_BODIES = {
+    "changes_create": lambda target: {"target": target.pk, "title": "t", "reason": "r", "items": WWW},
+    "changes_partial_update": lambda target: {"title": "t"},
+    "changes_cancel": lambda target: {"reason": "r"},
+    "changes_approve": lambda target: {"fingerprint": "f"},
+    "changes_reject": lambda target: {"comment": "c"},
+    "changes_emergency": lambda target: {"reason": "r"},
+    "changes_emergency_review": lambda target: {"comment": "c"},
+    "changes_rollback": lambda target: {"reason": "r"},
+    "changes_comments_create": lambda target: {"body": "b"},
+    "targets_create": lambda target: {"name": "x.test", "config": {"zone": "x.test"}},
+}
+
+
+def test_every_closed_request_body_is_covered_below(schema):
+    closed = {op for (path, method), op in OPERATIONS.items() if _request_component(schema, path, method)}
+    assert closed == set(VALID_BODIES)
+
+
+@pytest.mark.django_db
+@pytest.mark.named
+@pytest.mark.parametrize("operation_id", sorted(VALID_BODIES))
+def test_the_server_refuses_an_unknown_key_in_each_closed_body(operation_id, dns_target, author, staff):
+    from changes import services
+
+    change = services.change_create(actor=author, target=dns_target, title="t", reason="r", items=WWW)
+    ((path, method),) = [key for key, op in OPERATIONS.items() if op == operation_id]
+    url = path.replace("{id}", str(change.pk))
+    user = staff if operation_id == "targets_create" else author
+    body = VALID_BODIES[operation_id](dns_target)
+    response = getattr(api_client(user), method)(url, {**body, "colour": "red"}, format="json")
+    assert response.status_code == 400, response.json()
+    assert [e["field"] for e in response.json()["errors"]] == ["colour"]

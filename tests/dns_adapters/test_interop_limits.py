@@ -140,6 +140,33 @@ def test_warnings_name_targets_without_address_and_relative_targets(adapter, zon
     assert len(plan.warnings) == 3  # cdn: relative and without address
 
 
+def test_a_record_name_that_looks_absolute_but_was_made_relative_warns(adapter, zone):
+    """Issue 15: `cdn.example.com` in zone Z is cdn.example.com.Z. (a doubled zone name too)."""
+    plan = plan_for(adapter, [
+        {"op": "upsert", "name": "cdn.example.com", "type": "A", "ttl": 300, "records": ["192.0.2.40"]},
+        {"op": "upsert", "name": f"www2.{zone}", "type": "A", "ttl": 300, "records": ["192.0.2.41"]},
+        {"op": "upsert", "name": "shop.eu-west", "type": "A", "ttl": 300, "records": ["192.0.2.42"]},
+    ])
+    assert plan.warnings == (
+        f"cdn.example.com.{zone}. A: the name cdn.example.com.{zone}. looks like cdn.example.com. written without "
+        f"its trailing dot, which made it relative to the zone; if you meant cdn.example.com. write it with the "
+        f"trailing dot (a name outside {zone}. belongs to another target)",
+        f"www2.{zone}.{zone}. A: the name www2.{zone}.{zone}. looks like www2.{zone}. written without "
+        f"its trailing dot, which made it relative to the zone; if you meant www2.{zone}. write it with the "
+        f"trailing dot (a name outside {zone}. belongs to another target)",
+    )
+
+
+def test_an_ns_whose_in_zone_target_does_not_exist_warns_but_glue_does_not(adapter, zone):
+    plan = plan_for(adapter, [
+        {"op": "upsert", "name": "lab", "type": "NS", "ttl": 300, "records": ["ns1.nowhere", "ns.example.org."]},
+        {"op": "upsert", "name": "sub", "type": "NS", "ttl": 300, "records": ["ns.sub"]},
+        {"op": "upsert", "name": "ok", "type": "NS", "ttl": 300, "records": ["mail"]},
+    ])
+    assert plan.warnings == (
+        f"lab.{zone}. NS ns1.nowhere.{zone}.: ns1.nowhere.{zone}. is in zone {zone}. and has no address (A/AAAA)",)
+
+
 def test_deleting_the_last_address_behind_an_mx_warns(adapter, zone):
     plan = plan_for(adapter, [{"op": "delete", "name": "mail", "type": "A"}])
     expected = f"mail.{zone}. loses its last address (A/AAAA) but {zone}. MX 10 mail.{zone}. still points at it"

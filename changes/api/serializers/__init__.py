@@ -28,6 +28,7 @@ from changes.api.serializers.change_requests import (
     PlanSerializer,
     RejectSerializer,
     RiskFlagSerializer,
+    RollbackSerializer,
     StepSerializer,
     TargetRefSerializer,
 )
@@ -53,6 +54,7 @@ from changes.api.serializers.evidence import (
     PersonSerializer,
 )
 from changes.api.serializers.fields import (
+    NonBlankCharField,
     QueryBooleanField,
     StrictBooleanField,
     StrictCharField,
@@ -120,12 +122,14 @@ __all__ = [
     "ItemsField",
     "LiveQuerySerializer",
     "LiveRRsetSerializer",
+    "NonBlankCharField",
     "PersonSerializer",
     "PlanSerializer",
     "QueryBooleanField",
     "RRValueSerializer",
     "RejectSerializer",
     "RiskFlagSerializer",
+    "RollbackSerializer",
     "StepSerializer",
     "StrictBooleanField",
     "StrictCharField",

@@ -20,6 +20,7 @@ from approvals.policy import approvals_of, approvals_required, approvals_valid
 from changes import selectors
 from changes.api.serializers.fields import (
     KindOptionField,
+    NonBlankCharField,
     QueryBooleanField,
     StrictBooleanField,
     StrictCharField,
@@ -31,6 +32,7 @@ from changes.api.serializers.shapes import HealthChecksField, ItemsField
 from changes.api.serializers.targets import RRValueSerializer
 from changes.kinds import risk_description
 from changes.models import AuditEvent, ChangeRequest, Execution, Target
+from changes.services.change_requests import REFERENCE_MAX, TITLE_MAX
 
 # ---------------------------------------------------------------------------
 # Output
@@ -155,6 +157,7 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     def get_emergency_reviewed_by(self, change: ChangeRequest) -> str | None:
         return change.emergency_reviewed_by.get_username() if change.emergency_reviewed_by else None
     reason = serializers.CharField()
+    reference = serializers.CharField(help_text="The change ticket it belongs to (free text), or empty.")
     items = ItemsField()
     health_checks = HealthChecksField()
     allow_apex = KindOptionField("allow_apex")
@@ -219,8 +222,10 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
 
 class ChangeCreateSerializer(StrictInputSerializer):
     target = TargetRefField()
-    title = StrictCharField(allow_blank=True, help_text="At most 200 characters.")
-    reason = StrictCharField(allow_blank=True, help_text="Why the change is needed (required).")
+    title = NonBlankCharField(max_length=TITLE_MAX, help_text=f"At most {TITLE_MAX} characters.")
+    reason = NonBlankCharField(help_text="Why the change is needed (required).")
+    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX,
+                                help_text="Your change ticket, e.g. CHG0012345 (at most 100 printable characters).")
     items = ItemsField(required=False, help_text="The change as items; or give `patch`.")
     patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
                             help_text="The change as zone-file lines: '= NAME TTL TYPE DATA', '+ ...', '- ...'.")
@@ -239,8 +244,9 @@ class ChangeCreateSerializer(StrictInputSerializer):
 
 
 class ChangeUpdateSerializer(StrictInputSerializer):
-    title = StrictCharField(required=False, allow_blank=True)
-    reason = StrictCharField(required=False, allow_blank=True)
+    title = NonBlankCharField(required=False, max_length=TITLE_MAX)
+    reason = NonBlankCharField(required=False)
+    reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX)
     items = ItemsField(required=False)
     patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     health_checks = HealthChecksField(required=False)
@@ -266,22 +272,30 @@ class CancelSerializer(StrictInputSerializer):
 
 
 class EmergencySerializer(StrictInputSerializer):
-    """A required written reason: for break-glass, or for a manual rollback."""
+    """Break glass: the required written reason why it cannot wait for a second person."""
 
-    reason = StrictCharField(allow_blank=True, max_length=4000, help_text="Why (required).")
+    reason = NonBlankCharField(max_length=4000, help_text="Why (required).")
+
+
+class RollbackSerializer(StrictInputSerializer):
+    """A manual rollback: the required written reason. Its own class (and schema
+    component, RollbackRequest), not EmergencySerializer's: the two mean different things."""
+
+    reason = NonBlankCharField(max_length=4000, help_text="Why the change is rolled back (required).")
 
 
 class EmergencyReviewSerializer(StrictInputSerializer):
-    comment = StrictCharField(allow_blank=True, max_length=2000, help_text="What you checked (required).")
+    comment = NonBlankCharField(max_length=2000, help_text="What you checked (required).")
 
 
 class ApproveSerializer(StrictInputSerializer):
-    fingerprint = StrictCharField(allow_blank=True, help_text="The fingerprint of the plan you reviewed.")
+    # No pattern: the server does not check the fingerprint's form, only that it is the current one (409 if not).
+    fingerprint = NonBlankCharField(help_text="The fingerprint of the plan you reviewed.")
     comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
 
 
 class RejectSerializer(StrictInputSerializer):
-    comment = StrictCharField(allow_blank=True, max_length=2000, help_text="Why the change is rejected (required).")
+    comment = NonBlankCharField(max_length=2000, help_text="Why the change is rejected (required).")
 
 
 class ChangeListQuerySerializer(serializers.Serializer):

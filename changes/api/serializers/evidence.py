@@ -10,7 +10,8 @@ from rest_framework import serializers
 
 from changes.api.serializers.change_requests import PlanSerializer, RiskFlagSerializer
 from changes.api.serializers.shapes import HealthChecksField, ItemsField
-from changes.models import ChangeRequest
+from changes.api.serializers.targets import KIND_CHOICES
+from changes.models import ChangeRequest, Execution
 
 
 class AuditExportQuerySerializer(serializers.Serializer):
@@ -55,6 +56,7 @@ class EvidenceChangeSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     title = serializers.CharField()
     reason = serializers.CharField()
+    reference = serializers.CharField(help_text="The change ticket it belongs to (free text), or empty.")
     state = serializers.ChoiceField(choices=ChangeRequest.State.choices)
     revision = serializers.IntegerField()
     allow_apex = serializers.BooleanField()
@@ -66,7 +68,7 @@ class EvidenceChangeSerializer(serializers.Serializer):
 class EvidenceTargetSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
-    kind = serializers.CharField()
+    kind = serializers.ChoiceField(choices=KIND_CHOICES)
     zone = serializers.CharField()
 
 
@@ -110,7 +112,7 @@ class EvidenceEmergencySerializer(serializers.Serializer):
 class EvidenceExecutionSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     worker = serializers.CharField(help_text="The worker that last held the lease (host:pid).")
-    state = serializers.CharField()
+    state = serializers.ChoiceField(choices=Execution.State.choices)
     claims = serializers.IntegerField(help_text="How many times a worker took the lease.")
     attempts = serializers.IntegerField(help_text="The old name of `claims`.")
     token = serializers.IntegerField()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.validators import RegexValidator
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import empty
@@ -21,6 +23,19 @@ class StrictCharField(serializers.CharField):
         if not isinstance(data, str):
             self.fail("invalid")
         return super().to_internal_value(data)
+
+
+class NonBlankCharField(StrictCharField):
+    """Text that must say something (a reason, a title, a comment, a fingerprint):
+    blank or only whitespace is refused here, with a 400, before the service looks
+    at the change's state (which would answer 409), so the request body is wrong
+    whatever the change, as the schema says: `minLength: 1` (DRF's allow_blank=False)
+    and a non-space character. The services keep their own check for other callers."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        # The validator only writes the schema's pattern: whitespace is trimmed
+        # before validators run, so a value that reaches it always matches.
+        super().__init__(allow_blank=False, validators=[RegexValidator(r"\S")], **kwargs)
 
 
 class StrictBooleanField(serializers.BooleanField):
@@ -64,6 +79,20 @@ class StrictInputSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({str(key): ["Unknown field."] for key in unknown})
         return super().to_internal_value(data)
+
+
+class StrictInputSerializerExtension(OpenApiSerializerExtension):
+    """The schema's side of StrictInputSerializer's rule: every request body built
+    from one says `additionalProperties: false`, as the server refuses unknown keys."""
+
+    target_class = StrictInputSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema: Any, direction: str) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema["additionalProperties"] = False
+        return schema
 
 
 class QueryBooleanField(serializers.BooleanField):

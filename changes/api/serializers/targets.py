@@ -25,10 +25,14 @@ from changes.models import Target
 FLAT_CONFIG_FIELDS = ("zone", "primary", "nameservers", "tsig_key_file")
 
 
+# Every registered target kind: a closed set, an enum in the schema (KindEnum).
+KIND_CHOICES = [(kind.name, kind.label) for kind in REGISTRY.all()]
+
+
 class TargetSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
-    kind = serializers.CharField()
+    kind = serializers.ChoiceField(choices=KIND_CHOICES)
     zone = serializers.CharField(source="config.zone", required=False)
     primary = serializers.CharField(source="config.primary", required=False)
     nameservers = serializers.ListField(child=serializers.CharField(), source="config.nameservers", required=False)
@@ -62,7 +66,7 @@ class TargetSerializer(serializers.Serializer):
 
 class TargetRegisterSerializer(StrictInputSerializer):
     name = StrictCharField(max_length=253)
-    kind = serializers.ChoiceField(choices=[(kind.name, kind.label) for kind in REGISTRY.all()], default="dns")
+    kind = serializers.ChoiceField(choices=KIND_CHOICES, default="dns")
     config = TargetConfigField()
     required_approvals = StrictIntegerField(required=False, default=1)
     approval_lifetime_seconds = StrictIntegerField(required=False, default=24 * 3600)
