@@ -14,7 +14,7 @@ from .checks import parse_check
 from .client import Client
 from .errors import EXIT_OK, ApiError, UsageError
 from .patch import build_patch, title_from_reason
-from .render import _name, _out, is_own, own_change_note, print_change, print_json, table
+from .render import WHY_STATES, _name, _out, is_own, own_change_note, print_change, print_json, table
 
 
 def cmd_targets(client: Client, args: argparse.Namespace) -> int:
@@ -103,8 +103,27 @@ def cmd_show(client: Client, args: argparse.Namespace) -> int:
         print_json(change)  # the server's detail as it is; the comments are their own list
     else:
         print_change(change, full=True, own=is_own(change, args.settings.user),
-                     comments=_comments(client, args.id))
+                     comments=_comments(client, args.id), events=why_events(client, change))
     return EXIT_OK
+
+
+def why_events(client: Client, change: dict[str, Any]) -> list[dict[str, Any]] | None:
+    """The change's audit events with their payloads, where the pipeline wrote why it
+    ended as it did; None for a change with no such end. The detail's events carry no
+    payload: the evidence report's do (same access as the detail). A server without
+    it gives no why rather than no `show`."""
+    if change.get("state") not in WHY_STATES:
+        return None
+    events = change.get("events") or []
+    if any(isinstance(e, dict) and "payload" in e for e in events):
+        return events
+    try:
+        evidence = client.get(f"/api/v1/changes/{change.get('id')}/evidence/")
+    except ApiError as exc:
+        if exc.status in (403, 404):
+            return None
+        raise
+    return [e for e in (evidence.get("events") or []) if isinstance(e, dict)] if isinstance(evidence, dict) else None
 
 
 def _comments(client: Client, change_id: int) -> list[dict[str, Any]] | None:

@@ -63,12 +63,16 @@ def _name(ref: Any) -> str:
 
 
 def print_change(change: dict[str, Any], *, full: bool, own: bool = False,
-                 comments: list[dict[str, Any]] | None = None) -> None:
+                 comments: list[dict[str, Any]] | None = None,
+                 events: list[dict[str, Any]] | None = None) -> None:
     """The summary `propose` and `plan` print; `show` adds reason, checks and events.
     `own`: the reader wrote or edited the change, and is told before the diff that
-    someone else must approve it. `comments` (show): the discussion, right after the diff."""
+    someone else must approve it. `comments` (show): the discussion, right after the diff.
+    `events` (show): the audit events with their payloads, for the why of a failed end."""
     out, color = _out(), use_color()
     print(f"change #{change.get('id')}  {change.get('state')}  {change.get('title', '')}", file=out)
+    if events is not None:
+        print_why(change, events)
     print(f"  target       {_name(change.get('target'))}", file=out)
     if full:
         editors = ", ".join(_name(e) for e in change.get("editors") or [])
@@ -213,3 +217,95 @@ def _describe_event(event: dict[str, Any]) -> str:
     actor = _name(event.get("actor")) or "system"
     return f"{event.get('seq', ''):>5}  {event.get('created_at', '')}  {event.get('action', '')}  " \
            f"{actor} ({event.get('origin', '')})"
+
+
+# ---------------------------------------------------------------------------
+# Why a change ended as it did (issue 15): read from the audit events' payloads,
+# as the pipeline wrote them (pipeline/run.py), never recomputed here.
+
+# The end states that have a why, and the event that ended each.
+WHY_STATES = {"rolled_back": "change_rolled_back", "rollback_failed": "rollback_failed",
+              "apply_failed": "apply_failed", "drifted": "change_drifted"}
+
+
+def print_why(change: dict[str, Any], events: list[dict[str, Any]]) -> None:
+    """The "why" block of a change that ended rolled_back, rollback_failed,
+    apply_failed or drifted: the failed check(s) with their error and round, or the
+    target's own revert; the drifted keys, approved-before against live; the apply
+    error; and for a rollback what was put back (the plan's steps inverted). Nothing
+    for any other state, or when the ending event is not among `events`."""
+    state = change.get("state")
+    ending = next((e for e in reversed(events) if isinstance(e, dict) and e.get("action") == WHY_STATES.get(state)),
+                  None)
+    if ending is None:
+        return
+    payload = ending.get("payload") if isinstance(ending.get("payload"), dict) else {}
+    # A rollback's end carries its cause under "because"; an end that did not find it
+    # there (an adapter error mid-rollback) has it on the rollback_started before it.
+    cause = payload.get("because") or {k: payload[k] for k in ("failed_checks", "round", "reverted_by_target")
+                                       if k in payload}
+    if not cause and state in ("rolled_back", "rollback_failed"):
+        started = next((e for e in reversed(events) if isinstance(e, dict) and e.get("action") == "rollback_started"),
+                       None)
+        cause = (started or {}).get("payload") or {}
+    steps = [s for s in ((change.get("plan") or {}).get("steps") or []) if isinstance(s, dict)]
+    lines: list[str] = []
+    error = _printable(str(payload.get("error") or ""))
+    if state == "rollback_failed":
+        lines.append(f"the rollback failed: {error or 'no error recorded'}")
+        lines += [f"  not as planned: {_printable(str(f))}" for f in payload.get("failures") or []]
+    elif state == "apply_failed":
+        lines.append(f"applying failed: {error or 'no error recorded'}")
+    if state in ("rolled_back", "rollback_failed"):
+        lead = "rolled back because" if state == "rolled_back" else "it was rolling back because"
+        failed = [c for c in cause.get("failed_checks") or [] if isinstance(c, dict)]
+        if failed:
+            where = f" in round {cause['round']}" if cause.get("round") else ""
+            lines.append(f"{lead} health check{'s' if len(failed) > 1 else ''} failed{where}:")
+            lines += [f"  {_printable(str(c.get('name', '?')))}: {_printable(str(c.get('detail') or 'failed'))}"
+                      + (f" ({c['duration_ms']:g} ms)" if isinstance(c.get("duration_ms"), (int, float)) else "")
+                      for c in failed]
+        elif cause.get("reverted_by_target"):
+            lines.append(f"{lead} the target reverted it by itself: {_printable(str(cause['reverted_by_target']))}")
+        elif state == "rolled_back" or not error:
+            lines.append(f"{lead}: {_printable(str(cause.get('error') or 'no cause recorded'))}")
+        lines.append("put back (each key from the change's after to its before):" if state == "rolled_back" else
+                     "it was putting back (each key from the change's after to its before):")
+        lines += [f"  {_step_key(s)}: {_value(s.get('after'))} -> {_value(s.get('before'))}" for s in reversed(steps)]
+    if state == "drifted" or payload.get("keys"):
+        # Drift names the keys under "moved"; a partial apply under "keys".
+        moved = [str(k) for k in payload.get("moved") or payload.get("keys") or []]
+        live = payload.get("live") if isinstance(payload.get("live"), dict) else {}
+        by_key = {_step_key(s): s for s in steps}
+        if state == "drifted":
+            lines.append(f"{len(moved)} key{'s' if len(moved) != 1 else ''} changed outside changegate since the "
+                         "plan was approved (approved before -> live now); the approvals no longer count:")
+        else:
+            restored = "put back to before" if payload.get("restored") else "NOT put back: neither before nor after"
+            lines.append(f"the target took only part of it ({restored}); at these keys (before -> live now):")
+        for key in moved:
+            before = _value(by_key[key].get("before")) if key in by_key else "?"
+            lines.append(f"  {_printable(key)}: {before} -> {_value(live.get(key)) if key in live else '?'}")
+        if state == "drifted":
+            lines.append(f"re-plan it against the live zone with: changegate plan {change.get('id')}")
+    elif state == "rollback_failed" and isinstance(payload.get("live"), dict) and payload["live"]:
+        lines.append("live now:")
+        lines += [f"  {_printable(str(k))}: {_value(v)}" for k, v in payload["live"].items()]
+    out = _out()
+    print(f"  why it ended {state} (event {ending.get('seq', '?')}):", file=out)
+    for line in lines:
+        print(f"    {line}", file=out)
+
+
+def _step_key(step: dict[str, Any]) -> str:
+    return f"{step.get('name')} {step.get('type')}"  # as the pipeline names a key (RRKey.__str__)
+
+
+def _value(value: Any) -> str:
+    """A keyed value ({"ttl", "rdatas"}) on one line; None is absent."""
+    if value is None:
+        return "(absent)"
+    if not isinstance(value, dict):
+        return _printable(str(value))
+    items = ", ".join(_printable(str(r)) for r in value.get("rdatas") or []) or "(empty)"
+    return f"{items} (ttl {value['ttl']})" if value.get("ttl") else items

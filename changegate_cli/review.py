@@ -9,9 +9,9 @@ import time
 from typing import Any
 
 from .client import Client
-from .commands import _transition
+from .commands import _transition, why_events
 from .errors import EXIT_OK, EXIT_REFUSED, UsageError
-from .render import _name, _out, is_own, print_change, print_json, table
+from .render import _name, _out, is_own, print_change, print_json, print_why, table
 
 
 def _approval_count(change: dict[str, Any]) -> str:
@@ -118,4 +118,7 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
         print_json(change)
     else:
         print(f"change #{args.id} ended {state}")
+        events = why_events(client, change)
+        if events is not None:
+            print_why(change, events)
     return EXIT_OK if state == "applied" else EXIT_REFUSED

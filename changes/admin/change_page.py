@@ -21,6 +21,7 @@ from approvals.policy import approvals_of, approvals_valid, can_review, require_
 from approvals.standing import approvals_required_parts
 from changes.admin.common import _admin_origin
 from changes.admin.diff import live_drift_context, plan_diff_html
+from changes.admin.interdiff import interdiff_context
 from changes.admin.proposal import may_edit
 from changes.admin.record_history import record_history_url
 from changes.errors import NotPermitted
@@ -198,6 +199,9 @@ def change_page_context(request: HttpRequest, change: ChangeRequest, *, events: 
         "editors": list(change.editors.all()),
         "risks": [(flag, risk_description(flag, "")) for flag in change.risk_flags],
         "diff": plan_diff_html(change),
+        # What changed since the previous plan and since this person's last review,
+        # from the events already read for the list below (no statement of its own).
+        **interdiff_context(change, plain_events, user.pk),
         "steps": step_count(change),
         "events": events,
         "executions": list(change_executions(change)),  # every attempt, oldest first

@@ -517,6 +517,64 @@ def test_emergency_approves_alone_and_says_what_happens_next(server, writable_ta
     assert as_json.code == 1 and as_json.json()["code"]
 
 
+@LIVE
+@pytest.mark.named
+def test_show_and_wait_say_which_check_failed_in_which_round_and_what_was_put_back(
+        server, writable_target, author, reviewer, run):
+    from changes.models import AuditEvent, ChangeRequest
+    from dns_adapters.local_named import free_port
+    from tests.factories import approved
+    from tests.factories import run as apply
+
+    dead = {"type": "tcp", "host": "127.0.0.1", "port": free_port(), "timeout": 0.5}
+    change = approved(author, reviewer, writable_target, health_checks=[dead])
+    assert apply(change) == ChangeRequest.State.ROLLED_BACK
+    event = AuditEvent.objects.get(change=change, action="change_rolled_back")
+    (check,) = event.payload["because"]["failed_checks"]
+    why = [f"  why it ended rolled_back (event {event.seq}):",
+           f"    rolled back because health check failed in round {event.payload['because']['round']}:",
+           f"      tcp 127.0.0.1:{dead['port']}: {check['detail']} ({check['duration_ms']:g} ms)",
+           "    put back (each key from the change's after to its before):",
+           f"      www.{writable_target.name}. A: 192.0.2.99 (ttl 300) -> 192.0.2.10, 192.0.2.11 (ttl 300)"]
+
+    shown = run("show", str(change.pk))
+    assert shown.code == 0, shown.err
+    assert shown.out.splitlines()[1:6] == why  # right after the state line
+    waited = run("wait", str(change.pk), "--timeout", "5")
+    assert waited.code == 1  # anything but applied
+    assert waited.out.splitlines() == [f"change #{change.pk} ended rolled_back", *why]
+    assert run("--json", "wait", str(change.pk)).json()["state"] == "rolled_back"  # --json: the detail as it was
+
+
+@LIVE
+@pytest.mark.named
+def test_show_names_the_drifted_key_with_the_approved_before_and_the_live_value(
+        server, writable_target, author, reviewer, named_server, run):
+    import dns.query
+    import dns.tsigkeyring
+    import dns.update
+
+    from changes.models import ChangeRequest
+    from tests.factories import approved
+    from tests.factories import run as apply
+
+    change = approved(author, reviewer, writable_target)
+    update = dns.update.UpdateMessage(writable_target.name, keyring=dns.tsigkeyring.from_file(named_server.key_file))
+    update.replace("www", 300, "A", "203.0.113.50")  # someone else, between approval and apply
+    dns.query.tcp(update, "127.0.0.1", port=named_server.port, timeout=3)
+    assert apply(change) == ChangeRequest.State.DRIFTED
+
+    shown = run("show", str(change.pk))
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    assert lines[2:5] == [
+        "    1 key changed outside changegate since the plan was approved (approved before -> live now); the "
+        "approvals no longer count:",
+        f"      www.{writable_target.name}. A: 192.0.2.10, 192.0.2.11 (ttl 300) -> 203.0.113.50 (ttl 300)",
+        f"    re-plan it against the live zone with: changegate plan {change.pk}"]
+    assert lines[1].startswith("  why it ended drifted (event ")
+
+
 # ---------------------------------------------------------------------------
 # Without a server: usage, connection and output helpers
 
@@ -622,6 +680,27 @@ def test_field_errors_are_printed_with_their_line(capsys):
 class _Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
+
+
+def test_the_why_block_of_an_apply_failure_and_of_a_failed_rollback_after_the_targets_revert(capsys):
+    step = {"name": "www.z.test.", "type": "A", "before": None, "after": {"ttl": 60, "rdatas": ["192.0.2.9"]}}
+    plan = {"zone": "z.test.", "steps": [step], "guards": []}
+    cli_render.print_why({"id": 7, "state": "apply_failed", "plan": plan}, [
+        {"seq": 3, "action": "apply_failed", "payload": {"error": "REFUSED by 127.0.0.1\x1b[2J"}}])
+    cli_render.print_why({"id": 7, "state": "rollback_failed", "plan": plan}, [
+        {"seq": 4, "action": "rollback_started", "payload": {"reverted_by_target": "commit-confirmed timer"}},
+        {"seq": 5, "action": "rollback_failed", "payload": {"error": "NOTAUTH", "live": {"www.z.test. A": None}}}])
+    cli_render.print_why({"id": 7, "state": "applied", "plan": plan}, [{"seq": 6, "action": "change_verified"}])
+    assert capsys.readouterr().out.splitlines() == [
+        "  why it ended apply_failed (event 3):",
+        "    applying failed: REFUSED by 127.0.0.1\\x1b[2J",  # someone else's text: no escape sequence
+        "  why it ended rollback_failed (event 5):",
+        "    the rollback failed: NOTAUTH",
+        "    it was rolling back because the target reverted it by itself: commit-confirmed timer",
+        "    it was putting back (each key from the change's after to its before):",
+        "      www.z.test. A: 192.0.2.9 (ttl 60) -> (absent)",
+        "    live now:",
+        "      www.z.test. A: (absent)"]
 
 
 def test_diff_is_coloured_only_on_a_tty_without_no_color(monkeypatch):
