@@ -29,7 +29,9 @@ Speed (issue 14, finding 6): the check does not decode an intact row's canonical
 text. `_Intact` encodes the row's columns as the canonical text encodes them and
 compares text; the payload column, written in the canonical spelling
 (CanonicalPayloadEncoder), is compared as text too. Only a row it cannot clear
-this way is decoded (`_checked`), which gives the same bytes (tests/audit).
+this way is decoded (`_checked`), which gives the same bytes (tests/audit). On
+SQLite created_at is read as the stored text and parsed once, as Django's own
+converter would (`_raw_rows`).
 
 Constant memory: events are read with a server-side cursor in seq order
 (`iterator(chunk_size=...)`) and written out in chunks of about 64 KiB; nothing
@@ -49,10 +51,13 @@ from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.db.models import BooleanField, Case, Max, Min, Q, QuerySet, Value, When
+from django.db import connections
+from django.db.models import BooleanField, Case, Max, Min, Q, QuerySet, TextField, Value, When
 from django.db.models.base import ModelState
+from django.db.models.functions import Cast
 from django.db.models.sql.constants import MULTI
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from audit.chain import checkpoint_record, column_mismatches, event_record
 from audit.lines import CsvRows, _cell, csv_columns, dumps_line, withheld_cells  # noqa: F401 - csv_columns: the export's API
@@ -327,7 +332,7 @@ _COMPARED = ("created_at", "actor_id", "actor_username", "origin", "client_ip", 
 # then, for a query `with_visible`, the `visible` flag (_VISIBLE).
 _READ = ("seq", "canonical_text", "hash", *_COMPARED)
 _VISIBLE = len(_READ)
-_HASH, _PREV_HASH = 2, _READ.index("prev_hash")
+_HASH, _CREATED_AT, _PREV_HASH = 2, _READ.index("created_at"), _READ.index("prev_hash")
 
 
 def _withholds(events: QuerySet[AuditEvent]) -> bool:
@@ -339,13 +344,27 @@ def _raw_rows(events: QuerySet[AuditEvent]) -> Iterator[tuple[Any, ...]]:
     """The `_READ` columns (and `visible`, if annotated) per event in seq order, as
     the driver returns them, without the ORM's per-column converters (decoding the
     payload and parsing the time through Django cost more than the comparison
-    itself; `visible` is then 1/0 on SQLite): the same server-side cursor as iterator()."""
-    names = (*_READ, "visible") if _withholds(events) else _READ
+    itself; `visible` is then 1/0 on SQLite): the same server-side cursor as iterator().
+
+    On SQLite created_at is read as the text Django wrote (CAST ... AS text): the
+    sqlite3 module would otherwise run Django's "datetime" converter on every row
+    (parse_datetime, a tenth of the CSV export's time), and `_moment` applies that
+    very function to the text where a row is decoded. PostgreSQL's text form of a
+    timestamptz depends on the session's DateStyle: there the driver's datetime."""
+    names: list[Any] = [*_READ, "visible"] if _withholds(events) else [*_READ]
+    if _created_at_as_text(events):
+        names[_CREATED_AT] = Cast("created_at", TextField())
     query = events.order_by("seq").values_list(*names).query
     compiler = query.get_compiler(using=events.db)
     chunks = compiler.execute_sql(MULTI, chunked_fetch=True, chunk_size=ITERATOR_CHUNK)
     for chunk in chunks or ():
         yield from chunk
+
+
+def _created_at_as_text(events: QuerySet[AuditEvent]) -> bool:
+    """Whether `_raw_rows` reads created_at as text (SQLite; the tests also read it
+    as the driver's datetime and compare the bytes)."""
+    return connections[events.db].vendor == "sqlite"
 
 
 def _checked(row: tuple[Any, ...]) -> tuple[int, str | None, str, dict[str, Any] | None, list[str]]:
@@ -385,9 +404,9 @@ def _int(value: Any) -> str:
 
 class _Intact:
     """The shortcut of the exports' column check: called with a `_raw_rows` row, it
-    returns (the hashed created_at, the payload's text in the canonical text) when
-    the row's columns provably say what its stored canonical text says, without
-    decoding the canonical text; None when that cannot be shown this way (no
+    returns (the hashed created_at, the payload's text in the canonical text, the
+    encoded pieces of its columns, see LIMIT) when the row's columns provably say
+    what its stored canonical text says, without decoding the canonical text; None when that cannot be shown this way (no
     canonical text, a column that disagrees, a value spelled otherwise), and the
     caller decodes the row (`_checked`), which finds the same for an intact row.
 
@@ -396,20 +415,23 @@ class _Intact:
     payload's text and that tail: then every scalar column equals its hashed value,
     of the same type, as `_checked`'s dict comparison finds. The payload's text must
     decode (as `_checked` decodes it) and equal the payload column: as text when the
-    column was written by CanonicalPayloadEncoder (SQLite; a NaN, never equal to
-    itself, excepted), else decoded and compared with ==, `_checked`'s comparison.
+    column was written by CanonicalPayloadEncoder (SQLite), else decoded and
+    compared with ==, `_checked`'s comparison. A payload holding NaN or Infinity
+    (a NaN is never equal to itself) is left to `_checked`: the scanner raises on
+    them (`_scan_finite`), which costs nothing per row.
 
     The encoded columns other than seq, created_at and prev_hash (who, from where,
     what, on which target and change) repeat from row to row: their encoded pieces
     are kept for up to LIMIT distinct combinations (then forgotten, so memory stays
-    flat)."""
+    flat), with a free slot where the CSV export keeps that middle's cells (one
+    cache, one lookup per row)."""
 
     LIMIT = 1024
 
     def __init__(self) -> None:
-        self._pieces: dict[tuple[Any, ...], tuple[str, str, str] | None] = {}
+        self._pieces: dict[tuple[Any, ...], list[str | None] | None] = {}
 
-    def __call__(self, row: tuple[Any, ...]) -> tuple[str, str] | None:
+    def __call__(self, row: tuple[Any, ...]) -> tuple[str, str, list[str | None]] | None:
         seq, canonical, created_at, payload, prev_hash = row[0], row[1], row[3], row[14], row[15]
         if canonical is None or type(seq) is not int or type(prev_hash) is not str:
             return None
@@ -424,7 +446,8 @@ class _Intact:
             return None
         # fromisoformat(when) == _moment(created_at): `_checked` takes `when` as the hashed
         # string. isoformat() is digits, "-", ":", "T", "." and "+": the same inside JSON quotes.
-        if type(created_at) is str:  # the text Django wrote (UTC without an offset), if the driver left it so
+        if type(created_at) is str:  # SQLite: the text Django wrote (UTC without an offset; `_raw_rows`)
+            # parse_datetime's first step; where it fails, so does the shortcut (`_moment` decides).
             try:
                 created_at = _fromisoformat(created_at)
             except ValueError:
@@ -433,7 +456,7 @@ class _Intact:
             return None
         # Naive: UTC (SQLite), as `_moment` reads it.
         when = created_at.isoformat() + "+00:00" if created_at.tzinfo is None else created_at.isoformat()
-        before, after, last = pieces
+        before, after, last, _cells = pieces
         head = f'{before}"{when}"{after}'
         tail = f',"prev_hash":{_enc(prev_hash)},"seq":{seq}{last}'
         start, end = len(head), len(canonical) - len(tail)
@@ -441,11 +464,11 @@ class _Intact:
             return None
         text = canonical[start:end]
         try:
-            hashed, stop = _scan(text, 0)  # the canonical text must decode, as `_checked` decodes it
+            hashed, stop = _scan_finite(text, 0)  # the canonical text must decode, as `_checked` decodes it
             if stop != len(text):
                 return None
-            if payload == text and "NaN" not in text and "Infinity" not in text:
-                return when, text
+            if payload == text:
+                return when, text, pieces
             if type(payload) is str:
                 stored = _loads(payload)
             elif type(payload) is bytes:
@@ -454,25 +477,38 @@ class _Intact:
                 return None
         except (StopIteration, ValueError):
             return None
-        return (when, text) if stored == hashed else None
+        return (when, text, pieces) if stored == hashed else None
 
     @staticmethod
     def _encode(actor_id: Any, actor_username: Any, origin: Any, client_ip: Any, user_agent: Any, action: Any,
-                target_id: Any, target_name: Any, change_id: Any, outcome: Any) -> tuple[str, str, str] | None:
+                target_id: Any, target_name: Any, change_id: Any, outcome: Any) -> list[str | None] | None:
         """The canonical text's pieces around created_at, and after seq (sorted keys),
-        or None when a column is not of a hashed field's type."""
+        and None (the CSV cells, filled in by `events_csv`); None when a column is not
+        of a hashed field's type."""
         try:
-            return (f'{{"action":{_enc(action)},"actor_id":{_int(actor_id)},"actor_username":{_enc(actor_username)},'
+            return [f'{{"action":{_enc(action)},"actor_id":{_int(actor_id)},"actor_username":{_enc(actor_username)},'
                     f'"change_id":{_int(change_id)},"client_ip":{"null" if client_ip is None else _enc(client_ip)},'
                     f'"created_at":',
                     f',"origin":{_enc(origin)},"outcome":{_enc(outcome)},"payload":',
                     f',"target_id":{_int(target_id)},"target_name":{_enc(target_name)},'
-                    f'"user_agent":{_enc(user_agent)}}}')
+                    f'"user_agent":{_enc(user_agent)}}}', None]
         except TypeError:
             return None
 
 
 _scan = json.JSONDecoder().scan_once  # the C scanner json.loads() ends in, as json.loads() builds it
+
+
+class _NonFinite(ValueError):
+    """A NaN or Infinity in a payload `_Intact` scans: left to `_checked`."""
+
+
+def _non_finite(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+# The same scanner, but NaN, Infinity and -Infinity raise instead of decoding (its only hook for them).
+_scan_finite = json.JSONDecoder(parse_constant=_non_finite).scan_once
 
 
 def _loads(text: str) -> Any:
@@ -496,12 +532,10 @@ def _is_moment(text: Any, moment: Any) -> bool:
 
 def _moment(value: Any) -> Any:
     """A timestamp column as the driver gives it: a datetime, or (SQLite) the text
-    Django wrote, in UTC without an offset."""
+    Django wrote, in UTC without an offset, read as Django's sqlite3 converter reads
+    it (parse_datetime: None when not well formatted, ValueError when no valid time)."""
     if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
+        value = parse_datetime(value)
     if isinstance(value, datetime) and value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     return value
@@ -582,7 +616,7 @@ def events_csv(events: QuerySet[AuditEvent], *, shortcut: bool = True) -> Iterat
     if columns[:columns.index("payload")] != ["seq", *_COMPARED[:11]]:
         raise ValueError(f"unexpected CSV columns {columns}")  # the order of the cells taken from `row` below
     writerow(columns)
-    intact, intact_row = _Intact(), rows.intact
+    intact, intact_row, middle_cells = _Intact(), rows.intact, rows.middle_cells
     withholds = _withholds(events)
     for row in _raw_rows(events):
         if withholds and not row[_VISIBLE]:
@@ -592,7 +626,11 @@ def events_csv(events: QuerySet[AuditEvent], *, shortcut: bool = True) -> Iterat
             continue
         proven = intact(row) if shortcut else None
         if proven is not None:  # nearly every row: its cells are its columns (equal to the hashed values)
-            intact_row(row[0], proven[0], row[4:14], proven[1], row[15], row[2])
+            when, payload, pieces = proven
+            cells = pieces[3]
+            if cells is None:  # kept next to the pieces _Intact encoded for the same middle (actor .. outcome)
+                cells = pieces[3] = middle_cells(row[4:14])
+            intact_row(row[0], when, cells, payload, row[15], row[2], row)
             if out.size >= OUTPUT_CHUNK:
                 yield out.take()
             continue

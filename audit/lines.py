@@ -84,7 +84,7 @@ class CsvRows:
         if columns[payload_at:] != ["payload", "prev_hash", "hash", "column_mismatch"]:
             raise ValueError(f"unexpected CSV columns {columns}")  # the layout `stored` assumes
         self._head = itemgetter(*columns[:payload_at])
-        self._middles: dict[tuple[Any, ...], str] = {}
+        self._clean: str | None = None  # the last hash `intact` found to be ASCII letters and digits
         self._scratch = _Lines()  # where the cells of a middle are written once
         self._scratch_row = csv.writer(self._scratch).writerow
 
@@ -125,25 +125,28 @@ class CsvRows:
         self.out.size += len(payload)
         self.writerow([_cell(prev_hash), _cell(hash_), _cell(mismatch)])
 
-    MIDDLES = 1024  # cells kept for this many distinct middles (then forgotten: memory stays flat)
+    def middle_cells(self, middle: tuple[Any, ...]) -> str:
+        """The cells of `middle` (actor .. outcome) as `write` writes them, joined by
+        their commas, for `intact` (the caller keeps them per distinct middle: they
+        repeat from row to row)."""
+        self._scratch_row([_cell(v) for v in middle])
+        return self._scratch.take().decode("utf-8")[:-2]
 
-    def intact(self, seq: int, when: str, middle: tuple[Any, ...], payload: str, prev_hash: str, hash_: str) -> None:
+    def intact(self, seq: int, when: str, cells: str, payload: str, prev_hash: str, hash_: str,
+               row: tuple[Any, ...]) -> None:
         """The row of an event whose columns say what its hashed record says (the
-        export checked them): the same bytes as `write((seq, when, *middle), payload,
-        prev_hash, hash_, "")`, in one f-string. `when` is an isoformat() (digits
-        first, nothing to quote); the cells of `middle` (actor .. outcome) repeat from
-        row to row and are written once per distinct middle."""
-        try:
-            cells = self._middles[middle]
-        except KeyError:
-            if len(self._middles) >= self.MIDDLES:
-                self._middles.clear()
-            self._scratch_row([_cell(v) for v in middle])
-            cells = self._middles[middle] = self._scratch.take().decode("utf-8")[:-2]
-        # Hex digests: nothing to quote, never a formula. Anything else: the general way.
-        if type(seq) is not int or seq < 0 or type(hash_) is not str or not (prev_hash.isalnum() and hash_.isalnum()):
-            self.write((seq, when, *middle), payload, prev_hash, hash_, "")
+        export checked them): the same bytes as `write((seq, when, *row[4:14]),
+        payload, prev_hash, hash_, "")`, in one f-string. `when` is an isoformat()
+        (digits first, nothing to quote); `cells` is `middle_cells(row[4:14])`."""
+        # Hex digests: nothing to quote, never a formula. Anything else: the general way. ASCII letters
+        # and digits alone, checked on the bytes (str.isalnum looks every character up in the Unicode
+        # database: a tenth of the row), and only once per digest: a row's prev_hash is the row before's hash.
+        if type(seq) is not int or seq < 0 or type(hash_) is not str or not (
+                (prev_hash == self._clean or (prev_hash.isascii() and prev_hash.encode().isalnum()))
+                and hash_.isascii() and hash_.encode().isalnum()):
+            self.write((seq, when, *row[4:14]), payload, prev_hash, hash_, "")
             return
+        self._clean = hash_
         if '"' in payload or "," in payload or "\r" in payload or "\n" in payload:
             payload = '"' + payload.replace('"', '""') + '"'
         line = f"{seq},{when},{cells},{payload},{prev_hash},{hash_},\r\n"

@@ -3,20 +3,24 @@ against its stored canonical text by encoding them, its payload by comparing tex
 must give the same bytes as decoding every row (`shortcut=False`, what the export
 did before, issue 14 finding 6), for intact rows with awkward values, rows whose
 payload column is spelled otherwise (written before the canonical encoder), rows
-edited behind their hash and a row without canonical text. SQLite and PostgreSQL
-(DATABASE_URL)."""
+edited behind their hash and a row without canonical text. On SQLite the exports
+read created_at as the text Django wrote (`_created_at_as_text`): the same bytes
+as reading the driver's datetime, for moments with and without microseconds, in
+other offsets, and columns spelled otherwise. SQLite and PostgreSQL (DATABASE_URL)."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection, transaction
 
+import audit.export
 from audit.chain import RequestOrigin, audit_record
 from audit.export import _checked, _Intact, _raw_rows, events_csv, events_jsonl
-from audit.lines import CsvRows
 from changes.management.commands.flush import _append_only_lifted
 from changes.models import AuditEvent, Target
 
@@ -104,10 +108,85 @@ def test_shortcut_gives_the_bytes_of_decoding_every_row(make_user, monkeypatch):
         assert fast == slow, fmt
     # The pieces kept per (actor, origin, ..., outcome) forgotten every other row.
     monkeypatch.setattr(_Intact, "LIMIT", 1)
-    monkeypatch.setattr(CsvRows, "MIDDLES", 1)
     for fmt, (fast, slow) in exports().items():
         assert fast == slow, fmt
     fast_csv = exports()["csv"][0].decode()
     assert "\"'=not,\"\"hex\"\"\"" in fast_csv
     assert "mallory" not in fast_csv and "forged" not in fast_csv
     assert fast_csv.count("actor_username payload") == 1
+
+
+# Hashed as written: UTC with and without microseconds (what timezone.now() gives), and
+# moments in other offsets (the canonical text keeps the offset, the column holds UTC).
+MOMENTS = [
+    datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC),
+    datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC),
+    datetime(2025, 3, 1, 12, 0, 0, 1, tzinfo=UTC),
+    datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(1970, 1, 1, tzinfo=UTC),
+    datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone(timedelta(hours=2))),
+    datetime(2025, 3, 1, 12, 0, 0, 500000, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+    datetime(2025, 7, 1, 0, 30, 0, 7, tzinfo=ZoneInfo("Europe/Berlin")),
+    datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone(timedelta(0))),  # "+00:00" too
+]
+
+
+def all_exports(monkeypatch) -> list[bytes]:
+    """Both formats, shortcut and decoding every row, reading created_at as text (SQLite)
+    and as the driver's datetime (what the exports read before, and on PostgreSQL)."""
+    found = []
+    for as_text in (True, False):
+        with monkeypatch.context() as patch:
+            patch.setattr(audit.export, "_created_at_as_text",
+                          lambda events, as_text=as_text: as_text and connection.vendor == "sqlite")
+            for fast, slow in exports().values():
+                found += [fast, slow]
+    return found
+
+
+@pytest.mark.django_db(transaction=True)
+def test_created_at_read_as_text_gives_the_same_bytes(make_user, monkeypatch):
+    user = make_user("timely")
+    target = Target.objects.create(name="moments.example", config={"zone": "moments.example."})
+    moments = iter(MOMENTS)
+    with transaction.atomic(), monkeypatch.context() as patch:
+        patch.setattr("audit.chain.timezone.now", lambda: next(moments))
+        for n in range(len(MOMENTS)):
+            audit_record(actor=user, origin=origins()[n % 4], action="probe", target=target, payload={"n": n})
+    rows = list(_raw_rows(AuditEvent.objects.order_by("seq")))
+    before = {row[0] for row in rows[:-len(MOMENTS)]}  # make_user's event(s): now, in UTC
+    rows = rows[-len(MOMENTS):]
+    seqs = [row[0] for row in rows]
+    # SQLite: the text Django wrote (naive UTC, str(datetime): no ".000000"); else a datetime.
+    if connection.vendor == "sqlite":
+        assert [row[3] for row in rows] == [str(m.astimezone(UTC).replace(tzinfo=None)) for m in MOMENTS]
+    else:
+        assert all(type(row[3]) is datetime for row in rows)
+    # The UTC ones ("+00:00" in the canonical text) by the shortcut, the others by decoding: all intact.
+    assert decoded_intact() == before | set(seqs)
+    assert shortcut_taken() == before | {seq for seq, m in zip(seqs, MOMENTS, strict=True)
+                                         if m.utcoffset() == timedelta(0)}
+    found = all_exports(monkeypatch)
+    assert len(set(found)) == 2, "one CSV and one JSON Lines file"
+    csv = exports()["csv"][0].decode()
+    for moment in MOMENTS:
+        assert f",{moment.isoformat()}," in csv
+    assert ",2025-03-01T12:00:00+00:00," in csv and ",2025-03-01T12:00:00.000001+00:00," in csv
+
+    if connection.vendor != "sqlite":
+        return
+    # Columns edited behind the hash, spelled as Django never writes them: the same moment
+    # (intact, found by decoding), another one, or no time at all (Django's converter reads
+    # None): the same findings and bytes whether the export parses the text or the driver does.
+    edit(seqs[0], created_at="2025-03-01 12:00:00.000000")
+    edit(seqs[1], created_at="2025-03-01T14:00:00.123456+02:00")
+    edit(seqs[2], created_at="2025-03-01 12:00:00.000002")
+    edit(seqs[3], created_at="not a time")
+    edit(seqs[4], created_at="1970-01-01T00:00:00Z")
+    # ".000000" and "Z" parse to the hashed moment's isoformat(): the shortcut's; "+02:00" to another spelling.
+    assert shortcut_taken() == before | {seqs[0], seqs[4], seqs[8]}
+    assert decoded_intact() == before | set(seqs) - {seqs[2], seqs[3]}
+    found = all_exports(monkeypatch)
+    assert len(set(found)) == 2, "one CSV and one JSON Lines file"
+    assert exports()["csv"][0].decode().count("\r\n") - 1 == len(before) + len(seqs)
+    assert [line.rsplit(",", 1)[1] for line in exports()["csv"][0].decode().splitlines()[1:]].count("created_at") == 2
