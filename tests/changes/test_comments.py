@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 import pytest
 from django.core import mail
 from django.http import Http404
 
-from changegate_cli import main as cli
 from changes.errors import ValidationFailed
 from changes.models import AuditEvent, ChangeComment, ChangeRequest, Notification
 from changes.services import change_create, comment_add
 from changes.services.comments import mentioned_names
+from tests.changes.test_cli import clean_env, run  # noqa: F401 - the CLI fixtures, one copy
 from tests.conftest import ZONE
 from tests.factories import WWW, api_client
 
@@ -194,26 +193,6 @@ def test_the_service_refuses_the_same_bodies_and_takes_5000_characters(change, a
 # The CLI against the live server
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-
-@pytest.fixture
-def run(monkeypatch, tmp_path, capsys):
-    for var in ("CHANGEGATE_URL", "CHANGEGATE_TOKEN", "CHANGEGATE_USER", "CHANGEGATE_PROFILE", "NO_COLOR"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
-
-    def run(*argv: str) -> Run:
-        capsys.readouterr()
-        code = cli.main(list(argv))
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 def as_user(monkeypatch, live_server, user) -> None:
@@ -226,7 +205,7 @@ def as_user(monkeypatch, live_server, user) -> None:
 # Real commits: the live_server thread reads through its own connection.
 @pytest.mark.django_db(transaction=True)
 def test_the_cli_comments_and_show_prints_the_discussion_after_the_diff(live_server, change, author, reviewer,
-                                                                        outsider, run, monkeypatch):
+                                                                        outsider, run, monkeypatch):  # noqa: F811 - the imported fixture
     as_user(monkeypatch, live_server, reviewer)
     said = run("comment", str(change.pk), "-m", "TTL is fine.\nping @alice @ghost")
     assert said.code == 0, said.err
