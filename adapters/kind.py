@@ -66,6 +66,10 @@ class TargetKind:
       signatures) are not tracked, and a value is compared in a form that masks what
       changes on every write (the SOA serial).
     - check_kinds: extra declared health-check types.
+    - cache_seconds(plan): (seconds, key): how long a consumer may keep serving what
+      the plan replaces (DNS: the largest TTL among the steps' `before` values) and the
+      key holding it; (0, None) for a kind whose old state nobody caches. The bake
+      lasts at least that long (pipeline/bake_time.py).
     """
 
     name: str
@@ -85,6 +89,7 @@ class TargetKind:
     drift_ignores: Callable[[RRKey], bool] = lambda key: False
     drift_comparable: Callable[[str, Mapping[str, Any] | None], Any] = lambda key, value: value
     check_kinds: tuple[CheckKind, ...] = field(default_factory=tuple)
+    cache_seconds: Callable[[Plan], tuple[int, RRKey | None]] = lambda plan: (0, None)
 
     def validate_config(self, config: Any, *, key_dir: str | os.PathLike[str]) -> dict[str, Any]:
         return self.adapter_class.validate_config(config, key_dir=key_dir)

@@ -43,6 +43,11 @@ def cmd_propose(client: Client, args: argparse.Namespace) -> int:
                          "--delete-rule, --add-element, --delete-element, --policy (firewall) or --file")
     if not args.reason.strip():
         raise UsageError("--reason must say why the change is needed")
+    bake, bake_reason = getattr(args, "bake", None), getattr(args, "bake_reason", None)
+    if bake is not None and not (bake_reason or "").strip():
+        raise UsageError("--bake needs --bake-reason: say why the change bakes for other than the target's rule")
+    if bake is None and bake_reason is not None:
+        raise UsageError("--bake-reason goes with --bake SECONDS")
     checks = list(args.check_parts or [])
     body = {
         "target": args.target,
@@ -55,6 +60,8 @@ def cmd_propose(client: Client, args: argparse.Namespace) -> int:
         body["allow_apex"] = True
     if getattr(args, "reference", None):
         body["reference"] = args.reference
+    if bake is not None:
+        body["bake_override_seconds"], body["bake_override_reason"] = bake, bake_reason
     try:
         change = client.post("/api/v1/changes/", body)
     except ApiError as exc:

@@ -153,6 +153,11 @@ def _add_change_commands(command: AddCommand) -> None:
                               "or nothing at all with absent; timeout=SECONDS")
     propose.add_argument("--allow-apex", action="store_true",
                          help="allow changing the apex SOA or NS RRset")
+    propose.add_argument("--bake", type=int, metavar="SECONDS",
+                         help="watch the applied change for SECONDS (0..86400) instead of the target's rule "
+                              "(DNS: the old records' TTL, capped by the target); needs --bake-reason")
+    propose.add_argument("--bake-reason", metavar="TEXT",
+                         help="why the change bakes for other than the target's rule (reviewers see it)")
     propose.add_argument("--submit", action="store_true", help="submit for review right away")
     propose.set_defaults(patch_parts=[], check_parts=[])
 

@@ -95,6 +95,8 @@ def print_change(change: dict[str, Any], *, full: bool, own: bool = False,
                 print(f"    {paint(str(flag), 'red', color)}", file=out)
     else:
         print("  risk flags   none", file=out)
+    if isinstance(change.get("bake"), dict) and change["bake"].get("why"):  # absent from servers before issue 16
+        print(f"  bake         {change['bake']['why']}", file=out)
     if full:
         print("  reason:", file=out)
         for line in str(change.get("reason") or "").splitlines() or [""]:

@@ -60,6 +60,18 @@ def rollback_items(plan: Plan) -> list[dict[str, Any]]:
     return items
 
 
+def cache_seconds(plan: Plan) -> tuple[int, RRKey | None]:
+    """The largest TTL among the values the plan replaces, and its RRset: until it has
+    run out, some resolver may still answer with the old value. A step that creates an
+    RRset replaces nothing cached here (negative caching is bounded by the SOA, which
+    the plan does not carry), so it counts 0."""
+    best: tuple[int, RRKey | None] = (0, None)
+    for step in plan.steps:
+        if step.before is not None and step.before.ttl > best[0]:
+            best = (step.before.ttl, step.key)
+    return best
+
+
 def drift_comparable(key: str, value: Mapping[str, Any] | None) -> Any:
     """The value with the SOA serial masked: the server bumps the serial on every
     update, changegate's own included, so a serial-only change is not news. Every
@@ -93,4 +105,5 @@ DNS = TargetKind(
     drift_ignores=lambda key: key.rdtype in DRIFT_IGNORED_TYPES,
     drift_comparable=drift_comparable,
     check_kinds=(DNS_RESOLVE,),
+    cache_seconds=cache_seconds,
 )

@@ -37,6 +37,7 @@ from changes.models import (
 from drift.sweep import oob_baseline_apply
 from ops.logs import log_context
 from pipeline import checks
+from pipeline.bake_time import bake_for
 from pipeline.execution import (
     MAX_TRANSIENT_ATTEMPTS,
     ROLLBACK_BACKOFF_MAX_SECONDS,
@@ -296,7 +297,7 @@ def _store_round(lease: Lease, change: ChangeRequest, phase: str, round_no: int,
 def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any,
           phase: str) -> tuple[bool, list[Any], int]:
 
-    policy = checks.BakePolicy(bake_seconds=float(change.target.bake_seconds))
+    policy = checks.BakePolicy(bake_seconds=float(bake_for(change, change.target).seconds))
     declared = [*change.target.health_checks, *change.health_checks]
     result = (bake or checks.bake)(
         adapter=adapter, plan=plan, checks=declared, policy=policy,

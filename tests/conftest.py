@@ -169,6 +169,8 @@ def dns_target(db, named_server, fresh_zone, operator, author, reviewer, second_
         name=fresh_zone,
         config={"zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
                 "timeout": 3},
+        # The test zones' records have TTL 300: no TTL-derived bake unless a test asks for one.
+        bake_max_seconds=0,
     )
     grant(author, "engineer", target)
     grant(reviewer, "reviewer", target)
@@ -228,7 +230,7 @@ def keyed_target(named_server, fresh_zone, operator, author, reviewer, tmp_path)
 
     key_file = tmp_path / "own.key"
     shutil.copy(named_server.key_file, key_file)
-    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, config={
+    target = target_register(actor=operator, name=fresh_zone, bake_seconds=0, bake_max_seconds=0, config={
         "zone": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(key_file), "timeout": 3})
     grant(author, "engineer", target)
     grant(reviewer, "reviewer", target)

@@ -25,7 +25,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import threading
 import time
 from collections import Counter, defaultdict
@@ -393,7 +392,7 @@ class Soak:
             webhook = self.webhook.url(DEAD_LETTER_PATH if index == len(self.zones) - 1 else "/hook")
             bake = RESTART_BAKE_SECONDS if zone is self.restart_zone else BAKE_SECONDS
             self.targets[zone.name] = target_update_policy(actor=self.operator, target=target, bake_seconds=bake,
-                                                           webhook_url=webhook)
+                                                           bake_max_seconds=0, webhook_url=webhook)
             for role, users in (("engineer", self.engineer_users), ("reviewer", self.reviewer_users)):
                 for user in users:
                     target_role_grant(actor=None, target=target, role=role, user=user,

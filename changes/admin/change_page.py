@@ -30,6 +30,7 @@ from changes.lifecycle import can_move
 from changes.models import COMMENT_BODY_MAX, AuditEvent, ChangeRequest
 from changes.selectors import change_comments, change_executions, change_plan_of
 from changes.services.change_requests import may_cancel, may_plan, may_submit
+from pipeline.bake_time import bake_for
 from pipeline.checks import check_name
 
 State = ChangeRequest.State
@@ -211,6 +212,8 @@ def change_page_context(request: HttpRequest, change: ChangeRequest, *, events: 
         "approvals_valid_count": len(valid_ids),
         "approvals_required": required,
         "approvals_required_why": required_why,
+        # How long it will be watched once applied (the same rule the worker bakes by).
+        "bake_why": bake_for(change, change.target).why,
         **live_drift_context(change),
         **failure_context(change, plain_events),
         **checks_context(change, plain_events),

@@ -85,6 +85,13 @@ class ChangeProposalForm(forms.Form):
     health_checks = forms.CharField(
         widget=forms.Textarea(attrs={"rows": 3, "class": "cg-patch", "spellcheck": "false"}), required=False,
         label="Health checks", help_text=proposal.CHECKS_HELP)
+    # Optional; the service validates both (pipeline/bake_time.py) and its errors land on these fields.
+    bake_override_seconds = forms.IntegerField(
+        required=False, label="Bake (seconds, overrides the TTL rule)",
+        help_text="Empty: the target's rule (DNS: the old records' TTL, within the target's minimum and cap).")
+    bake_override_reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=4000, label="Why",
+        help_text="Required with a bake of your own; reviewers see it.")
 
     def __init__(self, *args: Any, targets: QuerySet[Target] | None, **kwargs: Any) -> None:
         """`targets`: those offered; None for an edit, which keeps the change's target."""
@@ -479,6 +486,8 @@ class ChangeRequestAdmin(admin.ModelAdmin):
                     actor=request.user, target=data["target"], title=data["title"], reason=data["reason"],
                     patch=data["patch"], health_checks=data["health_checks"],
                     options={"allow_apex": data["allow_apex"]}, origin=_admin_origin(request),
+                    bake_override_seconds=data["bake_override_seconds"],
+                    bake_override_reason=data["bake_override_reason"],
                 )
             except ValidationFailed as exc:
                 add_service_errors(form, exc.errors, field_of=_proposal_field)

@@ -131,6 +131,7 @@ def edit_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: st
         form = form_class(targets=None, initial={
             "title": change.title, "reason": change.reason, "patch": patch_text(change),
             "allow_apex": bool(change.options.get("allow_apex")), "health_checks": check_lines(change.health_checks),
+            "bake_override_seconds": change.bake_override_seconds, "bake_override_reason": change.bake_override_reason,
         })
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -152,4 +153,7 @@ def edit_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: st
 def _update(request: HttpRequest, change: ChangeRequest, data: dict[str, Any]) -> ChangeRequest:
     return change_update(actor=request.user, change=change, title=data["title"], reason=data["reason"],
                          patch=data["patch"], health_checks=data["health_checks"],
-                         options={"allow_apex": data["allow_apex"]}, origin=_admin_origin(request))
+                         options={"allow_apex": data["allow_apex"]}, origin=_admin_origin(request),
+                         # Empty seconds: back to the target's rule (the form shows the current override).
+                         bake_override_seconds=data["bake_override_seconds"],
+                         bake_override_reason=data["bake_override_reason"])

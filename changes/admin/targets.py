@@ -72,6 +72,10 @@ class TargetRegisterForm(forms.Form):
     required_approvals = forms.IntegerField(initial=1)
     approval_lifetime_seconds = forms.IntegerField(initial=24 * 3600)
     bake_seconds = forms.IntegerField(initial=60, help_text="How long health checks watch an applied change.")
+    bake_max_seconds = forms.IntegerField(
+        initial=3600, label="Bake cap (seconds)",
+        help_text="DNS: a change bakes for the old records' TTL (so resolvers have let go of them), at most this; "
+                  "the bake time above still applies.")
     frozen = forms.BooleanField(required=False, help_text="A frozen target accepts proposals but applies nothing.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -151,8 +155,8 @@ class TargetAdmin(admin.ModelAdmin):
     list_filter = ("kind", "frozen")
     search_fields = ("name",)
     fields = (
-        "name", "kind", "config_shown", "required_approvals", "approval_lifetime_seconds", "bake_seconds", "frozen",
-        "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
+        "name", "kind", "config_shown", "required_approvals", "approval_lifetime_seconds", "bake_seconds",
+        "bake_max_seconds", "frozen", "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
     )
     # Config is validated (and the zone checked) only at registration; health checks
     # only through their validator. Neither may be typed in here unchecked.
@@ -216,7 +220,8 @@ class TargetAdmin(admin.ModelAdmin):
                     actor=request.user, name=data["name"], kind=data["kind"], config=form.config(),
                     required_approvals=data["required_approvals"],
                     approval_lifetime_seconds=data["approval_lifetime_seconds"],
-                    bake_seconds=data["bake_seconds"], frozen=data["frozen"], origin=_admin_origin(request),
+                    bake_seconds=data["bake_seconds"], bake_max_seconds=data["bake_max_seconds"],
+                    frozen=data["frozen"], origin=_admin_origin(request),
                     prepare=data["prepare"],
                 )
             except ValidationFailed as exc:

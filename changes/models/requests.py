@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import models
 
 from changes.models.targets import Target
@@ -48,6 +49,10 @@ class ChangeRequest(models.Model):
     # kind reads them when it validates and plans the items.
     options = models.JSONField(default=dict, blank=True)
     health_checks = models.JSONField(default=list, blank=True)
+    # The author's own bake length, replacing the target's rule (pipeline/bake_time.py);
+    # null = the rule. The reason is required with it and shown to reviewers.
+    bake_override_seconds = models.PositiveIntegerField(null=True, blank=True, validators=[MaxValueValidator(86400)])
+    bake_override_reason = models.TextField(blank=True, default="")
     state = models.CharField(max_length=20, choices=State.choices, default=State.DRAFT, db_index=True)
     # Bumped by every edit: a plan computed for an older revision is not stored.
     revision = models.PositiveIntegerField(default=1)

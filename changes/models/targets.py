@@ -26,7 +26,13 @@ class Target(models.Model):
     approval_lifetime_seconds = models.PositiveIntegerField(
         default=24 * 3600, validators=[MinValueValidator(60), MaxValueValidator(30 * 86400)]
     )
+    # The bake's minimum. A kind whose old state is cached (DNS: TTLs) bakes until the
+    # caches may have let go of it, up to `bake_max_seconds` (pipeline/bake_time.py).
     bake_seconds = models.PositiveIntegerField(default=60, validators=[MaxValueValidator(86400)])
+    bake_max_seconds = models.PositiveIntegerField(
+        default=3600, validators=[MaxValueValidator(86400)],
+        help_text="The longest a cache-derived bake (DNS: the old TTLs) may last; bake_seconds still applies.",
+    )
     health_checks = models.JSONField(default=list, blank=True)
     frozen = models.BooleanField(default=False, help_text="A frozen target accepts proposals but applies nothing.")
     # Cached from the last whole-zone read, for the mass-delete risk flag: reading

@@ -26,6 +26,7 @@ from changes.lifecycle import can_move, in_author_set, lock_change, lock_editabl
 from changes.locking import retry_on_contention
 from changes.models import EDITABLE, ChangeRequest, Target
 from changes.permissions import can_cancel, has_target_permission, require_target_permission
+from pipeline.bake_time import override_errors
 from pipeline.check_specs import validate_health_checks
 
 State = ChangeRequest.State
@@ -141,6 +142,18 @@ def _validate_reference(reference: Any) -> str:
     return reference
 
 
+# "Not given" for an edit, where None means "back to the target's rule".
+UNSET: Any = object()
+
+
+def _validate_bake_override(seconds: Any, reason: Any) -> tuple[int | None, str]:
+    """The change's own bake length and its reason (pipeline/bake_time.py has the rule)."""
+    errors = override_errors(seconds, reason)
+    if errors:
+        raise ValidationFailed([{"index": None, "field": field, "message": message} for field, message in errors])
+    return (None, "") if seconds is None else (seconds, reason.strip())
+
+
 def _store_plan(change: ChangeRequest, plan: Plan) -> None:
     change.plan = plan.to_json()
     change.fingerprint = plan.fingerprint
@@ -177,6 +190,8 @@ def change_create(
     options: Options | None = None,
     origin: RequestOrigin = SYSTEM,
     reference: Any = None,
+    bake_override_seconds: Any = None,
+    bake_override_reason: Any = "",
 ) -> ChangeRequest:
     """Create a draft change and its dry-run plan against the live target.
     `options` are the target kind's options for this change (DNS: allow_apex).
@@ -184,6 +199,7 @@ def change_create(
     require_target_permission(actor, "submit_change", target)
     title, reason = _validate_text(title, reason)
     reference = _validate_reference(reference)
+    bake_seconds, bake_reason = _validate_bake_override(bake_override_seconds, bake_override_reason)
     checks = validate_health_checks(health_checks)
     options = dict(options or {})
     prepared = _prepare_items(target=target, items=items, patch=patch, options=options)
@@ -193,6 +209,7 @@ def change_create(
         change = ChangeRequest(
             target=target, author=actor, title=title, reason=reason, reference=reference, items=prepared.raw,
             health_checks=checks, options=options,
+            bake_override_seconds=bake_seconds, bake_override_reason=bake_reason,
         )
         _store_plan(change, plan)
         change.save()
@@ -201,7 +218,8 @@ def change_create(
         change.creation_event = audit_record(
             actor=actor, origin=origin, action="change_created", change=change,
             payload={"title": title, "reason": reason, "reference": reference, "items": prepared.raw,
-                     "health_checks": checks,
+                     "health_checks": checks, "bake_override_seconds": bake_seconds,
+                     "bake_override_reason": bake_reason,
                      "options": options, "plan": change.plan, **_plan_summary(change)})
     return change
 
@@ -219,6 +237,8 @@ def change_update(
     options: Options | None = None,
     origin: RequestOrigin = SYSTEM,
     reference: Any = None,
+    bake_override_seconds: Any = UNSET,
+    bake_override_reason: Any = UNSET,
 ) -> ChangeRequest:
     """Edit a change that is not yet approved. Records the editor and re-plans; a
     new revision means approvals given to the old one no longer count."""
@@ -231,6 +251,9 @@ def change_update(
     new_title, new_reason = _validate_text(title if title is not None else change.title,
                                            reason if reason is not None else change.reason)
     new_reference = _validate_reference(reference) if reference is not None else change.reference
+    bake_seconds, bake_reason = _validate_bake_override(
+        change.bake_override_seconds if bake_override_seconds is UNSET else bake_override_seconds,
+        change.bake_override_reason if bake_override_reason is UNSET else bake_override_reason)
     checks = validate_health_checks(health_checks) if health_checks is not None else change.health_checks
     # Options given are merged over the change's own; those not given stay.
     merged = {**change.options, **(options or {})}
@@ -244,6 +267,8 @@ def change_update(
         old_fingerprint = locked.fingerprint
         locked.title, locked.reason, locked.items = new_title, new_reason, prepared.raw
         locked.reference = new_reference
+        # A new bake is a new revision too: reviewers approve how long it is watched.
+        locked.bake_override_seconds, locked.bake_override_reason = bake_seconds, bake_reason
         locked.health_checks, locked.options = checks, merged
         locked.revision += 1
         _store_plan(locked, plan)
@@ -256,6 +281,7 @@ def change_update(
                      payload={"title": new_title, "reason": new_reason, "reference": new_reference,
                               "items": prepared.raw,
                               "health_checks": checks, "options": merged, "revision": locked.revision,
+                              "bake_override_seconds": bake_seconds, "bake_override_reason": bake_reason,
                               "approvals_invalidated": invalidated,
                               "previous_fingerprint": old_fingerprint, "plan": locked.plan,
                               **_plan_summary(locked)})

@@ -33,6 +33,7 @@ def target_register(
     required_approvals: int = 1,
     approval_lifetime_seconds: int = 24 * 3600,
     bake_seconds: int = 60,
+    bake_max_seconds: int = 3600,
     health_checks: Sequence[dict[str, Any]] = (),
     frozen: bool = False,
     origin: RequestOrigin = SYSTEM,
@@ -51,7 +52,8 @@ def target_register(
     if kind not in REGISTRY:
         errors.append({"index": None, "field": "kind", "message": f"kind must be one of {', '.join(REGISTRY.names())}"})
     errors += _policy_errors(required_approvals=required_approvals,
-                             approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds)
+                             approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds,
+                             bake_max_seconds=bake_max_seconds)
     if errors:
         raise ValidationFailed(errors)
     try:
@@ -68,7 +70,7 @@ def target_register(
     target = Target(
         name=name.strip(), kind=kind, config=normalized, required_approvals=required_approvals,
         approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds,
-        health_checks=checks, frozen=frozen,
+        bake_max_seconds=bake_max_seconds, health_checks=checks, frozen=frozen,
     )
     serial = None
     if check_reachable:
@@ -123,6 +125,7 @@ POLICY_RANGES = {
     "required_approvals": (1, 10),
     "approval_lifetime_seconds": (60, 30 * 86400),
     "bake_seconds": (0, 86400),
+    "bake_max_seconds": (0, 86400),  # the cap on a TTL-derived bake (pipeline/bake_time.py)
     "emergency_review_hours": (1, 720),
     "oob_interval_seconds": (0, 7 * 86400),  # 0 = no out-of-band change detection
 }

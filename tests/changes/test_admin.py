@@ -231,7 +231,8 @@ def test_operator_registers_a_target_through_the_admin_form(client, make_user, n
     client.force_login(admin)
     url = reverse("admin:changes_target_add")
     base = {"name": fresh_zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file),
-            "timeout": "2", "required_approvals": "2", "approval_lifetime_seconds": "3600", "bake_seconds": "10"}
+            "timeout": "2", "required_approvals": "2", "approval_lifetime_seconds": "3600", "bake_seconds": "10",
+            "bake_max_seconds": "900"}
 
     bad = client.post(url, {**base, "tsig_key_file": "relative.key", "nameservers": "127.0.0.1:53, nope"})
     errors = bad.context["form"].errors
@@ -240,6 +241,8 @@ def test_operator_registers_a_target_through_the_admin_form(client, make_user, n
     assert "cannot reach zone notserved.test" in bad.context["form"].non_field_errors()[0]
     bad = client.post(url, {**base, "required_approvals": "11"})
     assert bad.context["form"].errors["required_approvals"] == ["must be an integer 1..10"]
+    bad = client.post(url, {**base, "bake_max_seconds": "86401"})
+    assert bad.context["form"].errors["bake_max_seconds"] == ["must be an integer 0..86400"]
     assert not Target.objects.exists()
 
     response = client.post(url, base)
@@ -247,6 +250,7 @@ def test_operator_registers_a_target_through_the_admin_form(client, make_user, n
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:changes_target_change", args=[target.pk])
     assert (target.name, target.required_approvals, target.config["zone"]) == (fresh_zone, 2, fresh_zone)
+    assert target.bake_max_seconds == 900
     assert target.item_count
     assert AuditEvent.objects.get(target=target, action="target_registered").origin == Origin.ADMIN
     listing = client.get(reverse("admin:changes_target_changelist")).content.decode()
@@ -261,12 +265,12 @@ def test_target_policy_is_editable_but_config_is_not(client, make_user, dns_targ
     url = reverse("admin:changes_target_change", args=[dns_target.pk])
     assert "Object permissions" not in client.get(url).content.decode()
     response = client.post(url, {
-        "required_approvals": "2", "approval_lifetime_seconds": "7200", "bake_seconds": "30", "frozen": "on",
-        "config": '{"zone": "evil.test"}', "name": "renamed", "rrset_count": "0",
+        "required_approvals": "2", "approval_lifetime_seconds": "7200", "bake_seconds": "30", "bake_max_seconds": "600",
+        "frozen": "on", "config": '{"zone": "evil.test"}', "name": "renamed", "rrset_count": "0",
     })
     assert response.status_code == 302
     target = Target.objects.get(pk=dns_target.pk)
-    assert (target.required_approvals, target.bake_seconds, target.frozen) == (2, 30, True)
+    assert (target.required_approvals, target.bake_seconds, target.bake_max_seconds, target.frozen) == (2, 30, 600, True)
     unchanged = (dns_target.name, dns_target.config, dns_target.item_count)
     assert (target.name, target.config, target.item_count) == unchanged
     assert client.post(reverse("admin:changes_target_delete", args=[target.pk]), {"post": "yes"}).status_code == 403

@@ -19,20 +19,21 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from changes.models import AuditEvent, ChangeRequest, Target
-from changes.services import target_register
+from changes.services import target_register, target_update_policy
 from tests.conftest import ZONE, grant
 from tests.factories import WWW
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
 TARGET_KEYS = {"id", "name", "kind", "zone", "primary", "nameservers", "required_approvals",
-               "approval_lifetime_seconds", "bake_seconds", "health_checks", "frozen", "rrset_count"}
+               "approval_lifetime_seconds", "bake_seconds", "bake_max_seconds", "health_checks", "frozen",
+               "rrset_count"}
 DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "reference", "items", "health_checks",
                "allow_apex", "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency",
                "executions",
                "created_at", "updated_at", "submitted_at", "events", "approvals", "approvals_required",
                "emergency_overdue", "emergency_reason", "emergency_by", "emergency_at", "emergency_reviewed_by",
-               "emergency_reviewed_at", "emergency_review_comment", "warnings"}
+               "emergency_reviewed_at", "emergency_review_comment", "warnings", "bake"}
 
 
 class CheckedClient(APIClient):
@@ -183,6 +184,18 @@ def test_only_staff_register_targets(client_for, author, staff, named_server):
     assert again.status_code == 400 and fields_of(again) == {"name"}
 
 
+def test_a_target_keeps_and_shows_its_bake_cap(client_for, staff, operator, named_server):
+    response = client_for(staff).post("/api/v1/targets/", register_body(named_server, ZONE, bake_max_seconds=900),
+                                      format="json")
+    assert response.status_code == 201, response.json()
+    assert response.json()["bake_max_seconds"] == 900
+    target = Target.objects.get(pk=response.json()["id"])
+    assert target.bake_max_seconds == 900
+    target_update_policy(actor=operator, target=target, bake_max_seconds=120)
+    grant(staff, "auditor", target)
+    assert client_for(staff).get(f"/api/v1/targets/{target.pk}/").json()["bake_max_seconds"] == 120
+
+
 @pytest.mark.parametrize(("overrides", "config", "field"), [
     ({}, {"primary": "not-an-address"}, "config.primary"),
     ({}, {"primary": "127.0.0.1:99999"}, "config.primary"),
@@ -192,6 +205,9 @@ def test_only_staff_register_targets(client_for, author, staff, named_server):
     ({"required_approvals": 0}, {}, "required_approvals"),
     ({"required_approvals": "2"}, {}, "required_approvals"),
     ({"bake_seconds": 10**40}, {}, "bake_seconds"),
+    ({"bake_max_seconds": 86401}, {}, "bake_max_seconds"),
+    ({"bake_max_seconds": -1}, {}, "bake_max_seconds"),
+    ({"bake_max_seconds": "600"}, {}, "bake_max_seconds"),
     ({"frozen": "yes"}, {}, "frozen"),
     ({"kind": "bgp"}, {}, "kind"),  # no such kind (nft is one now)
     ({"name": ["a"]}, {}, "name"),

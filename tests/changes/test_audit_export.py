@@ -317,7 +317,7 @@ def test_the_admin_offers_no_export_to_whoever_may_export_nothing(author, dns_ta
 
 @pytest.fixture
 def down_target(own_named, staff, author, reviewer, auditor) -> Target:
-    target = target_register(actor=staff, name="down.test", bake_seconds=0, config={
+    target = target_register(actor=staff, name="down.test", bake_seconds=0, bake_max_seconds=0, config={
         "zone": "down.test", "primary": own_named.primary, "tsig_key_file": str(own_named.key_file), "timeout": 1})
     grant(author, "engineer", target)
     grant(reviewer, "reviewer", target)

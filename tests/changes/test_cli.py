@@ -312,7 +312,7 @@ def writable_target(named_server, operator, author, reviewer):
     from tests.conftest import grant, spare_zone
 
     zone = spare_zone()
-    target = target_register(actor=operator, name=zone, bake_seconds=0, config={
+    target = target_register(actor=operator, name=zone, bake_seconds=0, bake_max_seconds=0, config={
         "zone": zone, "primary": named_server.primary, "tsig_key_file": str(named_server.key_file), "timeout": 3})
     grant(author, "engineer", target)
     grant(reviewer, "reviewer", target)
@@ -743,3 +743,34 @@ def test_every_check_the_cli_builds_is_one_the_server_accepts_unchanged():
         assert set(check) <= CHECK_FIELDS[check["type"]], check
     assert [{k: v for k, v in c.items() if k != "timeout"} for c in validate_health_checks(built)] == [
         {k: v for k, v in c.items() if k != "timeout"} for c in built]
+
+
+@LIVE
+@pytest.mark.named
+def test_propose_bake_needs_its_reason_before_anything_is_sent(server, dns_target, run):
+    from changes.models import ChangeRequest
+
+    result = run("propose", "--target", dns_target.name, "--reason", "new lb", "--upsert", "www 300 A 192.0.2.99",
+                 "--bake", "1200")
+    assert result.code == 2
+    assert "--bake needs --bake-reason" in result.err
+    alone = run("propose", "--target", dns_target.name, "--reason", "new lb", "--upsert", "www 300 A 192.0.2.99",
+                "--bake-reason", "slow caches")
+    assert alone.code == 2 and "--bake-reason goes with --bake" in alone.err
+    assert not ChangeRequest.objects.exists()
+
+
+@LIVE
+@pytest.mark.named
+def test_propose_with_its_own_bake_shows_it_to_reviewers(server, dns_target, run):
+    from changes.models import ChangeRequest
+
+    result = run("--json", "propose", "--target", dns_target.name, "--reason", "new lb",
+                 "--upsert", "www 300 A 192.0.2.99", "--bake", "1200", "--bake-reason", "branch resolvers pin 20 min")
+    assert result.code == 0, result.err
+    change = json.loads(result.out)
+    why = "watching for 20 min: set by the change (branch resolvers pin 20 min)"
+    assert change["bake"] == {"seconds": 1200, "why": why, "override_reason": "branch resolvers pin 20 min"}
+    stored = ChangeRequest.objects.get(pk=change["id"])
+    assert (stored.bake_override_seconds, stored.bake_override_reason) == (1200, "branch resolvers pin 20 min")
+    assert f"  bake         {why}" in run("show", str(change["id"])).out

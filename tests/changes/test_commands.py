@@ -22,8 +22,9 @@ def add_dns(*args: str) -> str:
 
 def test_target_add_dns_registers_a_live_zone_and_prints_it(named_server, fresh_zone):
     out = add_dns(fresh_zone, "--primary", named_server.primary, "--tsig-key-file", str(named_server.key_file),
-                  "--required-approvals", "2", "--bake-seconds", "5", "--timeout", "3")
+                  "--required-approvals", "2", "--bake-seconds", "5", "--bake-max-seconds", "600", "--timeout", "3")
     target = Target.objects.get(name=fresh_zone)
+    assert target.bake_max_seconds == 600 and "bake cap:           600 s" in out
     assert target.config["zone"] == fresh_zone
     assert target.config["nameservers"] == [named_server.primary]
     assert (target.required_approvals, target.bake_seconds, target.config["timeout"]) == (2, 5, 3.0)

@@ -171,7 +171,7 @@ def down_target(own_named, staff, author, reviewer):
     from changes.services import target_register
     from tests.conftest import grant
 
-    target = target_register(actor=staff, name="down.test", bake_seconds=0, config={
+    target = target_register(actor=staff, name="down.test", bake_seconds=0, bake_max_seconds=0, config={
         "zone": "down.test", "primary": own_named.primary, "tsig_key_file": str(own_named.key_file), "timeout": 1})
     grant(author, "engineer", target)
     grant(reviewer, "reviewer", target)

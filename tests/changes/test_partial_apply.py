@@ -40,7 +40,7 @@ def test_a_dropped_update_the_adapter_restored_ends_apply_failed_saying_what_was
 ):
     knot = server_for("knot", request.config)
     zone = knot.fresh_zone()
-    target = target_register(actor=operator, name=zone, bake_seconds=0, config={
+    target = target_register(actor=operator, name=zone, bake_seconds=0, bake_max_seconds=0, config={
         "zone": zone, "primary": knot.primary, "tsig_key_file": str(knot.key_file), "timeout": 3})
     grant(author, "engineer", target)
     grant(reviewer, "reviewer", target)

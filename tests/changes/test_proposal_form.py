@@ -272,3 +272,43 @@ def test_the_record_editor_deletes_an_emptied_rrset_and_refuses_an_unchanged_tab
     bad_name = client.get(reverse(RECORDS), {"target": dns_target.pk, "name": "www.other.example."})
     assert "outside zone" in bad_name.context["name_form"].errors["name"][0] and bad_name.context["formset"] is None
     assert not ChangeRequest.objects.exists()
+
+
+# -- the bake override (issue 16) ----------------------------------------------------------
+
+
+def test_a_proposal_sets_its_own_bake_with_a_reason_and_the_edit_page_shows_it(client, author, dns_target):
+    client.force_login(staff_with(author, *ENGINEER_PERMS))
+    page = client.get(reverse(ADD_CHANGE)).content.decode()
+    assert "Bake (seconds, overrides the TTL rule)" in page and 'name="bake_override_reason"' in page
+    response = propose(client, dns_target, "= www 300 IN A 192.0.2.99\n", bake_override_seconds="1200",
+                       bake_override_reason="resolvers in the branch offices pin for 20 min")
+    assert response.status_code == 302, response.content.decode()
+    change = ChangeRequest.objects.get()
+    assert (change.bake_override_seconds, change.bake_override_reason) == (
+        1200, "resolvers in the branch offices pin for 20 min")
+    html = client.get(change_url(change)).content.decode()
+    assert "watching for 20 min: set by the change (resolvers in the branch offices pin for 20 min)" in html
+    form = client.get(edit_url(change)).context["form"]
+    assert form.initial["bake_override_seconds"] == 1200
+
+    # Emptied on the edit page: back to the target's rule.
+    response = client.post(edit_url(change), {"title": "Move www", "reason": "lb",
+                                              "patch": "= www 300 IN A 192.0.2.98\n", "bake_override_seconds": ""})
+    assert response.status_code == 302, response.content.decode()
+    change.refresh_from_db()
+    assert (change.bake_override_seconds, change.bake_override_reason) == (None, "")
+
+
+def test_a_proposal_bake_without_its_reason_is_a_form_error_and_stores_nothing(client, author, dns_target):
+    client.force_login(staff_with(author, *ENGINEER_PERMS))
+    response = propose(client, dns_target, "= www 300 IN A 192.0.2.99\n", bake_override_seconds="600")
+    assert response.status_code == 200
+    errors = response.context["form"].errors
+    assert errors["bake_override_reason"][0].startswith("required with bake_override_seconds")
+    assert "bake_override_seconds" not in errors
+    response = propose(client, dns_target, "= www 300 IN A 192.0.2.99\n", bake_override_seconds="90000",
+                       bake_override_reason="r")
+    assert response.context["form"].errors["bake_override_seconds"] == ["must be an integer 0..86400"]
+    assert not ChangeRequest.objects.exists()
+    assert not AuditEvent.objects.filter(action="change_created").exists()

@@ -245,7 +245,7 @@ def test_named_stopped_during_the_bake_and_back_later_is_rolled_back_by_the_work
     from changes.services import target_register
     from tests.conftest import grant
 
-    down = target_register(actor=staff, name="down.test", bake_seconds=5, config={
+    down = target_register(actor=staff, name="down.test", bake_seconds=5, bake_max_seconds=0, config={
         "zone": "down.test", "primary": own_named.primary, "tsig_key_file": str(own_named.key_file), "timeout": 1})
     grant(author, "engineer", down)
     grant(reviewer, "reviewer", down)

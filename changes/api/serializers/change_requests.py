@@ -25,6 +25,7 @@ from changes.api.serializers.fields import (
     StrictBooleanField,
     StrictCharField,
     StrictInputSerializer,
+    StrictIntegerField,
     TargetRefField,
     options_from,
 )
@@ -33,6 +34,7 @@ from changes.api.serializers.targets import RRValueSerializer
 from changes.kinds import risk_description
 from changes.models import AuditEvent, ChangeRequest, Execution, Target
 from changes.services.change_requests import REFERENCE_MAX, TITLE_MAX
+from pipeline.bake_time import OVERRIDE_MAX_SECONDS, bake_for
 
 # ---------------------------------------------------------------------------
 # Output
@@ -140,6 +142,13 @@ class ChangeSummarySerializer(serializers.Serializer):
         return [{"flag": flag, "description": risk_description(flag)} for flag in change.risk_flags]
 
 
+class BakeSerializer(serializers.Serializer):
+    seconds = serializers.IntegerField(help_text="The bake's length in seconds.")
+    why = serializers.CharField(help_text="E.g. 'watching for 20 min: www.example.com. A had TTL 1200'.")
+    override_reason = serializers.CharField(
+        allow_null=True, help_text="Why the change sets its own bake (bake_override_seconds), or null.")
+
+
 class ChangeDetailSerializer(ChangeSummarySerializer):
     editors = serializers.SerializerMethodField()
     emergency_reason = serializers.CharField()
@@ -168,6 +177,9 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
         help_text="Things to check before approving that are legal but probably not meant (an MX whose "
         "in-zone target has no address, a target that became relative). Advice: they block nothing.")
     planned_at = serializers.DateTimeField(allow_null=True)
+    bake = serializers.SerializerMethodField(
+        help_text="How long the health checks will watch the change once applied, and why (for DNS: at least "
+        "the largest TTL the plan replaces, capped by the target), so reviewers see it before approving.")
     diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
     events = serializers.SerializerMethodField()
     executions = serializers.SerializerMethodField(help_text="Every attempt at applying it, oldest first.")
@@ -187,6 +199,12 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
             return []
         valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
         return ApprovalSerializer(approvals_of(change), many=True, context={"valid_ids": valid_ids}).data
+
+    @extend_schema_field(BakeSerializer)
+    def get_bake(self, change: ChangeRequest) -> dict[str, Any]:
+        seconds, why = bake_for(change, change.target)
+        overridden = change.bake_override_seconds is not None
+        return {"seconds": seconds, "why": why, "override_reason": change.bake_override_reason if overridden else None}
 
     @extend_schema_field(OpenApiTypes.INT)
     def get_approvals_required(self, change: ChangeRequest) -> int:
@@ -230,6 +248,12 @@ class ChangeCreateSerializer(StrictInputSerializer):
     patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
                             help_text="The change as zone-file lines: '= NAME TTL TYPE DATA', '+ ...', '- ...'.")
     health_checks = HealthChecksField(required=False)
+    bake_override_seconds = StrictIntegerField(
+        required=False, allow_null=True, min_value=0, max_value=OVERRIDE_MAX_SECONDS,
+        help_text="Bake this change for exactly this long instead of the target's rule (null: the rule); "
+        "needs bake_override_reason.")
+    bake_override_reason = StrictCharField(required=False, allow_blank=True, max_length=4000,
+                                           help_text="Why the change sets its own bake (shown to reviewers).")
     allow_apex = StrictBooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -250,6 +274,12 @@ class ChangeUpdateSerializer(StrictInputSerializer):
     items = ItemsField(required=False)
     patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     health_checks = HealthChecksField(required=False)
+    bake_override_seconds = StrictIntegerField(
+        required=False, allow_null=True, min_value=0, max_value=OVERRIDE_MAX_SECONDS,
+        help_text="Bake this change for exactly this long instead of the target's rule (null: the rule); "
+        "needs bake_override_reason.")
+    bake_override_reason = StrictCharField(required=False, allow_blank=True, max_length=4000,
+                                           help_text="Why the change sets its own bake (shown to reviewers).")
     allow_apex = StrictBooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,8 @@ class TargetSerializer(serializers.Serializer):
     required_approvals = serializers.IntegerField()
     approval_lifetime_seconds = serializers.IntegerField()
     bake_seconds = serializers.IntegerField()
+    bake_max_seconds = serializers.IntegerField(
+        help_text="The cap on a bake derived from cached old state (DNS: the old TTLs); bake_seconds still applies.")
     health_checks = HealthChecksField()
     frozen = serializers.BooleanField()
     rrset_count = serializers.IntegerField(allow_null=True, source="item_count")
@@ -71,6 +73,9 @@ class TargetRegisterSerializer(StrictInputSerializer):
     required_approvals = StrictIntegerField(required=False, default=1)
     approval_lifetime_seconds = StrictIntegerField(required=False, default=24 * 3600)
     bake_seconds = StrictIntegerField(required=False, default=60)
+    bake_max_seconds = StrictIntegerField(
+        required=False, default=3600,
+        help_text="0..86400: the cap on a bake derived from cached old state (DNS: the old TTLs).")
     health_checks = HealthChecksField(required=False, default=list)
     frozen = StrictBooleanField(required=False, default=False)
     prepare = StrictBooleanField(

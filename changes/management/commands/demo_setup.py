@@ -119,7 +119,9 @@ class Command(BaseCommand):
                 target = target_register(
                     actor=None, name=zone, origin=RequestOrigin(kind=Origin.CLI),
                     config={"zone": zone, "primary": primary, "tsig_key_file": key_file},
-                    bake_seconds=10,
+                    # The bake follows the old records' TTL (300 s in the demo zone), capped at a
+                    # minute here so a demo change ends while you watch; a real zone keeps its TTLs.
+                    bake_seconds=10, bake_max_seconds=60,
                 )
             except ValidationFailed as exc:
                 raise CommandError(f"demo target: {exc.message}") from None

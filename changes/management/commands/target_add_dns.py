@@ -34,6 +34,8 @@ class Command(BaseCommand):
         parser.add_argument("--required-approvals", type=int, default=1, metavar="N")
         parser.add_argument("--bake-seconds", type=int, default=60, metavar="S",
                             help="how long health checks watch an applied change")
+        parser.add_argument("--bake-max-seconds", type=int, default=3600, metavar="S",
+                            help="cap on a bake that follows the old records' TTL (the bake time still applies)")
         parser.add_argument("--approval-lifetime", type=int, default=24 * 3600, metavar="S",
                             help="seconds an approval stays valid")
         parser.add_argument("--no-check", action="store_true",
@@ -55,6 +57,7 @@ class Command(BaseCommand):
         target = register_or_fail(
             self, name=name, config=config, required_approvals=options["required_approvals"],
             approval_lifetime_seconds=options["approval_lifetime"], bake_seconds=options["bake_seconds"],
+            bake_max_seconds=options["bake_max_seconds"],
             check_reachable=not options["no_check"],
         )
         for line in describe(target):
@@ -76,4 +79,5 @@ def describe(target: Target) -> list[str]:
         f"required approvals: {target.required_approvals}",
         f"approval lifetime:  {target.approval_lifetime_seconds} s",
         f"bake time:          {target.bake_seconds} s",
+        f"bake cap:           {target.bake_max_seconds} s (a change bakes for the old TTL, at most this)",
     ]

@@ -70,6 +70,8 @@ class Command(BaseCommand):
         parser.add_argument("--required-approvals", type=int, default=1, metavar="N")
         parser.add_argument("--bake-seconds", type=int, default=60, metavar="S",
                             help="how long health checks watch an applied change")
+        parser.add_argument("--bake-max-seconds", type=int, default=3600, metavar="S",
+                            help="cap on a bake derived from cached old state (nftables keeps none: no effect today)")
         parser.add_argument("--approval-lifetime", type=int, default=24 * 3600, metavar="S",
                             help="seconds an approval stays valid")
 
@@ -79,6 +81,7 @@ class Command(BaseCommand):
         target = register_or_fail(
             self, name=name, label=_flag, kind="nft", config=config, required_approvals=options["required_approvals"],
             approval_lifetime_seconds=options["approval_lifetime"], bake_seconds=options["bake_seconds"],
+            bake_max_seconds=options["bake_max_seconds"],
             prepare=options["create_tables"],
         )
         for line in describe(target):
@@ -117,6 +120,7 @@ FLAGS = {
     "config.tables": "--table", "config.state_dir": "--state-dir", "config.revert_seconds": "--revert-seconds",
     "config.management_port": "--management-port", "config.timeout": "--timeout", "name": "NAME",
     "required_approvals": "--required-approvals", "bake_seconds": "--bake-seconds",
+    "bake_max_seconds": "--bake-max-seconds",
     "approval_lifetime_seconds": "--approval-lifetime",
 }
 
