@@ -238,7 +238,18 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
 # Input
 
 
-class ChangeCreateSerializer(StrictInputSerializer):
+class BakeOverrideFields(serializers.Serializer):
+    """The change's own bake (pipeline.bake_time), the same on create and edit."""
+
+    bake_override_seconds = StrictIntegerField(
+        required=False, allow_null=True, min_value=0, max_value=OVERRIDE_MAX_SECONDS,
+        help_text="Bake this change for exactly this long instead of the target's rule (null: the rule); "
+        "needs bake_override_reason.")
+    bake_override_reason = StrictCharField(required=False, allow_blank=True, max_length=4000,
+                                           help_text="Why the change sets its own bake (shown to reviewers).")
+
+
+class ChangeCreateSerializer(BakeOverrideFields, StrictInputSerializer):
     target = TargetRefField()
     title = NonBlankCharField(max_length=TITLE_MAX, help_text=f"At most {TITLE_MAX} characters.")
     reason = NonBlankCharField(help_text="Why the change is needed (required).")
@@ -248,12 +259,6 @@ class ChangeCreateSerializer(StrictInputSerializer):
     patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False,
                             help_text="The change as zone-file lines: '= NAME TTL TYPE DATA', '+ ...', '- ...'.")
     health_checks = HealthChecksField(required=False)
-    bake_override_seconds = StrictIntegerField(
-        required=False, allow_null=True, min_value=0, max_value=OVERRIDE_MAX_SECONDS,
-        help_text="Bake this change for exactly this long instead of the target's rule (null: the rule); "
-        "needs bake_override_reason.")
-    bake_override_reason = StrictCharField(required=False, allow_blank=True, max_length=4000,
-                                           help_text="Why the change sets its own bake (shown to reviewers).")
     allow_apex = StrictBooleanField(required=False, default=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -267,19 +272,13 @@ class ChangeCreateSerializer(StrictInputSerializer):
             raise serializers.ValidationError("no such target") from None
 
 
-class ChangeUpdateSerializer(StrictInputSerializer):
+class ChangeUpdateSerializer(BakeOverrideFields, StrictInputSerializer):
     title = NonBlankCharField(required=False, max_length=TITLE_MAX)
     reason = NonBlankCharField(required=False)
     reference = StrictCharField(required=False, allow_blank=True, max_length=REFERENCE_MAX)
     items = ItemsField(required=False)
     patch = StrictCharField(required=False, allow_blank=True, trim_whitespace=False)
     health_checks = HealthChecksField(required=False)
-    bake_override_seconds = StrictIntegerField(
-        required=False, allow_null=True, min_value=0, max_value=OVERRIDE_MAX_SECONDS,
-        help_text="Bake this change for exactly this long instead of the target's rule (null: the rule); "
-        "needs bake_override_reason.")
-    bake_override_reason = StrictCharField(required=False, allow_blank=True, max_length=4000,
-                                           help_text="Why the change sets its own bake (shown to reviewers).")
     allow_apex = StrictBooleanField(required=False)
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
