@@ -22,14 +22,13 @@ from approvals.standing import approvals_required_parts
 from changes.admin.common import _admin_origin
 from changes.admin.diff import live_drift_context, plan_diff_html
 from changes.admin.interdiff import interdiff_context
-from changes.admin.proposal import may_edit
 from changes.admin.record_history import record_history_url
 from changes.errors import NotPermitted
 from changes.kinds import kind_of, risk_description
 from changes.lifecycle import can_move
 from changes.models import COMMENT_BODY_MAX, AuditEvent, ChangeRequest
 from changes.selectors import change_comments, change_executions, change_plan_of
-from changes.services.change_requests import may_cancel, may_plan, may_submit
+from changes.services.change_requests import may_cancel, may_edit, may_plan, may_submit
 from pipeline.bake_time import bake_for
 from pipeline.checks import check_name
 

@@ -16,10 +16,10 @@ from changegate_cli.checks import CHECK_SYNTAX, parse_check
 from changegate_cli.errors import UsageError
 from changes.admin.common import _admin_origin, _render_form, add_service_errors
 from changes.errors import NotPermitted, ServiceError, ValidationFailed
-from changes.lifecycle import in_author_set
-from changes.models import EDITABLE, ChangeRequest
+from changes.models import ChangeRequest
 from changes.selectors import access_change
 from changes.services import change_update
+from changes.services.change_requests import may_edit
 
 # The line's first word -> the CLI flag whose grammar the rest follows (changegate_cli.checks,
 # imported rather than copied: one grammar for the CLI and the admin; the server still
@@ -108,10 +108,6 @@ def patch_text(change: ChangeRequest) -> str:
     return "\n".join(lines)
 
 
-def may_edit(user: Any, change: ChangeRequest) -> bool:
-    """Whom the admin offers the edit page: the author or an editor of a change still
-    editable. The service decides the rest (change_update), as for the API."""
-    return change.state in EDITABLE and in_author_set(user, change)
 
 
 def edit_view(model_admin: admin.ModelAdmin, request: HttpRequest, object_id: str, *,

@@ -36,10 +36,6 @@ NFT_EXAMPLE = (
 )
 
 
-# The model's default cap, for a form posted without the field.
-BAKE_MAX_DEFAULT = Target._meta.get_field("bake_max_seconds").default
-
-
 class TargetRegisterForm(forms.Form):
     """What `target_register` needs: for a DNS zone the fields below, for any other
     kind (nftables) its config as JSON plus its secret fields, each in a field of its
@@ -77,7 +73,7 @@ class TargetRegisterForm(forms.Form):
     approval_lifetime_seconds = forms.IntegerField(initial=24 * 3600)
     bake_seconds = forms.IntegerField(initial=60, help_text="How long health checks watch an applied change.")
     bake_max_seconds = forms.IntegerField(
-        required=False, initial=BAKE_MAX_DEFAULT, label="Bake cap (seconds)",
+        initial=3600, label="Bake cap (seconds)",
         help_text="DNS: a change bakes for the old records' TTL (so resolvers have let go of them), at most this; "
                   "the bake time above still applies.")
     frozen = forms.BooleanField(required=False, help_text="A frozen target accepts proposals but applies nothing.")
@@ -209,18 +205,9 @@ class TargetAdmin(admin.ModelAdmin):
             raise PermissionDenied
         # Only the edited policy fields, through the service (validated, audited); a
         # full save would put back a stale item_count over a concurrent refresh.
-        # The bake cap came after the other fields: a form posted without it keeps the stored cap.
-        changed = {field: form.cleaned_data[field] for field in form.changed_data
-                   if not (field == "bake_max_seconds" and form.cleaned_data[field] is None)}
-        if changed:
-            target_update_policy(actor=request.user, target=obj, origin=_admin_origin(request), **changed)
-
-    def get_form(self, request: HttpRequest, obj: Target | None = None, change: bool = False,
-                 **kwargs: Any) -> type[forms.ModelForm]:
-        form = super().get_form(request, obj, change=change, **kwargs)
-        if "bake_max_seconds" in form.base_fields:
-            form.base_fields["bake_max_seconds"].required = False
-        return form
+        if form.changed_data:
+            target_update_policy(actor=request.user, target=obj, origin=_admin_origin(request),
+                                 **{field: form.cleaned_data[field] for field in form.changed_data})
 
     def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict | None = None) -> HttpResponse:
         if not self.has_add_permission(request):
@@ -233,8 +220,7 @@ class TargetAdmin(admin.ModelAdmin):
                     actor=request.user, name=data["name"], kind=data["kind"], config=form.config(),
                     required_approvals=data["required_approvals"],
                     approval_lifetime_seconds=data["approval_lifetime_seconds"],
-                    bake_seconds=data["bake_seconds"],
-                    bake_max_seconds=BAKE_MAX_DEFAULT if data["bake_max_seconds"] is None else data["bake_max_seconds"],
+                    bake_seconds=data["bake_seconds"], bake_max_seconds=data["bake_max_seconds"],
                     frozen=data["frozen"], origin=_admin_origin(request),
                     prepare=data["prepare"],
                 )

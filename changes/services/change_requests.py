@@ -243,10 +243,7 @@ def change_update(
     """Edit a change that is not yet approved. Records the editor and re-plans; a
     new revision means approvals given to the old one no longer count."""
     target = change.target
-    if change.author_id != actor.pk:
-        require_target_permission(actor, "submit_change", target)
-    if change.state not in EDITABLE:
-        raise InvalidTransition(f"change #{change.pk} is {change.state}; only {', '.join(sorted(EDITABLE))} changes can be edited")
+    require_may_edit(actor, change)
     revision = change.revision
     new_title, new_reason = _validate_text(title if title is not None else change.title,
                                            reason if reason is not None else change.reason)
@@ -293,6 +290,14 @@ def change_update(
 # service and asked by the pages that decide which buttons to offer.
 
 
+def require_may_edit(actor: AbstractBaseUser, change: ChangeRequest) -> None:
+    """The author, or anyone who may submit on the target; a change not yet approved."""
+    if change.author_id != actor.pk:
+        require_target_permission(actor, "submit_change", change.target)
+    if change.state not in EDITABLE:
+        raise InvalidTransition(f"change #{change.pk} is {change.state}; only {', '.join(sorted(EDITABLE))} changes can be edited")
+
+
 def require_may_plan(actor: AbstractBaseUser, change: ChangeRequest) -> None:
     """The author, or anyone who may submit or approve on the target; an editable change only."""
     target = change.target
@@ -336,6 +341,10 @@ def _allowed(check: Any, actor: Any, change: ChangeRequest) -> bool:
     except ServiceError:
         return False
     return True
+
+
+def may_edit(actor: Any, change: ChangeRequest) -> bool:
+    return _allowed(require_may_edit, actor, change)
 
 
 def may_plan(actor: Any, change: ChangeRequest) -> bool:

@@ -142,7 +142,8 @@ def test_the_admin_form_refuses_a_file_outside_the_key_directory(make_user, name
     page = client.get(url)
     data = {"csrfmiddlewaretoken": page.cookies["csrftoken"].value, "name": fresh_zone,
             "primary": named_server.primary, "tsig_key_file": "/etc/passwd", "timeout": "2",
-            "required_approvals": "1", "approval_lifetime_seconds": "3600", "bake_seconds": "10"}
+            "required_approvals": "1", "approval_lifetime_seconds": "3600", "bake_seconds": "10",
+            "bake_max_seconds": "3600"}
     response = client.post(url, data)
     assert response.status_code == 200
     assert response.context["form"].errors["tsig_key_file"] == [outside_message(key_dir)]

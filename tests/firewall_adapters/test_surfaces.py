@@ -122,7 +122,8 @@ def admin_base(config: dict, **extra) -> dict:
     import json
 
     return {"kind": "nft", "name": "fw1", "config_json": json.dumps(config), "required_approvals": "1",
-            "approval_lifetime_seconds": "3600", "bake_seconds": "5", **extra}
+            "approval_lifetime_seconds": "3600", "bake_seconds": "5", "bake_max_seconds": "3600",
+            **extra}
 
 
 def test_operator_registers_an_nft_target_in_the_admin(client, operator, fw_host):

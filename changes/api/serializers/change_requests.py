@@ -290,10 +290,6 @@ class ChangeUpdateSerializer(BakeOverrideFields, StrictInputSerializer):
         return options_from(attrs, "allow_apex")
 
 
-class CommentSerializer(StrictInputSerializer):
-    comment = StrictCharField(required=False, allow_blank=True, max_length=2000, default="")
-
-
 class CancelSerializer(StrictInputSerializer):
     reason = StrictCharField(required=False, allow_blank=True, max_length=4000, help_text="Why (required).")
     comment = StrictCharField(required=False, allow_blank=True, max_length=4000,
