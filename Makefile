@@ -48,6 +48,7 @@ bench: install
 	$(VENV)/bin/python -m bench.queue_bench $(QUEUE_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.baseline_bench $(BASELINE_BENCH_ARGS)
 	$(VENV)/bin/python -m bench.propose_bench $(PROPOSE_BENCH_ARGS)
+	$(VENV)/bin/python -m bench.detect_restore_bench $(DETECT_BENCH_ARGS)
 
 # Every issue-14 target with reduced sizes (each bench prints what it reduced), 3 runs, one table.
 bench-quick: install

@@ -11,6 +11,7 @@ import abc
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .plan import Plan, RRKey, RRValue
@@ -58,6 +59,24 @@ class VerifyReport:
 
     def failures(self) -> list[ServerCheck]:
         return [check for check in self.checks if not check.ok]
+
+
+@dataclass(frozen=True)
+class CacheCheck:
+    """What one cache in front of the target (DNS: a caching resolver) serves for a
+    plan's keys during the bake, compared with the plan. `name` says which cache
+    ("resolver 127.0.0.1:5399"), `kind` what it is ("resolver"), `detail` what was
+    expected and what came back. `stale`: ok only because the old value may still be
+    cached (not proof yet). `decisive`: a definitive wrong answer at a time when no
+    cache may still hold the old value; one such answer fails the bake, no second
+    round is awaited."""
+
+    name: str
+    kind: str
+    ok: bool
+    detail: str
+    stale: bool = False
+    decisive: bool = False
 
 
 class Snapshot(abc.ABC):
@@ -191,6 +210,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def verify(self, plan: Plan) -> VerifyReport:
         """Ask every configured server for every step's key; compare with `after`."""
+
+    def verify_caches(self, plan: Plan, *, applied_at: datetime) -> list[CacheCheck]:
+        """Ask every cache the target declares (DNS: its resolvers) for every step's
+        key, judged against `after` and, while it may still be cached since
+        `applied_at`, `before`. One CacheCheck per cache; none for a kind whose
+        values nobody caches (the default). Never raises for a cache that does not
+        answer: that is a failed CacheCheck."""
+        return []
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .interface import Adapter, Snapshot
@@ -29,19 +30,44 @@ class PatchItem:
 
 
 @dataclass(frozen=True)
+class CheckContext:
+    """What a round knows about the change it checks: the applied plan and when it was
+    applied (the time a cache's stale rule counts from)."""
+
+    plan: Plan
+    applied_at: datetime
+
+
+@dataclass(frozen=True)
+class CheckRun:
+    """A declared check's result when run with a CheckContext. `stale`: ok only
+    because a cache may still hold the plan's old value (the bake does not end on
+    it); `decisive`: a definitive wrong answer that fails the bake without a second
+    round."""
+
+    ok: bool
+    detail: str
+    stale: bool = False
+    decisive: bool = False
+
+
+@dataclass(frozen=True)
 class CheckKind:
     """A health-check type a kind adds to the generic ones (tcp, http).
 
     `validate(check, bad)` returns the normalized fields of one declared check,
     calling `bad(field, message)` for every invalid one; `run(check)` runs a
     normalized check and returns (ok, detail); it may raise, the caller turns any
-    exception into a failed outcome."""
+    exception into a failed outcome. `run_in(check, context)`, when the kind has
+    one, is used instead of `run` in a round that knows the applied change: it may
+    judge an answer against the plan (DNS: a cached old answer is stale, not wrong)."""
 
     name: str
     fields: frozenset[str]
     validate: Callable[[Mapping[str, Any], Callable[[str, str], None]], dict[str, Any]]
     run: Callable[[Mapping[str, Any]], tuple[bool, str]]
     describe: Callable[[Mapping[str, Any]], str]
+    run_in: Callable[[Mapping[str, Any], CheckContext], CheckRun] | None = None
 
 
 @dataclass(frozen=True)

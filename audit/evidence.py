@@ -17,6 +17,7 @@ from audit.chain import event_checked
 from changes.kinds import risk_description
 from changes.models import ChangeRequest, CheckResult, Execution
 from changes.selectors import change_events, change_executions
+from pipeline.bake_time import bake_for
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -81,6 +82,30 @@ def _rollback(events: list[dict[str, Any]], execution: Execution | None) -> dict
         "finished_at": ended["created_at"] if ended else None,
         "result": execution.rollback_result if execution else None,
         "error": ended["payload"].get("error", "") if ended else "",
+    }
+
+
+# The audit actions that say how a change met the target's change windows (held
+# outside one, or break-glass ignoring one) and how a one-person revert was approved.
+WINDOW_ACTION_PREFIX = "change_window"
+REVERT_APPROVED = "change_revert_approved"
+
+
+def _aftercare(change: ChangeRequest, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """What watched the change once applied and what undid it (issue 16): the bake
+    and why it lasted that long, the watch window, the change it reverts or the
+    changes that revert it, how a revert was approved, and the change windows it met."""
+    bake = bake_for(change, change.target)
+    approved = next((e for e in events if e["action"] == REVERT_APPROVED), None)
+    return {
+        "bake": {"seconds": bake.seconds, "why": bake.why},
+        "watch_until": _iso(change.watch_until),
+        "reverts": change.reverts_id,
+        "reverted_by": list(change.reverted_by.order_by("pk").values_list("pk", flat=True)),
+        "revert_approval": ({"seq": approved["seq"], "by": _event_person(approved), "at": approved["created_at"],
+                             "payload": approved["payload"]} if approved else None),
+        "window_events": [{"seq": e["seq"], "action": e["action"], "at": e["created_at"], "payload": e["payload"]}
+                          for e in events if e["action"].startswith(WINDOW_ACTION_PREFIX)],
     }
 
 
@@ -152,6 +177,7 @@ def change_evidence(change: ChangeRequest) -> dict[str, Any]:
         "execution": _execution(execution),
         "checks": _checks(execution),
         "rollback": _rollback(events, execution),
+        "aftercare": _aftercare(change, events),
         "events": events,
         "tampered": any(c.tampered for c in checked),
         "tampered_events": [{"seq": c.record["seq"], "fields": list(c.tampered)} for c in checked if c.tampered],

@@ -37,6 +37,7 @@ BENCHES: dict[str, str] = {
     "propose": "bench.propose_bench",
     "queue": "bench.queue_bench",
     "audit-csv": "bench.audit_bench",
+    "detect-restore": "bench.detect_restore_bench",
 }
 
 

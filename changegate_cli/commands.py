@@ -225,6 +225,24 @@ def cmd_rollback(client: Client, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_revert(client: Client, args: argparse.Namespace) -> int:
+    """The one-person revert of a young change: its author or one of its approvers,
+    inside its watch window. The revert is a new change, approved at once on the
+    original approvals and queued to apply; after the window the server refuses and
+    says to propose a rollback instead."""
+    if not args.reason.strip():
+        raise UsageError("--reason must say why the change is reverted")
+    revert = client.post(f"/api/v1/changes/{args.id}/revert/", {"reason": args.reason})
+    if args.json:
+        print_json(revert)
+        return EXIT_OK
+    number = revert.get("id")
+    print(f"change #{number} reverts #{args.id} and is now {revert.get('state')} (approved on the approvals of "
+          f"#{args.id}: no second approval needed inside its watch window)\nfollow it with: changegate wait {number}",
+          file=_out())
+    return EXIT_OK
+
+
 def cmd_emergency(client: Client, args: argparse.Namespace) -> int:
     """Break glass: approve a draft or pending change alone (needs the emergency role)."""
     if not args.reason.strip():

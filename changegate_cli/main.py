@@ -19,6 +19,7 @@ from .commands import (
     cmd_live,
     cmd_plan,
     cmd_propose,
+    cmd_revert,
     cmd_rollback,
     cmd_show,
     cmd_submit,
@@ -199,6 +200,14 @@ def _add_change_commands(command: AddCommand) -> None:
     rollback.add_argument("id", type=int, help="the applied change to undo")
     rollback.add_argument("-m", "--reason", required=True, help="why it is rolled back (required, audited)")
     rollback.add_argument("--submit", action="store_true", help="submit the rollback for review right away")
+
+    revert = command(
+        "revert", cmd_revert,
+        "undo a young applied change alone: its author or one of its approvers, while its watch window runs "
+        "(the exact inverse of what it applied, queued at once; after the window use rollback)",
+    )
+    revert.add_argument("id", type=int, help="the applied change to undo")
+    revert.add_argument("-m", "--reason", required=True, help="why it is reverted (required, audited)")
 
     emergency = command(
         "emergency", cmd_emergency,

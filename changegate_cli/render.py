@@ -97,6 +97,11 @@ def print_change(change: dict[str, Any], *, full: bool, own: bool = False,
         print("  risk flags   none", file=out)
     if isinstance(change.get("bake"), dict) and change["bake"].get("why"):  # absent from servers before issue 16
         print(f"  bake         {change['bake']['why']}", file=out)
+    waiting = change.get("waiting_for_window")  # absent from servers before change windows (issue 16)
+    if isinstance(waiting, dict):
+        print(f"  window       waits for the change window: runs at {waiting.get('runs_at') or 'no opening in sight'}",
+              file=out)
+        print(f"               {waiting.get('reason', '')}", file=out)
     if full:
         print("  reason:", file=out)
         for line in str(change.get("reason") or "").splitlines() or [""]:

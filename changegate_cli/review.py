@@ -102,10 +102,15 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
     while True:
         change = client.get(f"/api/v1/changes/{args.id}/")
         state = change.get("state")
-        if state != last and not args.json:
-            line = f"#{args.id} {state}"
+        phase = change.get("phase") or {}
+        # The phase and its time left ("baking: ... (14 min left)"); a non-tty gets a
+        # line when the phase changes, not one per poll.
+        shown = (state, phase.get("name"))
+        if not args.json and (tty or shown != last):
+            line = f"#{args.id} {state}" + (f": {phase['text']}" if phase.get("text") and phase["text"] != state.replace(
+                "_", " ") else "")
             print(("\r\033[K" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
-            last = state
+            last = shown
         if state in END_STATES:
             break
         if time.monotonic() > deadline:
@@ -118,6 +123,8 @@ def cmd_wait(client: Client, args: argparse.Namespace) -> int:
         print_json(change)
     else:
         print(f"change #{args.id} ended {state}")
+        if phase.get("name") == "watching":
+            print(f"{phase['text']}: changegate revert {args.id} --reason TEXT")
         events = why_events(client, change)
         if events is not None:
             print_why(change, events)

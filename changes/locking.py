@@ -20,7 +20,8 @@ skipping what it does not need, and never goes back to an earlier kind:
   on the actor, change and target rows) before it locks the head.
 - Rows a change owns (approvals, editors) are written only under the change's lock;
   rows an execution owns (check results, its log) only under its lease (the fence
-  or `lease_renew`'s update of the execution row).
+  or `lease_renew`'s update of the execution row), or, once the change is applied and
+  no lease is left, under the change's lock (the watch window's rounds).
 
 Who takes what, in that order:
 - change services (`changes.services`, `approvals.policy`): `lock_change` (change,
@@ -29,6 +30,10 @@ Who takes what, in that order:
   the execution (fencing token), then the audit head; a claim: target, execution;
   the check-round writer: its execution (lease renewal), its check results, the
   audit head (no change or target lock: only the KEY SHARE before the head).
+- the watch window's rounds (`pipeline.watch`): the change and its target
+  (`lock_change`), then the check results of its latest execution (written outside
+  any lease: the change lock and the round's claim on `watch_next_at` fence them),
+  then the audit head; a revert it starts follows the change services' order.
 - target policy, rename and the out-of-band detector (`drift.sweep`): the target,
   its baseline header, then its baseline entries (written only under the target's lock),
   the audit head.

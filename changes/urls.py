@@ -17,6 +17,7 @@ urlpatterns = [
     path("changes/<int:pk>/emergency-review/", views.ChangeEmergencyReviewView.as_view(),
          name="change-emergency-review"),
     path("changes/<int:pk>/rollback/", views.ChangeRollbackView.as_view(), name="change-rollback"),
+    path("changes/<int:pk>/revert/", views.ChangeRevertView.as_view(), name="change-revert"),
     path("emergency-queue/", views.EmergencyQueueView.as_view(), name="emergency-queue"),
     path("changes/<int:pk>/comments/", comments.ChangeCommentListView.as_view(), name="change-comments"),
     path("changes/<int:pk>/evidence/", views.ChangeEvidenceView.as_view(), name="change-evidence"),

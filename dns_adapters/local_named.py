@@ -237,3 +237,79 @@ class LocalNamed(ServerProcess):
         end = text.index(" ", start)
         conf.write_text(text[:start] + str(self.port) + text[end:])
         return conf
+
+
+class LocalResolver(ServerProcess):
+    """A throwaway caching resolver (BIND 9 `named`, recursion on) on a free loopback
+    port that forwards every query to `upstream` ("127.0.0.1:PORT", a LocalNamed):
+    what the company's resolvers are to changegate's resolver checks. It caches
+    answers for their TTL like any resolver, so a test sees the old answer served
+    until its TTL runs out. `address` is "127.0.0.1:PORT"; `zones` are only waited for
+    at start (their SOA answers through the resolver).
+
+    Forward-only, to the upstream alone: no root priming, nothing leaves the loopback.
+    Prefetch and serve-stale are off so an answer lives exactly its TTL."""
+
+    log_name = "named.log"
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        zones: Iterable[str] = (),
+        workdir: str | os.PathLike[str] | None = None,
+        start_timeout: float = 30.0,
+    ) -> None:
+        host, _, port = upstream.rpartition(":")
+        self.upstream = (host.strip("[]"), int(port))
+        self.zones = {zone: "" for zone in zones}
+        self._own_dir = workdir is None
+        self.dir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="changegate-resolver-"))
+        self.start_timeout = start_timeout
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        host, port = self.upstream
+        conf = self.dir / "named.conf"
+        conf.write_text(
+            "options {\n"
+            f'  directory "{self.dir}";\n'
+            f'  pid-file "{self.dir}/named.pid";\n'
+            f'  session-keyfile "{self.dir}/session.key";\n'
+            f'  managed-keys-directory "{self.dir}";\n'
+            f"  listen-on port {self.port} {{ 127.0.0.1; }};\n"
+            "  listen-on-v6 { none; };\n"
+            "  recursion yes;\n  allow-recursion { 127.0.0.1; };\n  allow-query { 127.0.0.1; };\n"
+            "  dnssec-validation no;\n  notify no;\n"
+            f"  forward only;\n  forwarders {{ {host} port {port}; }};\n"
+            "  prefetch 0;\n  stale-answer-enable no;\n  stale-cache-enable no;\n"
+            "};\n"
+            "controls { };\n"
+        )
+        return conf
+
+    def start(self) -> LocalResolver:
+        named = find_named()
+        if named is None:
+            raise FileNotFoundError("BIND 9 named not found (apt-get install bind9)")
+        last_error = ""
+        for _attempt in range(3):  # the free port can be taken between probe and bind
+            self.port = free_port()
+            conf = self._write_config()
+            log = open(self.dir / self.log_name, "wb")  # noqa: SIM115 - lives as long as the process
+            cmd = [named, "-g", "-c", str(conf)]
+            if os.geteuid() == 0:
+                cmd += ["-u", "root"]
+            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            log.close()
+            if self._wait_ready():
+                return self
+            last_error = self.log_tail()
+            self.stop(cleanup=False)
+        raise RuntimeError(f"the resolver named did not start:\n{last_error}")

@@ -20,8 +20,8 @@ import dns.rdataclass
 import dns.rdatatype
 
 from .base import ConfigError, TransientError
+from .hostport import parse_hostport
 from .planning import canonical_rdata
-from .rfc2136 import parse_hostport
 
 # A CNAME chain longer than this is a loop or an abuse (BIND stops at 16 too).
 MAX_CNAME_CHAIN = 16

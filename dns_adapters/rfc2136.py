@@ -10,13 +10,14 @@ server applies all of it or none of it, and a read-back proves which (`apply`).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import secrets
 import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,11 @@ import dns.rrset
 import dns.tsig
 import dns.update
 
+from adapters.interface import CacheCheck
+
+from .apply import apply_plan, check_size, key_error
 from .base import (
+    AdapterError,
     ApplyResult,
     ChangeItem,
     ConfigError,
@@ -51,38 +56,17 @@ from .base import (
     ZoneSnapshot,
     allow_apex_of,
 )
-from .apply import apply_plan, check_size, key_error
 from .connection import Connection, UnsignedRefusal, unique_ids
+from .hostport import parse_hostport
 from .key_files import load_tsig_key
 from .planning import LiveRead, NameInfo, build_plan, keys_to_read, rrvalue, validate_items, zone_name
+from .resolver_checks import RESOLVER_TIMEOUT, negative_cache_ttl, verify_resolver
 from .review_warnings import plan_warnings
 
 DEFAULT_TIMEOUT = 5.0
 MAX_TIMEOUT = 120.0
-# ---------------------------------------------------------------------------
-# Configuration
-
-
-def parse_hostport(text: Any) -> tuple[str, int]:
-    """"192.0.2.1:53", "[2001:db8::1]:5353" -> (address, port). Addresses only:
-    resolving a name here would make the target depend on the resolver."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("expected host:port")
-    raw = text.strip()
-    if raw.startswith("["):
-        host, sep, port = raw[1:].partition("]:")
-    else:
-        host, sep, port = raw.rpartition(":")
-    if not sep or not (port.isascii() and port.isdigit()):
-        raise ValueError(f"{raw!r} is not host:port")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{host!r} is not an IP address") from None
-    port_number = int(port)
-    if not 0 < port_number < 65536:
-        raise ValueError(f"port {port_number} is out of range")
-    return host, port_number
+# Caching resolvers asked during every bake round (one query per changed key each).
+MAX_RESOLVERS = 16
 
 
 # ---------------------------------------------------------------------------
@@ -91,7 +75,8 @@ def parse_hostport(text: Any) -> tuple[str, int]:
 
 class RFC2136Adapter(DNSAdapter):
     """Config: zone, primary ("host:port"), tsig_key_file, nameservers (list of
-    "host:port", default [primary]), timeout (seconds). The key's secret is read
+    "host:port", default [primary]), timeout (seconds), resolvers (list of
+    "ip:port" caching resolvers the bake asks through, default []). The key's secret is read
     from the file when the adapter is built and is never part of config, repr,
     errors or results. `key_dir` is the one directory key files may come from: the
     deployment's choice, never part of the (user-supplied) config."""
@@ -107,6 +92,8 @@ class RFC2136Adapter(DNSAdapter):
         self.primary = parse_hostport(normalized["primary"])
         self.nameservers = [parse_hostport(ns) for ns in normalized["nameservers"]]
         self.timeout = float(normalized["timeout"])
+        self.resolvers = list(normalized["resolvers"])
+        self._negative_ttl: int | None = None
         self._key = load_tsig_key(normalized["tsig_key_file"], key_dir=key_dir)
         self._keyring = {self._key.name: self._key}
         self._conn = Connection(*self.primary, self.timeout)
@@ -122,7 +109,7 @@ class RFC2136Adapter(DNSAdapter):
         errors: list[FieldError] = []
         if not isinstance(config, Mapping):
             raise ItemValidationError([FieldError(None, "config", "config must be an object")])
-        unknown = set(config) - {"zone", "primary", "tsig_key_file", "nameservers", "timeout"}
+        unknown = set(config) - {"zone", "primary", "tsig_key_file", "nameservers", "timeout", "resolvers"}
         for key in sorted(unknown, key=str):
             errors.append(FieldError(None, str(key), "unknown setting (secrets go in tsig_key_file, not in config)"))
         zone = config.get("zone")
@@ -160,6 +147,21 @@ class RFC2136Adapter(DNSAdapter):
                 parse_hostport(ns)
             except ValueError as exc:
                 errors.append(FieldError(None, f"nameservers[{j}]", str(exc)))
+        resolvers = config.get("resolvers") or []
+        if not isinstance(resolvers, list | tuple):
+            errors.append(FieldError(None, "resolvers", "must be a list of ip:port (caching resolvers)"))
+            resolvers = []
+        elif len(resolvers) > MAX_RESOLVERS:
+            errors.append(FieldError(None, "resolvers", f"at most {MAX_RESOLVERS} resolvers"))
+            resolvers = []
+        for j, resolver in enumerate(resolvers):
+            try:
+                parse_hostport(resolver)
+            except ValueError as exc:
+                errors.append(FieldError(None, f"resolvers[{j}]", str(exc)))
+                continue
+            if str(resolver).strip() in (str(r).strip() for r in resolvers[:j]):
+                errors.append(FieldError(None, f"resolvers[{j}]", f"{str(resolver).strip()} is listed twice"))
         timeout = config.get("timeout", DEFAULT_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT:
             errors.append(FieldError(None, "timeout", f"must be a number of seconds in (0, {MAX_TIMEOUT:g}]"))
@@ -171,6 +173,7 @@ class RFC2136Adapter(DNSAdapter):
             "tsig_key_file": str(key_file).strip(),
             "nameservers": [str(ns).strip() for ns in nameservers] or [str(primary).strip()],
             "timeout": float(timeout),
+            "resolvers": [str(r).strip() for r in resolvers],
         }
 
     def validate_items(self, items: Sequence[Mapping[str, Any]], *, options: Options | None = None,
@@ -417,6 +420,35 @@ class RFC2136Adapter(DNSAdapter):
             for step, response in zip(plan.steps, responses, strict=True):
                 checks.append(self._check_answer(server, step.key, step.after, response))
         return VerifyReport(tuple(checks))
+
+    def verify_caches(self, plan: Plan, *, applied_at: datetime) -> list[CacheCheck]:
+        """One CacheCheck per declared resolver, all asked at once (see
+        dns_adapters.resolver_checks for the stale rule)."""
+        if not self.resolvers or not plan.steps:
+            return []
+        negative_ttl = self._negative_ttl_for(plan)
+        timeout = min(self.timeout, RESOLVER_TIMEOUT)
+        with ThreadPoolExecutor(max_workers=len(self.resolvers), thread_name_prefix="resolver") as pool:
+            return list(pool.map(lambda resolver: verify_resolver(
+                resolver, plan, applied_at=applied_at, negative_ttl=negative_ttl, timeout=timeout), self.resolvers))
+
+    def _negative_ttl_for(self, plan: Plan) -> int | None:
+        """The zone's negative-caching TTL when the plan creates an RRset (a resolver
+        may keep answering "no such record" that long), read once per adapter: from
+        the plan's own SOA step if it has one, else from the primary. None when no
+        step creates anything, or the read failed (tried again next round)."""
+        if all(step.before is not None for step in plan.steps):
+            return None
+        if self._negative_ttl is None:
+            soa_key = RRKey(self.origin.to_text(), "SOA")
+            soa = next((step.before for step in plan.steps if step.key == soa_key and step.before), None)
+            if soa is None:
+                try:
+                    soa = self.read([soa_key]).get(soa_key)
+                except AdapterError:
+                    return None
+            self._negative_ttl = negative_cache_ttl(soa)
+        return self._negative_ttl
 
     def _check_answer(self, server: str, key: RRKey, expected: RRValue | None, response: dns.message.Message) -> ServerCheck:
         rcode = response.rcode()

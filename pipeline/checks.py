@@ -1,8 +1,10 @@
 """Running health checks after an apply: one round, and the bake that repeats it.
 
 A round is the automatic check (every nameserver answers exactly the plan's
-`after`, through the adapter's `verify`) plus every declared check (validated
-by `pipeline.check_specs.validate_health_checks`). Nothing here touches the database:
+`after`, through the adapter's `verify`), the caches in front of the target once
+the change is applied (DNS: the target's resolvers, through the adapter's
+`verify_caches`), plus every declared check (validated by
+`pipeline.check_specs.validate_health_checks`). Nothing here touches the database:
 the caller stores the outcomes from `bake(on_round=...)`. No check ever raises:
 every failure, including a bug in the check itself, is an outcome with ok=False.
 """
@@ -14,11 +16,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import requests
 
 from adapters import Adapter, AdapterError, Plan, RRKey, RRValue, VerifyReport
+from adapters.kind import CheckContext
 from changes.kinds import REGISTRY
 from pipeline import check_specs as health
 
@@ -35,6 +39,11 @@ DEFAULT_FAILURE_THRESHOLD = 2
 DEFAULT_TIMEOUT = float(health.DEFAULT_TIMEOUT)
 # Keys listed in a verify detail before "and N more".
 _DETAIL_KEYS = 5
+# A bake whose length follows the old values' cache time (pipeline.bake_time) ends
+# about when the last cached copy expires, and a kind's stale rule allows a little
+# slack past that (DNS: 1 s): the bake's rounds go on this long, plus two intervals,
+# so that a stale outcome is followed by one that is not.
+STALE_SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -47,10 +56,21 @@ class CheckOutcome:
     ok: bool
     detail: str
     duration_ms: float
+    # ok only because a cache may still hold the old value: not proof yet, so the
+    # bake does not end on it (see `bake`).
+    stale: bool = False
+    # A failure that needs no second round: a definitive wrong answer at a time when
+    # nothing may still legitimately serve it. `bake` fails at once.
+    decisive: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "kind": self.kind, "ok": self.ok, "detail": self.detail,
-                "duration_ms": self.duration_ms}
+        data: dict[str, Any] = {"name": self.name, "kind": self.kind, "ok": self.ok, "detail": self.detail,
+                                "duration_ms": self.duration_ms}
+        if self.stale:
+            data["stale"] = True
+        if self.decisive:
+            data["decisive"] = True
+        return data
 
 
 def _hostport(host: str, port: int | str) -> str:
@@ -136,21 +156,31 @@ _RUNNERS: dict[str, Callable[[Mapping[str, Any]], tuple[bool, str]]] = {
 }
 
 
-def run_declared(check: Mapping[str, Any]) -> CheckOutcome:
-    """Run one normalized declared check (tcp, http or dns_resolve). Never raises."""
+def run_declared(check: Mapping[str, Any], context: CheckContext | None = None) -> CheckOutcome:
+    """Run one normalized declared check (tcp, http or a kind's own, such as
+    dns_resolve). With a `context` (the applied change), a kind's check that can
+    judge against the plan does so (`CheckKind.run_in`): its outcome may be stale
+    or decisive. Never raises."""
     kind = str(check.get("type"))
     started = time.perf_counter()
+    stale = decisive = False
     try:
         name = check_name(check)
         check_kind = REGISTRY.check_kind(kind)
         runner = _RUNNERS.get(kind) or (check_kind.run if check_kind is not None else None)
         if runner is None:
             ok, detail = False, f"unknown check type {kind!r}"
+        elif context is not None and check_kind is not None and check_kind.run_in is not None:
+            result = check_kind.run_in(check, context)
+            ok, detail = result.ok, result.detail
+            stale, decisive = result.ok and result.stale, not result.ok and result.decisive
         else:
             ok, detail = runner(check)
     except Exception as exc:  # a malformed check is a failed check, not a crashed bake
         name, ok, detail = f"{kind} check", False, f"check could not run: {_error(exc)}"
-    return CheckOutcome(name=name, kind=kind, ok=ok, detail=detail, duration_ms=_elapsed_ms(started))
+        stale = decisive = False
+    return CheckOutcome(name=name, kind=kind, ok=ok, detail=detail, duration_ms=_elapsed_ms(started),
+                        stale=stale, decisive=decisive)
 
 
 # ---------------------------------------------------------------------------
@@ -203,6 +233,22 @@ def run_verify(adapter: Adapter, plan: Plan) -> list[CheckOutcome]:
     return outcomes
 
 
+def run_caches(adapter: Adapter, plan: Plan, applied_at: datetime) -> list[CheckOutcome]:
+    """One outcome per cache the adapter declares (DNS: per resolver), judged by the
+    kind's stale rule; `duration_ms` is that of the whole call. An adapter that
+    raises gives one failed outcome."""
+    started = time.perf_counter()
+    try:
+        caches = adapter.verify_caches(plan, applied_at=applied_at)
+    except Exception as exc:  # a check never raises
+        return [CheckOutcome(name=f"caches {plan.zone}", kind="cache", ok=False,
+                             detail=f"cache check failed: {_error(exc)}", duration_ms=_elapsed_ms(started))]
+    duration = _elapsed_ms(started)
+    return [CheckOutcome(name=cache.name, kind=cache.kind, ok=cache.ok, detail=cache.detail, duration_ms=duration,
+                         stale=cache.ok and cache.stale, decisive=not cache.ok and cache.decisive)
+            for cache in caches]
+
+
 # ---------------------------------------------------------------------------
 # A round and a bake
 
@@ -220,9 +266,13 @@ def _declared_name(check: Mapping[str, Any]) -> str:
 
 
 def run_round(*, adapter: Adapter | None, plan: Plan | None,
-              checks: Sequence[Mapping[str, Any]], deadline: float | None = None) -> list[CheckOutcome]:
-    """Verify outcomes (one per nameserver; none without adapter or plan), then one
-    outcome per declared check in input order. Never raises.
+              checks: Sequence[Mapping[str, Any]], deadline: float | None = None,
+              applied_at: datetime | None = None) -> list[CheckOutcome]:
+    """Verify outcomes (one per nameserver; none without adapter or plan), then the
+    cache outcomes (one per cache the adapter declares; none without `applied_at`,
+    the time the change was applied, which the stale rule counts from), then one
+    outcome per declared check in input order (judged against the plan, when the
+    check's kind can, given `plan` and `applied_at`: `run_declared`). Never raises.
 
     Every check runs at once, each in its own thread (pipeline.check_specs bounds their
     number), so the round lasts as long as its slowest check; and never longer than
@@ -231,16 +281,24 @@ def run_round(*, adapter: Adapter | None, plan: Plan | None,
     like any other (stored, counted by the bake), never dropped."""
     deadline = health.round_deadline_seconds() if deadline is None else deadline
     verify = adapter is not None and plan is not None and not plan.is_empty
-    tasks = len(checks) + (1 if verify else 0)
+    caches = verify and applied_at is not None
+    tasks = len(checks) + (1 if verify else 0) + (1 if caches else 0)
     if tasks == 0:
         return []
     pool = ThreadPoolExecutor(max_workers=tasks, thread_name_prefix="check")
     try:
         verify_future: Future[list[CheckOutcome]] | None = None
+        caches_future: Future[list[CheckOutcome]] | None = None
         if adapter is not None and plan is not None and verify:
             verify_future = pool.submit(run_verify, adapter, plan)
-        declared = [pool.submit(run_declared, check) for check in checks]
-        wait([*declared, *([verify_future] if verify_future else [])], timeout=deadline)
+            if applied_at is not None:
+                caches_future = pool.submit(run_caches, adapter, plan, applied_at)
+        # The declared checks judge against the change only once it is applied (the
+        # stale rule counts from applied_at), like the cache outcomes.
+        context = CheckContext(plan=plan, applied_at=applied_at) if plan is not None and applied_at is not None \
+            else None
+        declared = [pool.submit(run_declared, check, context) for check in checks]
+        wait([*declared, *(f for f in (verify_future, caches_future) if f is not None)], timeout=deadline)
     finally:
         # Never wait for a check past the deadline (the `with` form would): its thread
         # ends on its own socket timeout and its late result is not wanted. The
@@ -251,6 +309,9 @@ def run_round(*, adapter: Adapter | None, plan: Plan | None,
     if verify_future is not None and plan is not None:
         outcomes += verify_future.result() if verify_future.done() else [
             _late(name=f"verify {plan.zone}", kind="verify", deadline=deadline)]
+    if caches_future is not None and plan is not None:
+        outcomes += caches_future.result() if caches_future.done() else [
+            _late(name=f"caches {plan.zone}", kind="cache", deadline=deadline)]
     for check, future in zip(checks, declared, strict=True):
         outcomes.append(future.result() if future.done() else
                         _late(name=_declared_name(check), kind=str(check.get("type")), deadline=deadline))
@@ -265,12 +326,15 @@ class BakePolicy:
     gets a few rounds and a long one is checked every 5 s); `failure_threshold` is
     the number of consecutive failed rounds of one check that fails the bake
     (default 2); `round_deadline` bounds every round (default
-    CHANGEGATE_CHECK_ROUND_SECONDS)."""
+    CHANGEGATE_CHECK_ROUND_SECONDS); `settle_seconds` is how long past
+    `bake_seconds` the bake goes on while an outcome is still stale (default two
+    intervals plus STALE_SETTLE_SECONDS)."""
 
     bake_seconds: float
     interval: float | None = None
     failure_threshold: int = DEFAULT_FAILURE_THRESHOLD
     round_deadline: float | None = None
+    settle_seconds: float | None = None
 
     def __post_init__(self) -> None:
         if self.bake_seconds < 0:
@@ -285,6 +349,10 @@ class BakePolicy:
             self.round_deadline = health.round_deadline_seconds()
         if self.round_deadline <= 0:
             raise ValueError("round_deadline must be > 0")
+        if self.settle_seconds is None:
+            self.settle_seconds = 2 * self.interval + STALE_SETTLE_SECONDS
+        if self.settle_seconds < 0:
+            raise ValueError("settle_seconds must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -320,6 +388,7 @@ def bake(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     on_round: Callable[[int, list[CheckOutcome]], None] | None = None,
+    applied_at: datetime | None = None,
 ) -> BakeResult:
     """Run rounds every `policy.interval` seconds for `policy.bake_seconds` (at least
     one round). `on_round(round_no, outcomes)` is called after every round, before
@@ -327,30 +396,39 @@ def bake(
     propagates.
 
     Returns as soon as one check has failed `failure_threshold` consecutive rounds,
-    so the rollback can start at once. A check that is failing when the bake time
-    is up is not forgiven for lack of time: rounds go on until it passes again or
-    reaches the threshold (at most threshold - 1 extra rounds).
+    or once with a decisive outcome, so the rollback can start at once. A check
+    that is failing when the bake time is up is not forgiven for lack of time:
+    rounds go on until it passes again or reaches the threshold (at most
+    threshold - 1 extra rounds). Nor does a stale outcome end the bake (ok, but only
+    because a cache may still hold the old value): rounds go on until it is
+    settled or `policy.settle_seconds` past the bake time, so a failure that shows
+    once the caches let go of the old value is seen inside the bake. `applied_at`
+    (when the change was applied) enables the cache outcomes and the declared checks'
+    judging against the plan (`run_round`).
     """
-    assert policy.interval is not None  # filled in by BakePolicy.__post_init__
+    assert policy.interval is not None and policy.settle_seconds is not None  # filled in by __post_init__
     start = clock()
     deadline = start + policy.bake_seconds
+    settle_deadline = deadline + policy.settle_seconds
     next_at = start
     streaks: dict[tuple[str, str, int], int] = {}
     round_no = 0
     while True:
         round_no += 1
-        outcomes = run_round(adapter=adapter, plan=plan, checks=checks, deadline=policy.round_deadline)
+        outcomes = run_round(adapter=adapter, plan=plan, checks=checks, deadline=policy.round_deadline,
+                             applied_at=applied_at)
         if on_round is not None:
             on_round(round_no, outcomes)
         failed = []
         for key, outcome in zip(_identities(outcomes), outcomes, strict=True):
             streaks[key] = 0 if outcome.ok else streaks.get(key, 0) + 1
-            if streaks[key] >= policy.failure_threshold:
+            if streaks[key] >= policy.failure_threshold or (not outcome.ok and outcome.decisive):
                 failed.append(outcome)
         if failed:
             return BakeResult(ok=False, rounds=round_no, failed=failed)
         next_at += policy.interval
-        if next_at > deadline and all(outcome.ok for outcome in outcomes):
+        if next_at > deadline and all(outcome.ok for outcome in outcomes) and (
+                not any(outcome.stale for outcome in outcomes) or next_at > settle_deadline):
             return BakeResult(ok=True, rounds=round_no)
         delay = next_at - clock()
         if delay > 0:

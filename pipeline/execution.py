@@ -27,7 +27,12 @@ from django.utils import timezone
 from approvals.standing import approvals_invalidate, approvals_required, approvals_valid
 from audit.chain import SYSTEM, audit_record
 from changes.lifecycle import transition
-from changes.locking import lock_change, lock_execution, lock_target, retry_on_contention
+from changes.locking import (
+    lock_change,
+    lock_execution,
+    lock_target,
+    retry_on_contention,
+)
 from changes.models import (
     EXECUTION_STATE_OF,
     EXECUTION_TRANSITIONS,
@@ -112,6 +117,10 @@ class Lease:
     token: int
 
 
+def _jumps_window_holds(change_id: int) -> bool:
+    return ChangeRequest.objects.filter(pk=change_id).filter(Q(emergency=True) | Q(reverts__isnull=False)).exists()
+
+
 @retry_on_contention
 def execution_claim(*, execution_id: int, worker: str, lease_seconds: int | None = None) -> Lease | None:
     """Take the lease if the execution is free and first in line on its target.
@@ -133,6 +142,11 @@ def execution_claim(*, execution_id: int, worker: str, lease_seconds: int | None
         earlier = Execution.objects.filter(
             target_id=execution.target_id, state__in=[E.PENDING, *LEASED], pk__lt=execution_id,
         )
+        if _jumps_window_holds(execution.change_id):
+            # Break-glass and reverts do not wait for a change window (pipeline.window_hold),
+            # so they do not queue behind a change that does: it is held, not running,
+            # and its own apply re-reads live (a compare-and-swap) when its window opens.
+            earlier = earlier.exclude(state=E.PENDING, hold_reason__gt="", retry_at__gt=now)
         if busy.exists() or earlier.exists():
             return None  # approval order: the earlier one runs first, then wakes us
         # The one move of the attempt's state machine that is a conditional UPDATE (the
@@ -188,9 +202,11 @@ def attempt_log(execution: Execution, lease: Lease, what: str, **detail: Any) ->
 
 @retry_on_contention
 def change_move(lease: Lease, to: str, *, action: str, payload: dict[str, Any] | None = None,
-                execution_fields: dict[str, Any] | None = None, invalidate_approvals: str = "") -> ChangeRequest:
+                execution_fields: dict[str, Any] | None = None, invalidate_approvals: str = "",
+                change_fields: dict[str, Any] | None = None) -> ChangeRequest:
     """Fenced state change of the change (and its execution) in one transaction;
-    with `invalidate_approvals` (the reason) the change's approvals die in it too."""
+    with `invalidate_approvals` (the reason) the change's approvals die in it too;
+    `change_fields` are set on the change in the same save (the watch window)."""
     with transaction.atomic():
         execution = fenced(lease)
         change = execution.change
@@ -199,6 +215,8 @@ def change_move(lease: Lease, to: str, *, action: str, payload: dict[str, Any] |
         if invalidate_approvals:
             approvals_invalidate(change=change, reason=invalidate_approvals)
         payload = {"execution": execution.pk, "worker": lease.worker, "token": lease.token, **(payload or {})}
+        for field, value in (change_fields or {}).items():
+            setattr(change, field, value)
         transition(change, to, actor=None, origin=SYSTEM, action=action, payload=payload)
         for field, value in (execution_fields or {}).items():
             setattr(execution, field, value)
@@ -225,7 +243,9 @@ def apply_start(lease: Lease, change: ChangeRequest) -> ChangeRequest:
     the send can revive a lapsed approval. If they no longer count, the change goes
     back for review (approved -> pending_approval) and this execution ends without
     touching the target. A break-glass change is exempt: its authority is the
-    emergency record, not approvals."""
+    emergency record, not approvals; so is a one-person revert of a young change: its
+    authority is the original change's approvals (changes.services.reverts, audited
+    as change_revert_approved), and it puts back what was live before them."""
 
     with transaction.atomic():
         execution = fenced(lease)
@@ -234,7 +254,7 @@ def apply_start(lease: Lease, change: ChangeRequest) -> ChangeRequest:
             return locked
         if locked.state != State.APPROVED:  # pragma: no cover - _drive only calls this for approved changes
             raise LeaseLost(f"change #{locked.pk} is {locked.state}, not approved")
-        if not locked.emergency:
+        if not locked.emergency and locked.reverts_id is None:
             valid = approvals_valid(locked).count()
             required = approvals_required(locked)
             if valid < required:

@@ -105,6 +105,8 @@ def _why(detail: dict[str, Any]) -> str:
         return f"{len(moved)} key(s) changed outside changegate since approval: {keys}"
     if detail.get("error"):
         return str(detail["error"])
+    if detail.get("runs_at") is not None and detail.get("reason"):
+        return str(detail["reason"])  # waiting for the change window: the reason says when it runs
     return ""
 
 

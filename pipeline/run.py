@@ -22,7 +22,6 @@ from adapters import (
     TransientError,
 )
 from adapters.errors import PartialApplyError, TargetReverted
-from audit.chain import SYSTEM, audit_record
 from changes.adapters import adapter_for
 from changes.locking import retry_on_contention
 from changes.models import (
@@ -30,7 +29,6 @@ from changes.models import (
     TERMINAL,
     AuditEvent,
     ChangeRequest,
-    CheckResult,
     Execution,
     Target,
 )
@@ -38,6 +36,7 @@ from drift.sweep import oob_baseline_apply
 from ops.logs import log_context
 from pipeline import checks
 from pipeline.bake_time import bake_for
+from pipeline.check_rounds import check_round_store
 from pipeline.execution import (
     MAX_TRANSIENT_ATTEMPTS,
     ROLLBACK_BACKOFF_MAX_SECONDS,
@@ -60,6 +59,8 @@ from pipeline.execution import (
 )
 from pipeline.faults import crashpoint
 from pipeline.lease import LeaseHeartbeat
+from pipeline.watch import watch_start
+from pipeline.window_hold import window_gate
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def execution_run(*, execution_id: int, worker: str | None = None, bake: Any = N
     target = change.target
     if target.frozen:
         lease_release(lease, hold_reason=f"target {target.name} is frozen")
+        return "held"
+    if window_gate(lease, change):  # outside the target's change window (break-glass goes on, audited)
         return "held"
     _resume(lease, change)
     plan = Plan.from_json(change.plan)
@@ -201,7 +204,11 @@ def _drive(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *,
             payload: dict[str, Any] = {"checks": "passed"}
             if confirmed is not None:
                 payload["confirmed"] = confirmed
-            change_move(lease, State.APPLIED, action="change_verified", payload=payload)
+            # The watch window starts as the bake passes (pipeline.watch has the rule).
+            window = watch_start(change, change.target, now=timezone.now())
+            if window:
+                payload["watch_until"] = window["watch_until"].isoformat()
+            change_move(lease, State.APPLIED, action="change_verified", payload=payload, change_fields=window)
             return State.APPLIED
         change = change_move(lease, State.ROLLING_BACK, action="rollback_started",
                              payload={"failed_checks": [f.to_json() for f in failed], "round": rounds})
@@ -280,18 +287,8 @@ def _store_round(lease: Lease, change: ChangeRequest, phase: str, round_no: int,
     # Locks: the execution (renewal), its rows, the audit head last (changes.locking).
     with transaction.atomic():
         lease_renew(lease)
-        rows = CheckResult.objects.bulk_create([
-            CheckResult(execution_id=lease.execution_id, phase=phase, round=round_no, name=o.name[:300], kind=o.kind,
-                        ok=o.ok, detail=o.detail, duration_ms=o.duration_ms)
-            for o in outcomes
-        ])
-        audit_record(actor=None, origin=SYSTEM, action="checks_round", change=change,
-                     outcome="passed" if all(row.ok for row in rows) else "failed", payload={
-            "execution": lease.execution_id, "worker": lease.worker, "token": lease.token, "phase": phase,
-            "round": round_no, "ok": all(row.ok for row in rows),
-            "results": [{"name": row.name, "kind": row.kind, "ok": row.ok, "detail": row.detail,
-                         "duration_ms": row.duration_ms} for row in rows],
-        })
+        check_round_store(change=change, execution_id=lease.execution_id, worker=lease.worker, token=lease.token,
+                          phase=phase, round_no=round_no, outcomes=outcomes)
 
 
 def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, bake: Any,
@@ -299,8 +296,10 @@ def _bake(lease: Lease, change: ChangeRequest, plan: Plan, adapter: Adapter, *, 
 
     policy = checks.BakePolicy(bake_seconds=float(bake_for(change, change.target).seconds))
     declared = [*change.target.health_checks, *change.health_checks]
+    # The resolver checks' stale rule counts the old TTL from the recorded apply.
+    applied_at = Execution.objects.values_list("applied_at", flat=True).get(pk=lease.execution_id)
     result = (bake or checks.bake)(
-        adapter=adapter, plan=plan, checks=declared, policy=policy,
+        adapter=adapter, plan=plan, checks=declared, policy=policy, applied_at=applied_at,
         on_round=lambda round_no, outcomes: _store_round(lease, change, phase, round_no, outcomes),
     )
     return result.ok, list(result.failed), result.rounds

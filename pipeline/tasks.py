@@ -7,8 +7,13 @@ from celery import shared_task
 from audit.checkpoints import audit_checkpoint_tick, audit_checkpoints_publish
 from drift.sweep import oob_sweep
 from pipeline.execution import execution_sweep
-from pipeline.outbox import emergency_reviews_overdue_alert, notification_deliver, notification_sweep
+from pipeline.outbox import (
+    emergency_reviews_overdue_alert,
+    notification_deliver,
+    notification_sweep,
+)
 from pipeline.run import execution_run
+from pipeline.watch import watch_sweep
 
 
 @shared_task(name="changes.apply_change", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -19,6 +24,12 @@ def apply_change(execution_id: int) -> str:
 @shared_task(name="changes.sweep_executions", ignore_result=True)
 def sweep_executions() -> int:
     return len(execution_sweep())
+
+
+@shared_task(name="changes.watch_applied", ignore_result=True)
+def watch_applied() -> int:
+    """One round of checks for every applied change whose watch window has one due."""
+    return len(watch_sweep())
 
 
 @shared_task(name="changes.check_out_of_band", ignore_result=True)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dns_adapters.local_named import LocalNamed, default_zone_text, find_named
+from dns_adapters.local_named import LocalNamed, LocalResolver, default_zone_text, find_named
 
 ZONE = "demo.test"
 # named loads a few hundred tiny zones in well under a second; one per test keeps tests independent.
@@ -44,6 +44,18 @@ def named_server() -> Iterator[LocalNamed]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def caching_resolver(named_server: LocalNamed) -> Iterator[LocalResolver]:
+    """A caching resolver (a second named, recursion on) forwarding to the session's
+    named: what clients see, old answers cached for their TTL. `address` is its
+    "127.0.0.1:PORT". Tests use fresh zones, so its cache never carries one test's
+    answers into another."""
+    resolver = LocalResolver(named_server.primary, zones=[ZONE])
+    resolver.start()
+    yield resolver
+    resolver.stop()
 
 
 _zone_counter = iter(range(SPARE_ZONES))

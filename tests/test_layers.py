@@ -32,9 +32,10 @@ LAYERS: list[tuple[str, int]] = [
     (r"^changes\.(lifecycle|kinds|adapters)$", 4),
     (r"^changes\.permissions$", 5),
     (r"^(changes\.selectors|approvals\.standing|audit\.(checkpoints|identity|selectors|lines))$", 6),
-    (r"^pipeline\.(publish|faults|lease|check_specs|checks|outbox|bake_time)$", 7),
+    (r"^pipeline\.(publish|faults|lease|check_specs|checks|outbox|bake_time|windows|phase)$", 7),
     (r"^drift\.", 8),
     (r"^pipeline\.execution$", 9),
+    (r"^pipeline\.window_hold$", 9),
     (r"^(approvals\.policy|changes\.services(\..*)?|audit\.export|audit\.evidence|ops\.metrics|accounts\.oidc)$", 10),
     # Entry points: nothing below imports them.
     (r".", 11),

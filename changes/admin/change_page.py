@@ -29,8 +29,11 @@ from changes.lifecycle import can_move
 from changes.models import COMMENT_BODY_MAX, AuditEvent, ChangeRequest
 from changes.selectors import change_comments, change_executions, change_plan_of
 from changes.services.change_requests import may_cancel, may_edit, may_plan, may_submit
+from changes.services.reverts import may_revert
 from pipeline.bake_time import bake_for
 from pipeline.checks import check_name
+from pipeline.phase import change_phase
+from pipeline.watch import watch_text
 
 State = ChangeRequest.State
 
@@ -84,6 +87,8 @@ def offered(user: AbstractBaseUser, change: ChangeRequest, request: HttpRequest)
         "may_submit": may_submit(user, change),
         "may_plan": may_plan(user, change),
         "may_cancel": may_cancel(user, change),
+        # The one-person revert while the change is young (changes.services.reverts).
+        "may_revert": may_revert(user, change),
         "show_review": reviewing,  # approve and reject: the same person, the same state
         "approve_refused": mfa_refusal,
     }
@@ -193,6 +198,7 @@ def change_page_context(request: HttpRequest, change: ChangeRequest, *, events: 
     valid_ids = set(approvals_valid(change).values_list("pk", flat=True))
     required, required_why = required_text(change)
     plain_events = [event for event, _ in events]
+    executions = list(change_executions(change))
     return {
         "change": change,
         "original": change,
@@ -204,7 +210,9 @@ def change_page_context(request: HttpRequest, change: ChangeRequest, *, events: 
         **interdiff_context(change, plain_events, user.pk),
         "steps": step_count(change),
         "events": events,
-        "executions": list(change_executions(change)),  # every attempt, oldest first
+        "executions": executions,  # every attempt, oldest first
+        # Where it is now and until when (baking until, waiting for its window, watching).
+        "phase": change_phase(change, executions[-1] if executions else None),
         **offered(user, change, request),  # type: ignore[arg-type]
         "approvals": [(approval, approval.pk in valid_ids) for approval in approvals_of(change)],
         "approved_by_me": approvals_valid(change).filter(approver_id=user.pk).first(),
@@ -213,6 +221,9 @@ def change_page_context(request: HttpRequest, change: ChangeRequest, *, events: 
         "approvals_required_why": required_why,
         # How long it will be watched once applied (the same rule the worker bakes by).
         "bake_why": bake_for(change, change.target).why,
+        # The watch window after applied (pipeline.watch), and the revert links both ways.
+        "watch_text": watch_text(change),
+        "reverted_by": list(change.reverted_by.order_by("pk")),
         **live_drift_context(change),
         **failure_context(change, plain_events),
         **checks_context(change, plain_events),

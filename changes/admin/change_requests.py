@@ -63,7 +63,7 @@ from changes.selectors import (
     targets_reviewable,
     targets_visible,
 )
-from changes.services import change_cancel, change_create, change_plan, change_submit, comment_add
+from changes.services import change_cancel, change_create, change_plan, change_revert, change_submit, comment_add
 
 CHANGE_TEMPLATE = "admin/changes/changerequest/detail.html"
 REJECT_SELECTED_TEMPLATE = "admin/changes/changerequest/reject_selected.html"
@@ -439,6 +439,7 @@ class ChangeRequestAdmin(admin.ModelAdmin):
             path("<path:object_id>/replan/", wrap(self.replan_view), name="changes_changerequest_replan"),
             path("<path:object_id>/approve/", wrap(self.approve_view), name="changes_changerequest_approve"),
             path("<path:object_id>/reject/", wrap(self.reject_view), name="changes_changerequest_reject"),
+            path("<path:object_id>/revert/", wrap(self.revert_view), name="changes_changerequest_revert"),
             path("<path:object_id>/evidence/", wrap(self.evidence_view), name="changes_changerequest_evidence"),
             path("history/", wrap(partial(record_history_view, self)), name="changes_changerequest_history"),
             path("<path:object_id>/comment/", wrap(self.comment_view), name="changes_changerequest_comment"),
@@ -631,6 +632,30 @@ class ChangeRequestAdmin(admin.ModelAdmin):
 
     def reject_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
         return self._action(request, object_id, change_reject, "rejected", comment=request.POST.get("comment", ""))
+
+    def revert_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The one-person revert (changes.services.reverts): the page's form posts the
+        reason and a ticked box naming this change, since it applies without a second
+        approval; then the revert's own page. A refusal is a message on this change's page."""
+        change = access_change(user=request.user, pk=object_id)
+        if not self.has_view_permission(request, change):
+            raise PermissionDenied
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        here = HttpResponseRedirect(reverse("admin:changes_changerequest_change", args=[change.pk]))
+        if request.POST.get("confirm", "").strip() != str(change.pk):
+            messages.error(request, f"Nothing was reverted: tick the box to confirm that change #{change.pk} is "
+                                    "undone without a second approval.")
+            return here
+        try:
+            revert = change_revert(actor=request.user, change=change, reason=request.POST.get("reason", ""),
+                                   origin=_admin_origin(request))
+        except ServiceError as exc:
+            messages.error(request, exc.message)
+            return here
+        messages.success(request, f"Change #{revert.pk} reverts #{change.pk}: approved on the approvals of "
+                                  f"#{change.pk} and queued to apply.")
+        return HttpResponseRedirect(reverse("admin:changes_changerequest_change", args=[revert.pk]))
 
     @admin.action(description="Approve selected (shows each plan first)", permissions=["review"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet[ChangeRequest]) -> HttpResponse | None:

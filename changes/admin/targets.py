@@ -13,13 +13,19 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import URLPattern, re_path, reverse
 
-from changes.admin.common import _admin_origin, _base_field, _render_form, add_service_errors
+from changes.admin.common import (
+    _admin_origin,
+    _base_field,
+    _render_form,
+    add_service_errors,
+)
 from changes.errors import ServiceError, ValidationFailed
 from changes.kinds import REGISTRY, kind_named, kind_of
 from changes.models import Target
 from changes.permissions import is_operator
 from changes.selectors import targets_visible
 from changes.services import target_register, target_update_policy
+from pipeline.windows import validate_change_windows
 
 
 class UnrenderedTextInput(forms.TextInput):
@@ -36,6 +42,27 @@ NFT_EXAMPLE = (
 )
 
 
+WINDOWS_HELP = ('When changes may be applied, as JSON (empty: always), e.g. {"timezone": "Europe/Berlin", '
+                '"weekly": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "09:00", "end": "17:00"}], '
+                '"freezes": [{"start": "2026-12-20T00:00:00+01:00", "end": "2027-01-04T00:00:00+01:00", '
+                '"reason": "year-end freeze"}]}. Break-glass changes ignore them.')
+
+
+class TargetPolicyForm(forms.ModelForm):
+    """The policy fields of the change page; the windows validated by their one
+    validator here, so a bad one is a form error, not a failure in save_model."""
+
+    class Meta:
+        model = Target
+        fields = "__all__"
+
+    def clean_change_windows(self) -> dict[str, Any]:
+        try:
+            return validate_change_windows(self.cleaned_data.get("change_windows"))
+        except ValidationFailed as exc:
+            raise forms.ValidationError([f"{e['field']}: {e['message']}" for e in exc.errors]) from None
+
+
 class TargetRegisterForm(forms.Form):
     """What `target_register` needs: for a DNS zone the fields below, for any other
     kind (nftables) its config as JSON plus its secret fields, each in a field of its
@@ -43,7 +70,7 @@ class TargetRegisterForm(forms.Form):
 
     # The kind whose config the flat fields below make up; every other kind is JSON.
     FLAT_KIND = "dns"
-    FLAT_FIELDS = ("zone", "primary", "tsig_key_file", "nameservers", "timeout")
+    FLAT_FIELDS = ("zone", "primary", "tsig_key_file", "nameservers", "timeout", "resolvers")
 
     kind = forms.ChoiceField(choices=(), required=False, initial="dns",
                              help_text="DNS: fill in the zone fields. Other kinds: the JSON config below.")
@@ -62,6 +89,10 @@ class TargetRegisterForm(forms.Form):
                   "(default: the primary).",
     )
     timeout = forms.FloatField(required=False, help_text="DNS: seconds per DNS query (default 5).")
+    resolvers = forms.CharField(
+        max_length=2000, required=False,
+        help_text="DNS: comma-separated HOST:PORT of caching resolvers (e.g. the company's) the bake also asks for "
+                  "the changed names; their old answers count as stale, not wrong, while the old TTL runs.")
     config_json = forms.CharField(
         label="Config (JSON)", required=False, widget=forms.Textarea(attrs={"rows": 6, "cols": 80}),
         help_text=f"Kinds other than DNS. nftables, e.g. {NFT_EXAMPLE} (or \"transport\": \"netns\", "
@@ -76,6 +107,18 @@ class TargetRegisterForm(forms.Form):
         initial=3600, label="Bake cap (seconds)",
         help_text="DNS: a change bakes for the old records' TTL (so resolvers have let go of them), at most this; "
                   "the bake time above still applies.")
+    watch_seconds = forms.IntegerField(
+        required=False, min_value=0, label="Watch window (seconds)",
+        help_text="How long checks keep running after the bake (empty: as long as the change's bake; 0: none).")
+    watch_interval_seconds = forms.IntegerField(
+        required=False, initial=30, label="Watch interval (seconds)",
+        help_text="Seconds between check rounds in the watch window (empty: 30).")
+    watch_auto_revert = forms.BooleanField(
+        required=False, initial=True, label="Revert on a watch failure",
+        help_text="A check failing in the watch window reverts the change (otherwise it only alerts).")
+    change_windows = forms.JSONField(
+        required=False, initial=dict, widget=forms.Textarea(attrs={"rows": 4, "cols": 80}),
+        help_text=WINDOWS_HELP)
     frozen = forms.BooleanField(required=False, help_text="A frozen target accepts proposals but applies nothing.")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -128,6 +171,9 @@ class TargetRegisterForm(forms.Form):
             config["nameservers"] = nameservers
         if data["timeout"] is not None:
             config["timeout"] = data["timeout"]
+        resolvers = [r.strip() for r in data["resolvers"].split(",") if r.strip()]
+        if resolvers:
+            config["resolvers"] = resolvers
         return config
 
     def field_of(self, error_field: str) -> str:
@@ -151,12 +197,14 @@ class TargetAdmin(admin.ModelAdmin):
     GuardedModelAdmin: its object-permissions page wrote grants around the grant
     service (unaudited, no second operator); roles are granted on the Grants page."""
 
+    form = TargetPolicyForm
     list_display = ("name", "kind", "zone", "required_approvals", "frozen", "item_count")
     list_filter = ("kind", "frozen")
     search_fields = ("name",)
     fields = (
         "name", "kind", "config_shown", "required_approvals", "approval_lifetime_seconds", "bake_seconds",
-        "bake_max_seconds", "frozen", "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
+        "bake_max_seconds", "watch_seconds", "watch_interval_seconds", "watch_auto_revert", "change_windows",
+        "frozen", "health_checks", "item_count", "item_count_at", "created_at", "updated_at",
     )
     # Config is validated (and the zone checked) only at registration; health checks
     # only through their validator. Neither may be typed in here unchecked.
@@ -221,6 +269,8 @@ class TargetAdmin(admin.ModelAdmin):
                     required_approvals=data["required_approvals"],
                     approval_lifetime_seconds=data["approval_lifetime_seconds"],
                     bake_seconds=data["bake_seconds"], bake_max_seconds=data["bake_max_seconds"],
+                    watch_seconds=data["watch_seconds"], watch_interval_seconds=data["watch_interval_seconds"] or 30,
+                    watch_auto_revert=data["watch_auto_revert"], change_windows=data["change_windows"] or {},
                     frozen=data["frozen"], origin=_admin_origin(request),
                     prepare=data["prepare"],
                 )

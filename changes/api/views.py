@@ -43,6 +43,7 @@ from changes.api.serializers import (
     LiveQuerySerializer,
     LiveRRsetSerializer,
     RejectSerializer,
+    RevertSerializer,
     RollbackSerializer,
     TargetRegisterSerializer,
     TargetSerializer,
@@ -370,6 +371,23 @@ class ChangeRollbackView(APIBase):
         rollback = services.change_propose_rollback(actor=request.user, change=change, origin=origin_of(request),
                                                     **data)
         return Response(change_detail(request, rollback), status=status.HTTP_201_CREATED)
+
+
+class ChangeRevertView(APIBase):
+    @extend_schema(operation_id="changes_revert", summary="Revert a young change alone, inside its watch window",
+                   description="Its author or one of the people whose approval of it counted (still holding the "
+                               "role) may undo an applied change alone while its watch window runs: a new change, "
+                               "the exact inverse of the applied plan, approved at once on the original approvals "
+                               "and queued to apply (only while the change's `after` is still live). 403 for anyone "
+                               "else; 409 after the window (a rollback is then an ordinary four-eyes change: "
+                               "POST .../rollback/), for a change not applied or already reverted.",
+                   parameters=[PK], request=RevertSerializer,
+                   responses={201: ChangeDetailSerializer, **_errors(400, 403, 404, 409)})
+    def post(self, request: Request, pk: int) -> Response:
+        change = selectors.access_change(user=request.user, pk=pk)
+        data = parse(RevertSerializer, request.data, request)
+        revert = services.change_revert(actor=request.user, change=change, origin=origin_of(request), **data)
+        return Response(change_detail(request, revert), status=status.HTTP_201_CREATED)
 
 
 class EmergencyQueueView(StrictQueryMixin, generics.ListAPIView):

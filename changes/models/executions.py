@@ -104,7 +104,7 @@ class CheckResult(models.Model):
     """One health check's result in one round of the bake (or of the rollback's verification)."""
 
     execution = models.ForeignKey(Execution, on_delete=models.PROTECT, related_name="check_results")
-    phase = models.CharField(max_length=10, default="apply")  # apply | rollback
+    phase = models.CharField(max_length=10, default="apply")  # apply | rollback | watch
     round = models.PositiveIntegerField()
     name = models.CharField(max_length=300)
     kind = models.CharField(max_length=20)

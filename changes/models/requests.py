@@ -75,6 +75,14 @@ class ChangeRequest(models.Model):
                                               on_delete=models.PROTECT, related_name="+")
     emergency_reviewed_at = models.DateTimeField(null=True, blank=True)
     emergency_review_comment = models.TextField(blank=True)
+    # A revert of a young change (issue 16): the exact inverse of that change's applied
+    # plan, approved by its original approvals (changes.services.reverts).
+    reverts = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="reverted_by")
+    # The watch window after `applied` (pipeline.watch): its end, set when the bake
+    # passes; the next round's due time (the sweep's claim); consecutive failed rounds.
+    watch_until = models.DateTimeField(null=True, blank=True)
+    watch_next_at = models.DateTimeField(null=True, blank=True)
+    watch_failures = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

@@ -33,6 +33,26 @@ class Target(models.Model):
         default=3600, validators=[MaxValueValidator(86400)],
         help_text="The longest a cache-derived bake (DNS: the old TTLs) may last; bake_seconds still applies.",
     )
+    # The watch window after `applied` (issue 16): the declared checks keep running
+    # every `watch_interval_seconds` for `watch_seconds` after the bake (null: as long
+    # as the change's bake, the TTL-derived span); a failure alerts the author and
+    # approvers and, with `watch_auto_revert`, reverts the change. While the window
+    # runs, the author or one approver may revert it alone (changes.services.reverts).
+    watch_seconds = models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(7 * 86400)],
+        help_text="Seconds to keep checking after the bake; empty = as long as the change's bake.",
+    )
+    watch_interval_seconds = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(3600)],
+        help_text="Seconds between check rounds in the watch window.",
+    )
+    watch_auto_revert = models.BooleanField(
+        default=True, help_text="A check that fails in the watch window reverts the change automatically.",
+    )
+    # When changes may be applied (pipeline.windows): {"timezone": "Europe/Berlin",
+    # "weekly": [{"days": ["mon", ...], "start": "09:00", "end": "17:00"}],
+    # "freezes": [{"start": ISO, "end": ISO, "reason": "..."}]}. Empty: always.
+    change_windows = models.JSONField(default=dict, blank=True)
     health_checks = models.JSONField(default=list, blank=True)
     frozen = models.BooleanField(default=False, help_text="A frozen target accepts proposals but applies nothing.")
     # Cached from the last whole-zone read, for the mass-delete risk flag: reading

@@ -13,6 +13,7 @@ from changes.services.change_requests import (  # noqa: F401
     change_update,
 )
 from changes.services.comments import comment_add  # noqa: F401
+from changes.services.reverts import change_revert, may_revert, revert_refusal  # noqa: F401
 from changes.services.targets import (  # noqa: F401
     POLICY_RANGES,
     target_refresh_zone_stats,

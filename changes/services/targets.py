@@ -22,6 +22,8 @@ from changes.locking import lock_target, retry_on_contention
 from changes.models import Target
 from changes.permissions import require_operator
 from pipeline.check_specs import validate_health_checks
+from pipeline.window_hold import window_holds_recheck
+from pipeline.windows import validate_change_windows
 
 
 def target_register(
@@ -34,6 +36,10 @@ def target_register(
     approval_lifetime_seconds: int = 24 * 3600,
     bake_seconds: int = 60,
     bake_max_seconds: int = 3600,
+    watch_seconds: int | None = None,
+    watch_interval_seconds: int = 30,
+    watch_auto_revert: bool = True,
+    change_windows: Any = None,
     health_checks: Sequence[dict[str, Any]] = (),
     frozen: bool = False,
     origin: RequestOrigin = SYSTEM,
@@ -53,7 +59,9 @@ def target_register(
         errors.append({"index": None, "field": "kind", "message": f"kind must be one of {', '.join(REGISTRY.names())}"})
     errors += _policy_errors(required_approvals=required_approvals,
                              approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds,
-                             bake_max_seconds=bake_max_seconds)
+                             bake_max_seconds=bake_max_seconds, watch_interval_seconds=watch_interval_seconds)
+    errors += _watch_errors(watch_seconds=watch_seconds, watch_auto_revert=watch_auto_revert)
+    windows = _windows_or_errors(change_windows, errors)
     if errors:
         raise ValidationFailed(errors)
     try:
@@ -70,7 +78,8 @@ def target_register(
     target = Target(
         name=name.strip(), kind=kind, config=normalized, required_approvals=required_approvals,
         approval_lifetime_seconds=approval_lifetime_seconds, bake_seconds=bake_seconds,
-        bake_max_seconds=bake_max_seconds, health_checks=checks, frozen=frozen,
+        bake_max_seconds=bake_max_seconds, health_checks=checks, frozen=frozen, watch_seconds=watch_seconds,
+        watch_interval_seconds=watch_interval_seconds, watch_auto_revert=watch_auto_revert, change_windows=windows,
     )
     serial = None
     if check_reachable:
@@ -128,7 +137,34 @@ POLICY_RANGES = {
     "bake_max_seconds": (0, 86400),  # the cap on a TTL-derived bake (pipeline/bake_time.py)
     "emergency_review_hours": (1, 720),
     "oob_interval_seconds": (0, 7 * 86400),  # 0 = no out-of-band change detection
+    "watch_interval_seconds": (1, 3600),  # between check rounds in the watch window (pipeline.watch)
 }
+# The watch window after the bake: null = as long as the change's bake (pipeline.watch).
+WATCH_SECONDS_MAX = 7 * 86400
+
+
+def _watch_errors(**values: Any) -> list[dict[str, Any]]:
+    """The watch policy fields that are not plain ranges: watch_seconds may be null
+    (as long as the bake), watch_auto_revert is a boolean."""
+    errors = []
+    if "watch_seconds" in values:
+        value = values["watch_seconds"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 0 <= value <= WATCH_SECONDS_MAX):
+            errors.append({"index": None, "field": "watch_seconds",
+                           "message": f"must be null (as long as the bake) or an integer 0..{WATCH_SECONDS_MAX}"})
+    if "watch_auto_revert" in values and not isinstance(values["watch_auto_revert"], bool):
+        errors.append({"index": None, "field": "watch_auto_revert", "message": "must be true or false"})
+    return errors
+
+
+def _windows_or_errors(raw: Any, errors: list[dict[str, Any]]) -> dict[str, Any]:
+    """The normalized change windows (pipeline.windows), or {} with its errors added."""
+    try:
+        return validate_change_windows(raw)
+    except ValidationFailed as exc:
+        errors += exc.errors
+        return {}
 
 
 def _policy_errors(**values: Any) -> list[dict[str, Any]]:
@@ -147,11 +183,15 @@ def target_update_policy(
     """Change a target's policy (approvals, lifetimes, bake time, default checks,
     frozen). Operators only; audited with the old and new values."""
     require_operator(actor, "change a target's policy")
-    allowed = {*POLICY_RANGES, "health_checks", "frozen", "webhook_url"}
+    allowed = {*POLICY_RANGES, "health_checks", "frozen", "webhook_url", "watch_seconds", "watch_auto_revert",
+               "change_windows"}
     unknown = sorted(set(changes) - allowed)
     if unknown:
         raise ValidationFailed([{"index": None, "field": f, "message": "not a policy field"} for f in unknown])
     errors = _policy_errors(**{k: v for k, v in changes.items() if k in POLICY_RANGES})
+    errors += _watch_errors(**{k: v for k, v in changes.items() if k in ("watch_seconds", "watch_auto_revert")})
+    if "change_windows" in changes:
+        changes["change_windows"] = _windows_or_errors(changes["change_windows"], errors)
     if "frozen" in changes and not isinstance(changes["frozen"], bool):
         errors.append({"index": None, "field": "frozen", "message": "must be true or false"})
     if changes.get("webhook_url"):
@@ -172,6 +212,9 @@ def target_update_policy(
         for field, value in changed.items():
             setattr(locked, field, value)
         locked.save(update_fields=[*changed, "updated_at"])
+        if "change_windows" in changed:
+            # Changes held for the old windows are judged by the new ones now, not at the old opening.
+            window_holds_recheck(target_id=locked.pk)
         audit_record(actor=actor, origin=origin, action="target_policy_changed", target=locked,
                      payload={"before": {f: before[f] for f in changed}, "after": changed})
     return locked

@@ -230,12 +230,27 @@ if CHANGEGATE_ROLLBACK_RETRY_SECONDS < 0 or CHANGEGATE_RETRY_DELAY_SECONDS < 0:
 CHANGEGATE_OOB_SWEEP_SECONDS = env_int("CHANGEGATE_OOB_SWEEP_SECONDS", 60)
 if CHANGEGATE_OOB_SWEEP_SECONDS < 1:
     raise ImproperlyConfigured("CHANGEGATE_OOB_SWEEP_SECONDS must be a positive number of seconds")
+# Change windows (pipeline.windows): a test/ops knob, 0 in production. Shifts the clock
+# that decides whether a target's change window is open (pipeline.windows.window_now),
+# and nothing else (leases, retries and audit times keep real time), so a test gives a
+# real worker a clock a window opens on within seconds instead of sleeping for real minutes,
+# and ops can rehearse a window ("what would run at 09:00?") on a staging worker.
+CHANGEGATE_CLOCK_OFFSET_SECONDS = env_int("CHANGEGATE_CLOCK_OFFSET_SECONDS", 0)
 # The sweep re-publishes executions nobody claimed and resumes those whose worker died.
 CELERY_BEAT_SCHEDULE = {
     "sweep-executions": {"task": "changes.sweep_executions", "schedule": env_int("CHANGEGATE_SWEEP_SECONDS", 10)},
     # A sweep nobody ran in time is dropped (expires), not piled up behind a stopped worker.
     "check-out-of-band": {"task": "changes.check_out_of_band", "schedule": CHANGEGATE_OOB_SWEEP_SECONDS,
                           "options": {"expires": CHANGEGATE_OOB_SWEEP_SECONDS}},
+}
+# The watch window after `applied` (pipeline.watch): how often the beat looks for a
+# due round (each target sets its own interval; this only bounds how late one runs).
+CHANGEGATE_WATCH_SWEEP_SECONDS = env_int("CHANGEGATE_WATCH_SWEEP_SECONDS", 5)
+if CHANGEGATE_WATCH_SWEEP_SECONDS < 1:
+    raise ImproperlyConfigured("CHANGEGATE_WATCH_SWEEP_SECONDS must be a positive number of seconds")
+CELERY_BEAT_SCHEDULE["watch-applied"] = {
+    "task": "changes.watch_applied", "schedule": CHANGEGATE_WATCH_SWEEP_SECONDS,
+    "options": {"expires": CHANGEGATE_WATCH_SWEEP_SECONDS},
 }
 
 # Notifications (pipeline.outbox): an outbox row per alert, delivered by a Celery task.

@@ -181,6 +181,7 @@ ENDPOINTS: dict[str, tuple[str, str, str | None, dict[str, Any] | None]] = {
                                 {"comment": "checked"}),
     "emergency_queue": ("get", "/api/v1/emergency-queue/", State.PENDING_APPROVAL, None),
     "change_rollback": ("post", "/api/v1/changes/{change}/rollback/", State.PENDING_APPROVAL, {"reason": "undo"}),
+    "change_revert": ("post", "/api/v1/changes/{change}/revert/", State.PENDING_APPROVAL, {"reason": "undo"}),
     "change_evidence": ("get", "/api/v1/changes/{change}/evidence/", State.PENDING_APPROVAL, None),
     "change_comments": ("get", "/api/v1/changes/{change}/comments/", State.PENDING_APPROVAL, None),
     "change_comment_add": ("post", "/api/v1/changes/{change}/comments/", State.PENDING_APPROVAL,
@@ -219,6 +220,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "emergency_queue":      ("out/out", "out/out", "out/out", "out/out", "out/out", "out/out", "out/out"),
     # Only applied changes can be rolled back; proposing one needs submit_change.
     "change_rollback":      ("409/404", "409/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
+    # The one-person revert: only the author or an approver whose approval counted (nobody
+    # approved this pending change), and only an applied change inside its watch window.
+    "change_revert":        ("409/404", "403/404", "403/404", "403/404", "404/404", "404/404", "404/404"),
     "change_evidence":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),
     # The discussion: whoever may see the change reads it and takes part in it.
     "change_comments":      ("2xx/404", "2xx/404", "2xx/404", "2xx/404", "404/404", "404/404", "404/404"),

@@ -248,3 +248,39 @@ def test_a_reviewer_sees_only_review_buttons_and_a_stale_plan_needs_a_replan(
     assert "Re-plan needed" not in browser.text()
     assert browser.button("Approve").find_element(
         "xpath", "./ancestor::form[1]").find_element("name", "fingerprint").get_attribute("value") == fresh.fingerprint
+
+
+def test_the_author_reverts_a_young_change_alone_from_its_page(browser, author, reviewer, operator,
+                                                                fast_target):
+    """Issue 16: while the watch window runs, the page says until when and offers the
+    author a Revert button (a reason and a ticked box required); the revert is a new
+    change linked both ways, and once reverted there is nothing more to press."""
+    from changes.services import target_update_policy
+
+    target = target_update_policy(actor=operator, target=fast_target, watch_seconds=600)
+    change = approved(author, reviewer, target)
+    assert run(change) == State.APPLIED
+    browser.force_login(staff_with(author, *ENGINEER_PERMS))
+    browser.open(change_path(change))
+    browser.screenshot("watched")
+    assert browser.fact("Watch").startswith("watching until ")
+    assert browser.fact("Now").startswith("applied, watching (checks every 30 s)")
+    revert_button = browser.button("Revert")
+    browser.field("reason").send_keys("checkout answers 502 since the move")
+    # The box naming the change is required: the browser does not submit without it.
+    revert_button.click()
+    assert browser.path == change_path(change) and not ChangeRequest.objects.filter(reverts=change).exists()
+    browser.field("confirm").click()
+    browser.press(browser.button("Revert"))
+    revert = ChangeRequest.objects.get(reverts=change)
+    assert browser.path == change_path(revert)
+    browser.screenshot("revert")
+    assert browser.fact("Reverts").startswith(f"#{change.pk}")
+    assert revert.state == State.APPROVED
+    assert AuditEvent.objects.get(change=revert, action="change_revert_approved").payload["reason"] == \
+        "checkout answers 502 since the move"
+
+    assert run(revert) == State.APPLIED
+    browser.open(change_path(change))
+    assert browser.fact("Reverted by").startswith(f"#{revert.pk}")
+    assert not browser.buttons_labelled("Revert")

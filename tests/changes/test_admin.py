@@ -266,7 +266,7 @@ def test_target_policy_is_editable_but_config_is_not(client, make_user, dns_targ
     assert "Object permissions" not in client.get(url).content.decode()
     response = client.post(url, {
         "required_approvals": "2", "approval_lifetime_seconds": "7200", "bake_seconds": "30", "bake_max_seconds": "600",
-        "frozen": "on", "config": '{"zone": "evil.test"}', "name": "renamed", "rrset_count": "0",
+        "watch_interval_seconds": "30", "frozen": "on", "config": '{"zone": "evil.test"}', "name": "renamed", "rrset_count": "0",
     })
     assert response.status_code == 302
     target = Target.objects.get(pk=dns_target.pk)

@@ -27,13 +27,14 @@ pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
 TARGET_KEYS = {"id", "name", "kind", "zone", "primary", "nameservers", "required_approvals",
                "approval_lifetime_seconds", "bake_seconds", "bake_max_seconds", "health_checks", "frozen",
-               "rrset_count"}
+               "rrset_count", "watch_seconds", "watch_interval_seconds", "watch_auto_revert", "change_windows", "resolvers"}
 DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "reference", "items", "health_checks",
                "allow_apex", "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency",
                "executions",
                "created_at", "updated_at", "submitted_at", "events", "approvals", "approvals_required",
                "emergency_overdue", "emergency_reason", "emergency_by", "emergency_at", "emergency_reviewed_by",
-               "emergency_reviewed_at", "emergency_review_comment", "warnings", "bake"}
+               "emergency_reviewed_at", "emergency_review_comment", "warnings", "bake", "phase", "watch_until", "reverts",
+               "reverted_by", "waiting_for_window"}
 
 
 class CheckedClient(APIClient):
@@ -209,6 +210,17 @@ def test_a_target_keeps_and_shows_its_bake_cap(client_for, staff, operator, name
     ({"bake_max_seconds": -1}, {}, "bake_max_seconds"),
     ({"bake_max_seconds": "600"}, {}, "bake_max_seconds"),
     ({"frozen": "yes"}, {}, "frozen"),
+    ({"watch_seconds": -1}, {}, "watch_seconds"),
+    ({"watch_seconds": 7 * 86400 + 1}, {}, "watch_seconds"),
+    ({"watch_seconds": "60"}, {}, "watch_seconds"),
+    ({"watch_interval_seconds": 0}, {}, "watch_interval_seconds"),
+    ({"watch_interval_seconds": None}, {}, "watch_interval_seconds"),
+    ({"watch_auto_revert": "no"}, {}, "watch_auto_revert"),
+    ({"change_windows": {"weekly": [{"days": ["mon"], "start": "25:00", "end": "17:00"}]}}, {},
+     "change_windows.weekly[0].start"),
+    ({"change_windows": {"timezone": "Mars/Olympus"}}, {}, "change_windows.timezone"),
+    ({"change_windows": {"freezes": [{"start": "2026-12-20T00:00:00+00:00", "end": "2026-12-21T00:00:00+00:00"}]}},
+     {}, "change_windows.freezes[0].reason"),
     ({"kind": "bgp"}, {}, "kind"),  # no such kind (nft is one now)
     ({"name": ["a"]}, {}, "name"),
     ({"health_checks": [{"type": "tcp", "host": "h", "port": 0}]}, {}, "health_checks[0].port"),

@@ -26,7 +26,7 @@ from changes.errors import Contention
 from changes.locking import RETRY_ATTEMPTS, retry_on_contention
 from changes.models import AuditEvent, ChangeRequest, CheckResult
 from changes.services import change_create, change_submit, target_update_policy
-from pipeline import run as run_module
+from pipeline import check_rounds as rounds_module  # where the check-round writer appends its event
 from pipeline.checks import CheckOutcome
 from pipeline.execution import execution_claim
 from pipeline.run import _store_round
@@ -121,7 +121,7 @@ def test_a_change_action_while_a_check_round_holds_the_audit_head_is_not_a_deadl
     if verb == "approve":
         other = change_submit(actor=author, change=other)
     head_held, go = threading.Event(), threading.Event()
-    real_audit_record = run_module.audit_record
+    real_audit_record = rounds_module.audit_record
 
     def audit_record_then_pause(**kwargs: Any) -> Any:
         # The check-round writer, stopped inside its transaction right after it
@@ -131,7 +131,7 @@ def test_a_change_action_while_a_check_round_holds_the_audit_head_is_not_a_deadl
         assert go.wait(DEADLINE)
         return event
 
-    monkeypatch.setattr(run_module, "audit_record", audit_record_then_pause)
+    monkeypatch.setattr(rounds_module, "audit_record", audit_record_then_pause)
     worker: list[Any] = []
     worker_thread = in_thread(lambda: _store_round(lease, baked, "apply", 1, outcomes(1)), worker)
     assert head_held.wait(DEADLINE)

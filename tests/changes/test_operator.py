@@ -172,7 +172,7 @@ def test_staff_with_change_target_cannot_edit_policy_in_the_admin(make_user, ope
     assert page.status_code == 200
     response = client.post(url, {"csrfmiddlewaretoken": csrf(client), "required_approvals": 2,
                                  "approval_lifetime_seconds": 3600, "bake_seconds": 0, "bake_max_seconds": 3600, "frozen": "on",
-                                 "emergency_review_hours": 24, "oob_interval_seconds": 300})
+                                 "watch_interval_seconds": 30, "emergency_review_hours": 24, "oob_interval_seconds": 300})
     assert response.status_code == 302, re.findall(r'class="errorlist[^"]*"><li>([^<]*)', response.content.decode())
     assert Target.objects.get(pk=dns_target.pk).frozen
     assert AuditEvent.objects.filter(action__contains="policy", actor=operator).exists()

@@ -35,6 +35,7 @@ OPERATIONS = {
     ("/api/v1/changes/{id}/emergency/", "post"): "changes_emergency",
     ("/api/v1/changes/{id}/emergency-review/", "post"): "changes_emergency_review",
     ("/api/v1/changes/{id}/rollback/", "post"): "changes_rollback",
+    ("/api/v1/changes/{id}/revert/", "post"): "changes_revert",
     ("/api/v1/emergency-queue/", "get"): "emergency_queue",
     ("/api/v1/changes/{id}/evidence/", "get"): "changes_evidence",
     ("/api/v1/changes/{id}/comments/", "get"): "changes_comments_list",
@@ -189,6 +190,7 @@ def _request_component(schema: dict[str, Any], path: str, method: str) -> str | 
 def test_each_request_body_has_its_own_component(schema):
     bodies = {op: _request_component(schema, path, method) for (path, method), op in OPERATIONS.items()}
     assert bodies["changes_rollback"] == "RollbackRequest"
+    assert bodies["changes_revert"] == "RevertRequest"
     assert bodies["changes_emergency"] == "EmergencyRequest"
     named = [name for name in bodies.values() if name is not None]
     assert len(named) == len(set(named)), bodies  # no body shared by two operations
@@ -204,6 +206,7 @@ NON_BLANK = [
     ("RejectRequest", "comment", 2000),
     ("EmergencyRequest", "reason", 4000),
     ("RollbackRequest", "reason", 4000),
+    ("RevertRequest", "reason", 4000),
     ("EmergencyReviewRequest", "comment", 2000),
 ]
 
@@ -272,6 +275,7 @@ VALID_BODIES = {
     "changes_emergency": lambda target: {"reason": "r"},
     "changes_emergency_review": lambda target: {"comment": "c"},
     "changes_rollback": lambda target: {"reason": "r"},
+    "changes_revert": lambda target: {"reason": "r"},
     "changes_comments_create": lambda target: {"body": "b"},
     "targets_create": lambda target: {"name": "x.test", "config": {"zone": "x.test"}},
 }

@@ -35,6 +35,8 @@ from changes.kinds import risk_description
 from changes.models import AuditEvent, ChangeRequest, Execution, Target
 from changes.services.change_requests import REFERENCE_MAX, TITLE_MAX
 from pipeline.bake_time import OVERRIDE_MAX_SECONDS, bake_for
+from pipeline.phase import change_phase
+from pipeline.windows import change_window_wait
 
 # ---------------------------------------------------------------------------
 # Output
@@ -149,6 +151,22 @@ class BakeSerializer(serializers.Serializer):
         allow_null=True, help_text="Why the change sets its own bake (bake_override_seconds), or null.")
 
 
+class PhaseSerializer(serializers.Serializer):
+    name = serializers.ChoiceField(choices=[
+        "draft", "pending_approval", "drifted", "waiting", "queued", "applying", "baking", "rolling_back",
+        "watching", "done"], help_text="waiting: approved but held (a change window, a frozen target, a backoff); "
+        "watching: applied, inside its watch window (a one-person revert is allowed).")
+    text = serializers.CharField(help_text="E.g. 'baking: watching for 20 min: www A had TTL 1200 (14 min left)'.")
+    until = serializers.DateTimeField(allow_null=True, help_text="When this phase ends (or is expected to).")
+    seconds_left = serializers.IntegerField(allow_null=True)
+
+
+class WindowWaitSerializer(serializers.Serializer):
+    runs_at = serializers.DateTimeField(allow_null=True, help_text="When the window opens (null: not within 400 days).")
+    reason = serializers.CharField(help_text="E.g. 'outside the change window (Mon-Fri 09:00-17:00 Europe/Berlin); "
+                                   "runs at 2026-12-02 09:00 CET'.")
+
+
 class ChangeDetailSerializer(ChangeSummarySerializer):
     editors = serializers.SerializerMethodField()
     emergency_reason = serializers.CharField()
@@ -180,6 +198,15 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     bake = serializers.SerializerMethodField(
         help_text="How long the health checks will watch the change once applied, and why (for DNS: at least "
         "the largest TTL the plan replaces, capped by the target), so reviewers see it before approving.")
+    phase = serializers.SerializerMethodField(
+        help_text="Where the change is now and until when: baking until, watching until, waiting for a window.")
+    watch_until = serializers.DateTimeField(
+        allow_null=True, help_text="The end of the watch window after the bake (null: none yet, or none).")
+    waiting_for_window = serializers.SerializerMethodField(
+        help_text="While an approved change waits for its target's change window: {runs_at, reason}; else null.")
+    reverts = serializers.IntegerField(source="reverts_id", allow_null=True,
+                                       help_text="The change this one reverts (a one-person revert), or null.")
+    reverted_by = serializers.SerializerMethodField(help_text="The changes that revert this one.")
     diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
     events = serializers.SerializerMethodField()
     executions = serializers.SerializerMethodField(help_text="Every attempt at applying it, oldest first.")
@@ -227,11 +254,32 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
             return EventSerializer([created_event], many=True).data
         return EventSerializer(selectors.change_events(change), many=True).data
 
+    def _executions(self, change: ChangeRequest) -> list[Execution]:
+        """Read once for both `executions` and `phase`."""
+        cached = getattr(self, "_executions_of", None)
+        if cached is None or cached[0] != change.pk:
+            cached = (change.pk, [] if self._created(change) else list(selectors.change_executions(change)))
+            self._executions_of = cached
+        return cached[1]
+
     @extend_schema_field(ExecutionSerializer(many=True))
     def get_executions(self, change: ChangeRequest) -> list[dict[str, Any]]:
-        if self._created(change):
-            return []
-        return ExecutionSerializer(selectors.change_executions(change), many=True).data
+        return ExecutionSerializer(self._executions(change), many=True).data
+
+    @extend_schema_field(PhaseSerializer)
+    def get_phase(self, change: ChangeRequest) -> dict[str, Any]:
+        executions = self._executions(change)
+        return change_phase(change, executions[-1] if executions else None).to_json()
+
+    @extend_schema_field(WindowWaitSerializer(allow_null=True))
+    def get_waiting_for_window(self, change: ChangeRequest) -> dict[str, Any] | None:
+        return change_window_wait(change)
+
+    @extend_schema_field(serializers.ListField(child=serializers.IntegerField()))
+    def get_reverted_by(self, change: ChangeRequest) -> list[int]:
+        if self._created(change) or change.state != ChangeRequest.State.APPLIED:
+            return []  # only an applied change can be reverted
+        return list(change.reverted_by.order_by("pk").values_list("pk", flat=True))
 
 
 # ---------------------------------------------------------------------------
@@ -300,6 +348,13 @@ class EmergencySerializer(StrictInputSerializer):
     """Break glass: the required written reason why it cannot wait for a second person."""
 
     reason = NonBlankCharField(max_length=4000, help_text="Why (required).")
+
+
+class RevertSerializer(StrictInputSerializer):
+    """The one-person revert of a young change (its author or one of its approvers,
+    inside its watch window): the required written reason."""
+
+    reason = NonBlankCharField(max_length=4000, help_text="Why the change is reverted (required, audited).")
 
 
 class RollbackSerializer(StrictInputSerializer):

@@ -156,6 +156,22 @@ class EvidenceRollbackSerializer(serializers.Serializer):
     error = serializers.CharField()
 
 
+class EvidenceBakeSerializer(serializers.Serializer):
+    seconds = serializers.IntegerField()
+    why = serializers.CharField(help_text="E.g. 'watching for 20 min: www A had TTL 1200'.")
+
+
+class EvidenceAftercareSerializer(serializers.Serializer):
+    bake = EvidenceBakeSerializer(help_text="How long the checks watched the change after apply, and why.")
+    watch_until = serializers.DateTimeField(allow_null=True, help_text="The end of its watch window, if it had one.")
+    reverts = serializers.IntegerField(allow_null=True, help_text="The change this one reverts (one-person revert).")
+    reverted_by = serializers.ListField(child=serializers.IntegerField(), help_text="Changes that revert this one.")
+    revert_approval = serializers.JSONField(
+        allow_null=True, help_text="For a revert: the event approving it on the reverted change's approvals.")
+    window_events = serializers.JSONField(
+        help_text="Change-window events: held outside a window, or a break-glass change that ignored one.")
+
+
 class EvidenceTamperedSerializer(serializers.Serializer):
     seq = serializers.IntegerField()
     fields = serializers.ListField(child=serializers.CharField(), help_text="Columns that disagree with the hashed "
@@ -186,6 +202,7 @@ class EvidenceSerializer(serializers.Serializer):
     execution = EvidenceExecutionSerializer(allow_null=True, help_text="The latest attempt.")
     checks = EvidenceCheckSerializer(many=True, help_text="The latest attempt's health-check results.")
     rollback = EvidenceRollbackSerializer(allow_null=True)
+    aftercare = EvidenceAftercareSerializer()
     events = AuditRecordSerializer(many=True, help_text="The change's audit events, in seq order, with their hashes: "
                                    "the hashed records as stored (never the database columns).")
     tampered = serializers.BooleanField(help_text="An event's database row disagrees with its hashed record.")

@@ -22,8 +22,13 @@ from changes.models import Target
 
 # The flat fields a DNS target has always been shown with (API v1 clients read them).
 # A kind whose config has none of them is shown with its whole `config` instead.
-FLAT_CONFIG_FIELDS = ("zone", "primary", "nameservers", "tsig_key_file")
+FLAT_CONFIG_FIELDS = ("zone", "primary", "nameservers", "tsig_key_file", "resolvers")
 
+
+WINDOWS_HELP = (
+    'When changes may be applied (empty: always): {"timezone": "Europe/Berlin", "weekly": [{"days": ["mon", "tue"], '
+    '"start": "09:00", "end": "17:00"}], "freezes": [{"start": ISO 8601, "end": ISO 8601, "reason": "..."}]}. '
+    "Approved changes outside a window wait for it; break-glass changes do not.")
 
 # Every registered target kind: a closed set, an enum in the schema (KindEnum).
 KIND_CHOICES = [(kind.name, kind.label) for kind in REGISTRY.all()]
@@ -36,6 +41,9 @@ class TargetSerializer(serializers.Serializer):
     zone = serializers.CharField(source="config.zone", required=False)
     primary = serializers.CharField(source="config.primary", required=False)
     nameservers = serializers.ListField(child=serializers.CharField(), source="config.nameservers", required=False)
+    resolvers = serializers.ListField(
+        child=serializers.CharField(), source="config.resolvers", required=False,
+        help_text="DNS: caching resolvers the bake also asks for the changed names (empty: none).")
     tsig_key_file = serializers.CharField(
         source="config.tsig_key_file", required=False,
         help_text="Operators only: where the key lives on the gateway (never the secret).",
@@ -45,6 +53,12 @@ class TargetSerializer(serializers.Serializer):
     bake_seconds = serializers.IntegerField()
     bake_max_seconds = serializers.IntegerField(
         help_text="The cap on a bake derived from cached old state (DNS: the old TTLs); bake_seconds still applies.")
+    watch_seconds = serializers.IntegerField(
+        allow_null=True, help_text="Seconds of the watch window after the bake; null: as long as the change's bake.")
+    watch_interval_seconds = serializers.IntegerField(help_text="Seconds between check rounds in the watch window.")
+    watch_auto_revert = serializers.BooleanField(
+        help_text="Whether a check failing in the watch window reverts the change automatically.")
+    change_windows = serializers.JSONField(help_text=WINDOWS_HELP)
     health_checks = HealthChecksField()
     frozen = serializers.BooleanField()
     rrset_count = serializers.IntegerField(allow_null=True, source="item_count")
@@ -76,6 +90,14 @@ class TargetRegisterSerializer(StrictInputSerializer):
     bake_max_seconds = StrictIntegerField(
         required=False, default=3600,
         help_text="0..86400: the cap on a bake derived from cached old state (DNS: the old TTLs).")
+    watch_seconds = StrictIntegerField(
+        required=False, allow_null=True, default=None,
+        help_text="0..604800 seconds of checks after the bake; null: as long as the change's bake; 0: no window.")
+    watch_interval_seconds = StrictIntegerField(required=False, default=30,
+                                                help_text="1..3600 seconds between check rounds in the watch window.")
+    watch_auto_revert = StrictBooleanField(
+        required=False, default=True, help_text="A check failing in the watch window reverts the change.")
+    change_windows = serializers.JSONField(required=False, default=dict, help_text=WINDOWS_HELP)
     health_checks = HealthChecksField(required=False, default=list)
     frozen = StrictBooleanField(required=False, default=False)
     prepare = StrictBooleanField(

@@ -10,7 +10,12 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from changes.management.commands._registration import register_or_fail
+from changes.management.commands._registration import (
+    add_watch_arguments,
+    describe_watch,
+    register_or_fail,
+    watch_options,
+)
 from changes.models import AuditEvent, Target
 
 
@@ -36,6 +41,9 @@ class Command(BaseCommand):
                             help="how long health checks watch an applied change")
         parser.add_argument("--bake-max-seconds", type=int, default=3600, metavar="S",
                             help="cap on a bake that follows the old records' TTL (the bake time still applies)")
+        add_watch_arguments(parser)
+        parser.add_argument("--resolver", action="append", default=[], metavar="HOST:PORT", dest="resolvers",
+                            help="a caching resolver the bake also asks for the changed names; repeat for each")
         parser.add_argument("--approval-lifetime", type=int, default=24 * 3600, metavar="S",
                             help="seconds an approval stays valid")
         parser.add_argument("--no-check", action="store_true",
@@ -54,10 +62,12 @@ class Command(BaseCommand):
             config["nameservers"] = options["nameservers"]
         if options["timeout"] is not None:
             config["timeout"] = options["timeout"]
+        if options["resolvers"]:
+            config["resolvers"] = options["resolvers"]
         target = register_or_fail(
             self, name=name, config=config, required_approvals=options["required_approvals"],
             approval_lifetime_seconds=options["approval_lifetime"], bake_seconds=options["bake_seconds"],
-            bake_max_seconds=options["bake_max_seconds"],
+            bake_max_seconds=options["bake_max_seconds"], **watch_options(options),
             check_reachable=not options["no_check"],
         )
         for line in describe(target):
@@ -80,4 +90,4 @@ def describe(target: Target) -> list[str]:
         f"approval lifetime:  {target.approval_lifetime_seconds} s",
         f"bake time:          {target.bake_seconds} s",
         f"bake cap:           {target.bake_max_seconds} s (a change bakes for the old TTL, at most this)",
-    ]
+    ] + describe_watch(target)

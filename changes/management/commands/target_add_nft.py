@@ -13,7 +13,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from changes.management.commands._registration import register_or_fail
+from changes.management.commands._registration import (
+    WATCH_FLAGS,
+    add_watch_arguments,
+    describe_watch,
+    register_or_fail,
+    watch_options,
+)
 from changes.models import AuditEvent, Target
 
 
@@ -72,6 +78,7 @@ class Command(BaseCommand):
                             help="how long health checks watch an applied change")
         parser.add_argument("--bake-max-seconds", type=int, default=3600, metavar="S",
                             help="cap on a bake derived from cached old state (nftables keeps none: no effect today)")
+        add_watch_arguments(parser)
         parser.add_argument("--approval-lifetime", type=int, default=24 * 3600, metavar="S",
                             help="seconds an approval stays valid")
 
@@ -81,7 +88,7 @@ class Command(BaseCommand):
         target = register_or_fail(
             self, name=name, label=_flag, kind="nft", config=config, required_approvals=options["required_approvals"],
             approval_lifetime_seconds=options["approval_lifetime"], bake_seconds=options["bake_seconds"],
-            bake_max_seconds=options["bake_max_seconds"],
+            bake_max_seconds=options["bake_max_seconds"], **watch_options(options),
             prepare=options["create_tables"],
         )
         for line in describe(target):
@@ -121,7 +128,7 @@ FLAGS = {
     "config.management_port": "--management-port", "config.timeout": "--timeout", "name": "NAME",
     "required_approvals": "--required-approvals", "bake_seconds": "--bake-seconds",
     "bake_max_seconds": "--bake-max-seconds",
-    "approval_lifetime_seconds": "--approval-lifetime",
+    "approval_lifetime_seconds": "--approval-lifetime", **WATCH_FLAGS,
 }
 
 
@@ -148,4 +155,4 @@ def describe(target: Target) -> list[str]:
         f"required approvals: {target.required_approvals}",
         f"approval lifetime:  {target.approval_lifetime_seconds} s",
         f"bake time:          {target.bake_seconds} s",
-    ]
+    ] + describe_watch(target)
