@@ -14,8 +14,9 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import dns.exception
 import dns.message
@@ -127,6 +128,28 @@ class ServerProcess:
         self.stop()
 
 
+_S = TypeVar("_S", bound="ServerProcess")
+
+
+def _launch_named(server: _S, named: str, configure: Callable[[], Path], *, what: str) -> _S:
+    """Start `named -g` on the config `configure()` writes (it also picks the port),
+    up to three times: the free port can be taken between the probe and the bind."""
+    last_error = ""
+    for _attempt in range(3):
+        conf = configure()
+        log = open(server.dir / server.log_name, "wb")  # noqa: SIM115 - lives as long as the process
+        cmd = [named, "-g", "-c", str(conf)]
+        if os.geteuid() == 0:
+            cmd += ["-u", "root"]
+        server.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        if server._wait_ready():
+            return server
+        last_error = server.log_tail()
+        server.stop(cleanup=False)
+    raise RuntimeError(f"{what} did not start:\n{last_error}")
+
+
 class LocalNamed(ServerProcess):
     """Start with `start()` (or as a context manager); `primary` is "127.0.0.1:PORT".
 
@@ -213,21 +236,12 @@ class LocalNamed(ServerProcess):
         named = find_named()
         if named is None:
             raise FileNotFoundError("BIND 9 named not found (apt-get install bind9)")
-        last_error = ""
-        for _attempt in range(3):  # the free port can be taken between probe and bind
+
+        def configure() -> Path:
             self.port = port or free_port()
-            conf = self._rewrite_port() if port and (self.dir / "named.conf").exists() else self._write_config()
-            log = open(self.dir / "named.log", "wb")  # noqa: SIM115 - lives as long as the process
-            cmd = [named, "-g", "-c", str(conf)]
-            if os.geteuid() == 0:
-                cmd += ["-u", "root"]
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            log.close()
-            if self._wait_ready():
-                return self
-            last_error = self.log_tail()
-            self.stop(cleanup=False)
-        raise RuntimeError(f"named did not start:\n{last_error}")
+            return self._rewrite_port() if port and (self.dir / "named.conf").exists() else self._write_config()
+
+        return _launch_named(self, named, configure, what="named")
 
     def _rewrite_port(self) -> Path:
         """Keep zones and journals (the zone's current content) and only listen again."""
@@ -298,18 +312,9 @@ class LocalResolver(ServerProcess):
         named = find_named()
         if named is None:
             raise FileNotFoundError("BIND 9 named not found (apt-get install bind9)")
-        last_error = ""
-        for _attempt in range(3):  # the free port can be taken between probe and bind
+
+        def configure() -> Path:
             self.port = free_port()
-            conf = self._write_config()
-            log = open(self.dir / self.log_name, "wb")  # noqa: SIM115 - lives as long as the process
-            cmd = [named, "-g", "-c", str(conf)]
-            if os.geteuid() == 0:
-                cmd += ["-u", "root"]
-            self.process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            log.close()
-            if self._wait_ready():
-                return self
-            last_error = self.log_tail()
-            self.stop(cleanup=False)
-        raise RuntimeError(f"the resolver named did not start:\n{last_error}")
+            return self._write_config()
+
+        return _launch_named(self, named, configure, what="the resolver named")

@@ -73,6 +73,28 @@ MAX_RESOLVERS = 16
 # The adapter
 
 
+
+def _hostport_list(raw: Any, field: str, errors: list[FieldError], *, what: str, most: int | None = None,
+                   unique: bool = False) -> list[Any]:
+    """A config list of servers (nameservers, resolvers): every entry a host:port, each
+    error naming `field[j]`. Returns the list to normalize ([] when it is not one)."""
+    entries = raw or []
+    if not isinstance(entries, list | tuple):
+        errors.append(FieldError(None, field, f"must be a list of {what}"))
+        return []
+    if most is not None and len(entries) > most:
+        errors.append(FieldError(None, field, f"at most {most} {field}"))
+        return []
+    for j, entry in enumerate(entries):
+        try:
+            parse_hostport(entry)
+        except ValueError as exc:
+            errors.append(FieldError(None, f"{field}[{j}]", str(exc)))
+            continue
+        if unique and str(entry).strip() in (str(e).strip() for e in entries[:j]):
+            errors.append(FieldError(None, f"{field}[{j}]", f"{str(entry).strip()} is listed twice"))
+    return list(entries)
+
 class RFC2136Adapter(DNSAdapter):
     """Config: zone, primary ("host:port"), tsig_key_file, nameservers (list of
     "host:port", default [primary]), timeout (seconds), resolvers (list of
@@ -137,31 +159,9 @@ class RFC2136Adapter(DNSAdapter):
                 load_tsig_key(key_file, key_dir=key_dir)
             except ConfigError as exc:
                 errors.append(FieldError(None, "tsig_key_file", exc.message))
-        explicit = config.get("nameservers")
-        nameservers = explicit or []
-        if not isinstance(nameservers, list | tuple):
-            errors.append(FieldError(None, "nameservers", "must be a list of host:port"))
-            nameservers = []
-        for j, ns in enumerate(nameservers):
-            try:
-                parse_hostport(ns)
-            except ValueError as exc:
-                errors.append(FieldError(None, f"nameservers[{j}]", str(exc)))
-        resolvers = config.get("resolvers") or []
-        if not isinstance(resolvers, list | tuple):
-            errors.append(FieldError(None, "resolvers", "must be a list of ip:port (caching resolvers)"))
-            resolvers = []
-        elif len(resolvers) > MAX_RESOLVERS:
-            errors.append(FieldError(None, "resolvers", f"at most {MAX_RESOLVERS} resolvers"))
-            resolvers = []
-        for j, resolver in enumerate(resolvers):
-            try:
-                parse_hostport(resolver)
-            except ValueError as exc:
-                errors.append(FieldError(None, f"resolvers[{j}]", str(exc)))
-                continue
-            if str(resolver).strip() in (str(r).strip() for r in resolvers[:j]):
-                errors.append(FieldError(None, f"resolvers[{j}]", f"{str(resolver).strip()} is listed twice"))
+        nameservers = _hostport_list(config.get("nameservers"), "nameservers", errors, what="host:port")
+        resolvers = _hostport_list(config.get("resolvers"), "resolvers", errors, what="ip:port (caching resolvers)",
+                                   most=MAX_RESOLVERS, unique=True)
         timeout = config.get("timeout", DEFAULT_TIMEOUT)
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= MAX_TIMEOUT:
             errors.append(FieldError(None, "timeout", f"must be a number of seconds in (0, {MAX_TIMEOUT:g}]"))

@@ -76,3 +76,16 @@ def migrate_to(*targets: tuple[str, str]) -> None:
     finally:
         backstop.after_migrate(using="default")
 
+
+
+def www(target) -> tuple[str, ...] | None:
+    """What the target's zone holds at www A now (its rdatas), read from the primary; None if absent."""
+    from changes.adapters import adapter_for
+    from dns_adapters.base import RRKey
+
+    adapter = adapter_for(target)
+    try:
+        (value,) = adapter.read([RRKey(f"www.{target.name}.", "A")]).values()
+        return value.rdatas if value else None
+    finally:
+        adapter.close()

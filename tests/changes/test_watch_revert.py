@@ -14,7 +14,6 @@ from django.urls import reverse
 from django.utils import timezone
 
 from adapters import Plan
-from changes.adapters import adapter_for
 from changes.models import AuditEvent, ChangeRequest, CheckResult, Notification
 from changes.services import (
     change_revert,
@@ -22,10 +21,9 @@ from changes.services import (
     revert_refusal,
     target_update_policy,
 )
-from dns_adapters.base import RRKey
 from pipeline.watch import watch_round, watch_span, watch_sweep
 from tests.audit.test_evidence_page import evidence_page
-from tests.factories import api_client, approved, run, submitted, upsert
+from tests.factories import api_client, approved, run, submitted, upsert, www
 
 pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
@@ -37,15 +35,6 @@ NEW = ("192.0.2.99",)  # what tests.factories.WWW makes it
 def watched(fast_target, operator):
     """No bake, then a 10-minute watch window with a round every second."""
     return target_update_policy(actor=operator, target=fast_target, watch_seconds=600, watch_interval_seconds=1)
-
-
-def www(target) -> tuple[str, ...] | None:
-    adapter = adapter_for(target)
-    try:
-        (value,) = adapter.read([RRKey(f"www.{target.name}.", "A")]).values()
-        return value.rdatas if value else None
-    finally:
-        adapter.close()
 
 
 def applied(author, reviewer, target, **kwargs) -> ChangeRequest:

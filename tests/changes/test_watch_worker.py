@@ -11,12 +11,10 @@ import time
 
 import pytest
 
-from changes.adapters import adapter_for
 from changes.models import TERMINAL, AuditEvent, ChangeRequest, Notification
 from changes.services import change_revert, target_update_policy
 from config.celery_app import app
-from dns_adapters.base import RRKey
-from tests.factories import approved
+from tests.factories import approved, www
 from tests.polling import wait_until
 from tests.worker_fixtures import broker, worker  # noqa: F401 - fixtures
 
@@ -30,15 +28,6 @@ OLD = ("192.0.2.10", "192.0.2.11")
 def target(dns_target, operator):
     return target_update_policy(actor=operator, target=dns_target, bake_seconds=0, watch_seconds=600,
                                 watch_interval_seconds=1)
-
-
-def www(target) -> tuple[str, ...] | None:
-    adapter = adapter_for(target)
-    try:
-        (value,) = adapter.read([RRKey(f"www.{target.name}.", "A")]).values()
-        return value.rdatas if value else None
-    finally:
-        adapter.close()
 
 
 def state(change) -> str:

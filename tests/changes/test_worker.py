@@ -10,15 +10,13 @@ import time
 import pytest
 
 from approvals.policy import change_approve
-from changes.adapters import adapter_for
 from changes.models import TERMINAL, AuditEvent, ChangeRequest, Execution
 from changes.services import change_create, change_submit, target_update_policy
 from config.celery_app import app
-from dns_adapters.base import RRKey
 from dns_adapters.local_named import free_port
 from pipeline.execution import execution_sweep
 from pipeline.faults import POINTS
-from tests.factories import wrong_secret
+from tests.factories import wrong_secret, www
 from tests.polling import wait_until as wait_for
 from tests.processes import point_app_at
 from tests.worker_fixtures import broker, worker  # noqa: F401 - fixtures
@@ -56,15 +54,6 @@ def wait_terminal(change: ChangeRequest, *, timeout: float = 60, sweep: bool = F
             execution_sweep()
         time.sleep(0.2)  # poll interval while a separate process works
     raise AssertionError(f"change #{change.pk} still {state} after {timeout}s")
-
-
-def www(target) -> tuple[str, ...] | None:
-    adapter = adapter_for(target)
-    try:
-        (value,) = adapter.read([RRKey(f"www.{target.name}.", "A")]).values()
-        return value.rdatas if value else None
-    finally:
-        adapter.close()
 
 
 def applies(change) -> int:
