@@ -128,6 +128,18 @@ class ServerProcess:
         self.stop()
 
 
+def _options_head(directory: Path, port: int) -> str:
+    """The start of a throwaway named's options block: its own files in `directory`,
+    listening on loopback `port` only (never port 53, never IPv6)."""
+    return ("options {\n"
+            f'  directory "{directory}";\n'
+            f'  pid-file "{directory}/named.pid";\n'
+            f'  session-keyfile "{directory}/session.key";\n'
+            f'  managed-keys-directory "{directory}";\n'
+            f"  listen-on port {port} {{ 127.0.0.1; }};\n"
+            "  listen-on-v6 { none; };\n")
+
+
 _S = TypeVar("_S", bound="ServerProcess")
 
 
@@ -216,13 +228,7 @@ class LocalNamed(ServerProcess):
             )
         conf = self.dir / "named.conf"
         conf.write_text(
-            "options {\n"
-            f'  directory "{self.dir}";\n'
-            f'  pid-file "{self.dir}/named.pid";\n'
-            f'  session-keyfile "{self.dir}/session.key";\n'
-            f'  managed-keys-directory "{self.dir}";\n'
-            f"  listen-on port {self.port} {{ 127.0.0.1; }};\n"
-            "  listen-on-v6 { none; };\n"
+            _options_head(self.dir, self.port) +
             "  recursion no;\n  dnssec-validation no;\n  notify no;\n"
             "  allow-query { 127.0.0.1; };\n"
             "  max-journal-size 64m;\n"
@@ -292,13 +298,7 @@ class LocalResolver(ServerProcess):
         host, port = self.upstream
         conf = self.dir / "named.conf"
         conf.write_text(
-            "options {\n"
-            f'  directory "{self.dir}";\n'
-            f'  pid-file "{self.dir}/named.pid";\n'
-            f'  session-keyfile "{self.dir}/session.key";\n'
-            f'  managed-keys-directory "{self.dir}";\n'
-            f"  listen-on port {self.port} {{ 127.0.0.1; }};\n"
-            "  listen-on-v6 { none; };\n"
+            _options_head(self.dir, self.port) +
             "  recursion yes;\n  allow-recursion { 127.0.0.1; };\n  allow-query { 127.0.0.1; };\n"
             "  dnssec-validation no;\n  notify no;\n"
             f"  forward only;\n  forwarders {{ {host} port {port}; }};\n"
