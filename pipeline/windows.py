@@ -26,7 +26,7 @@ its first occurrence.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any, NamedTuple
@@ -73,76 +73,75 @@ def validate_change_windows(raw: Any) -> dict[str, Any]:
         bad(f"{_FIELD}.timezone", "not a known IANA time zone (e.g. Europe/Berlin, UTC)")
 
     weekly: list[dict[str, Any]] = []
-    if not isinstance(weekly_raw, list):
-        bad(f"{_FIELD}.weekly", "must be a list of {days, start, end}")
-    elif len(weekly_raw) > MAX_WEEKLY:
-        bad(f"{_FIELD}.weekly", f"at most {MAX_WEEKLY} windows")
-    else:
-        for i, item in enumerate(weekly_raw):
-            where = f"{_FIELD}.weekly[{i}]"
-            if not isinstance(item, Mapping):
-                bad(where, "must be an object with days, start and end")
-                continue
-            for key in sorted(set(item) - {"days", "start", "end"}, key=str):
-                bad(f"{where}.{key}", "unknown key (allowed: days, start, end)")
-            days = item.get("days")
-            if not isinstance(days, list) or not days:
-                bad(f"{where}.days", f"a non-empty list of {', '.join(DAYS)}")
-                days_norm: list[str] = []
-            else:
-                wrong = [d for d in days if not isinstance(d, str) or d.strip().lower() not in DAYS]
-                if wrong:
-                    bad(f"{where}.days", f"unknown day {wrong[0]!r} (use {', '.join(DAYS)})")
-                picked = {d.strip().lower() for d in days if isinstance(d, str)}
-                days_norm = [d for d in DAYS if d in picked]
-            start, end = item.get("start"), item.get("end")
-            start_ok = _time_ok(start, allow_24=False)
-            end_ok = _time_ok(end, allow_24=True)
-            if not start_ok:
-                bad(f"{where}.start", "a time HH:MM from 00:00 to 23:59")
-            if not end_ok:
-                bad(f"{where}.end", "a time HH:MM from 00:01 to 24:00")
-            if start_ok and end_ok and _minutes(start) == _minutes(end) % (24 * 60):
-                bad(f"{where}.end", "equals start: an empty window (use 00:00-24:00 for a whole day)")
-            weekly.append({"days": days_norm, "start": start, "end": end})
+    for where, item in _entries(weekly_raw, "weekly", ("days", "start", "end"), MAX_WEEKLY, bad):
+        days = item.get("days")
+        if not isinstance(days, list) or not days:
+            bad(f"{where}.days", f"a non-empty list of {', '.join(DAYS)}")
+            days_norm: list[str] = []
+        else:
+            wrong = [d for d in days if not isinstance(d, str) or d.strip().lower() not in DAYS]
+            if wrong:
+                bad(f"{where}.days", f"unknown day {wrong[0]!r} (use {', '.join(DAYS)})")
+            picked = {d.strip().lower() for d in days if isinstance(d, str)}
+            days_norm = [d for d in DAYS if d in picked]
+        start, end = item.get("start"), item.get("end")
+        start_ok = _time_ok(start, allow_24=False)
+        end_ok = _time_ok(end, allow_24=True)
+        if not start_ok:
+            bad(f"{where}.start", "a time HH:MM from 00:00 to 23:59")
+        if not end_ok:
+            bad(f"{where}.end", "a time HH:MM from 00:01 to 24:00")
+        if start_ok and end_ok and _minutes(start) == _minutes(end) % (24 * 60):
+            bad(f"{where}.end", "equals start: an empty window (use 00:00-24:00 for a whole day)")
+        weekly.append({"days": days_norm, "start": start, "end": end})
 
     freezes: list[dict[str, Any]] = []
-    if not isinstance(freezes_raw, list):
-        bad(f"{_FIELD}.freezes", "must be a list of {start, end, reason}")
-    elif len(freezes_raw) > MAX_FREEZES:
-        bad(f"{_FIELD}.freezes", f"at most {MAX_FREEZES} freezes")
-    else:
-        for i, item in enumerate(freezes_raw):
-            where = f"{_FIELD}.freezes[{i}]"
-            if not isinstance(item, Mapping):
-                bad(where, "must be an object with start, end and reason")
-                continue
-            for key in sorted(set(item) - {"start", "end", "reason"}, key=str):
-                bad(f"{where}.{key}", "unknown key (allowed: start, end, reason)")
-            start_at = _instant(item.get("start"))
-            end_at = _instant(item.get("end"))
-            if start_at is None:
-                bad(f"{where}.start", "an ISO 8601 date-time with offset, e.g. 2026-12-20T00:00:00+01:00")
-            if end_at is None:
-                bad(f"{where}.end", "an ISO 8601 date-time with offset, e.g. 2027-01-02T00:00:00+01:00")
-            if start_at is not None and end_at is not None and end_at <= start_at:
-                bad(f"{where}.end", "must be after start")
-            reason = item.get("reason")
-            if not isinstance(reason, str) or not reason.strip():
-                bad(f"{where}.reason", "required: say why changes are frozen")
-            elif len(reason.strip()) > MAX_REASON:
-                bad(f"{where}.reason", f"at most {MAX_REASON} characters")
-            freezes.append({
-                "start": start_at.isoformat() if start_at else None,
-                "end": end_at.isoformat() if end_at else None,
-                "reason": reason.strip() if isinstance(reason, str) else reason,
-            })
+    for where, item in _entries(freezes_raw, "freezes", ("start", "end", "reason"), MAX_FREEZES, bad):
+        start_at = _instant(item.get("start"))
+        end_at = _instant(item.get("end"))
+        if start_at is None:
+            bad(f"{where}.start", "an ISO 8601 date-time with offset, e.g. 2026-12-20T00:00:00+01:00")
+        if end_at is None:
+            bad(f"{where}.end", "an ISO 8601 date-time with offset, e.g. 2027-01-02T00:00:00+01:00")
+        if start_at is not None and end_at is not None and end_at <= start_at:
+            bad(f"{where}.end", "must be after start")
+        reason = item.get("reason")
+        if not isinstance(reason, str) or not reason.strip():
+            bad(f"{where}.reason", "required: say why changes are frozen")
+        elif len(reason.strip()) > MAX_REASON:
+            bad(f"{where}.reason", f"at most {MAX_REASON} characters")
+        freezes.append({
+            "start": start_at.isoformat() if start_at else None,
+            "end": end_at.isoformat() if end_at else None,
+            "reason": reason.strip() if isinstance(reason, str) else reason,
+        })
 
     if errors:
         raise ValidationFailed(errors)
     if not weekly and not freezes:
         return {}
     return {"timezone": tz_name, "weekly": weekly, "freezes": freezes}
+
+
+def _entries(raw: Any, name: str, keys: tuple[str, ...], most: int,
+             bad: Callable[[str, str], None]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(path, entry) for each entry of the list `change_windows.<name>` that is an
+    object; the list's shape, its length and unknown keys are reported through `bad`."""
+    field, allowed = f"{_FIELD}.{name}", ", ".join(keys)
+    if not isinstance(raw, list):
+        bad(field, f"must be a list of {{{allowed}}}")
+        return
+    if len(raw) > most:
+        bad(field, f"at most {most} entries")
+        return
+    for i, item in enumerate(raw):
+        where = f"{field}[{i}]"
+        if not isinstance(item, Mapping):
+            bad(where, f"must be an object with {allowed}")
+            continue
+        for key in sorted(set(item) - set(keys), key=str):
+            bad(f"{where}.{key}", f"unknown key (allowed: {allowed})")
+        yield where, item
 
 
 def _zone_ok(name: str) -> bool:
