@@ -102,6 +102,13 @@ def print_change(change: dict[str, Any], *, full: bool, own: bool = False,
         print(f"  window       waits for the change window: runs at {waiting.get('runs_at') or 'no opening in sight'}",
               file=out)
         print(f"               {waiting.get('reason', '')}", file=out)
+    phase = change.get("phase")  # absent from servers before issue 16
+    if isinstance(phase, dict) and phase.get("until") and phase.get("name") != "waiting":
+        print(f"  now          {phase.get('text', '')}, until {phase['until']}", file=out)
+    revert = change.get("revert")
+    if isinstance(revert, dict) and revert.get("allowed"):
+        print(f"  revert       you may undo it alone until {revert.get('until')}: "
+              f"changegate revert {change.get('id')} --reason TEXT", file=out)
     if full:
         print("  reason:", file=out)
         for line in str(change.get("reason") or "").splitlines() or [""]:

@@ -55,8 +55,10 @@ def watching(change: ChangeRequest, now: datetime | None = None) -> bool:
             and change.watch_next_at is not None)
 
 
-def change_phase(change: ChangeRequest, execution: Execution | None, *, now: datetime | None = None) -> Phase:
-    """The phase of `change`, whose latest attempt is `execution` (None: never approved)."""
+def change_phase(change: ChangeRequest, execution: Execution | None, *, now: datetime | None = None,
+                 reverted: bool = False) -> Phase:
+    """The phase of `change`, whose latest attempt is `execution` (None: never approved);
+    `reverted`: a revert of it stands (changes.services.reverts.standing_revert)."""
     now = now or timezone.now()
     state = change.state
     if state == S.APPROVED:
@@ -75,10 +77,18 @@ def change_phase(change: ChangeRequest, execution: Execution | None, *, now: dat
         return _phase("baking", f"baking: {bake.why}", until, now)
     if state == S.ROLLING_BACK:
         return Phase(name="rolling_back", text="rolling back")
+    if state == S.APPLIED and reverted:
+        return Phase(name="done", text="applied, then reverted")
     if state == S.APPLIED and watching(change, now):
         return _phase("watching", f"applied, watching (checks every {change.target.watch_interval_seconds} s); "
                                   "its author or an approver may revert it alone until the window ends",
                       change.watch_until, now)
+    if state == S.APPLIED and change.watch_until is not None and now < change.watch_until:
+        # The watch stopped early (a check failed on a target that only alerts, or a
+        # later change superseded it): no more rounds, but the window still allows a
+        # one-person revert.
+        return _phase("done", "applied; its watch stopped early, and its author or an approver may still revert "
+                              "it alone until the window ends", change.watch_until, now)
     if state in (S.DRAFT, S.PENDING_APPROVAL, S.DRIFTED):
         return Phase(name=state, text=state.replace("_", " "))
     return Phase(name="done", text=state.replace("_", " "))

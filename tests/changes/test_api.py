@@ -27,14 +27,15 @@ pytestmark = [pytest.mark.django_db, pytest.mark.named]
 State = ChangeRequest.State
 TARGET_KEYS = {"id", "name", "kind", "zone", "primary", "nameservers", "required_approvals",
                "approval_lifetime_seconds", "bake_seconds", "bake_max_seconds", "health_checks", "frozen",
-               "rrset_count", "watch_seconds", "watch_interval_seconds", "watch_auto_revert", "change_windows", "resolvers"}
+               "rrset_count", "watch_seconds", "watch_interval_seconds", "watch_auto_revert", "change_windows",
+               "resolvers"}
 DETAIL_KEYS = {"id", "target", "author", "editors", "title", "reason", "reference", "items", "health_checks",
                "allow_apex", "state", "revision", "plan", "fingerprint", "planned_at", "risk_flags", "diff", "emergency",
                "executions",
                "created_at", "updated_at", "submitted_at", "events", "approvals", "approvals_required",
                "emergency_overdue", "emergency_reason", "emergency_by", "emergency_at", "emergency_reviewed_by",
-               "emergency_reviewed_at", "emergency_review_comment", "warnings", "bake", "phase", "watch_until", "reverts",
-               "reverted_by", "waiting_for_window"}
+               "emergency_reviewed_at", "emergency_review_comment", "warnings", "bake", "phase", "watch_until",
+               "reverts", "revert", "reverted_by", "waiting_for_window"}
 
 
 class CheckedClient(APIClient):

@@ -53,3 +53,13 @@ def test_the_other_states_name_themselves():
         "name": "draft", "text": "draft", "until": None, "seconds_left": None}
     assert change_phase(change(S.ROLLED_BACK), None, now=NOW).name == "done"
     assert change_phase(change(S.ROLLING_BACK), Execution(), now=NOW).name == "rolling_back"
+
+
+def test_a_watch_stopped_early_still_says_the_revert_window_and_a_reverted_change_says_so():
+    stopped = change(S.APPLIED, watch_until=NOW + timedelta(minutes=10), watch_next_at=None)
+    phase = change_phase(stopped, Execution(), now=NOW)
+    assert (phase.name, phase.seconds_left) == ("done", 600)
+    assert phase.text.startswith("applied; its watch stopped early, and its author or an approver may still revert")
+    young = change(S.APPLIED, watch_until=NOW + timedelta(minutes=10), watch_next_at=NOW)
+    assert change_phase(young, Execution(), now=NOW, reverted=True).to_json() == {
+        "name": "done", "text": "applied, then reverted", "until": None, "seconds_left": None}

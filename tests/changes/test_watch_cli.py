@@ -62,3 +62,8 @@ def test_wait_shows_the_phase_and_points_at_revert_while_the_change_is_watched(
     assert lines[1].endswith(f" left): changegate revert {change.pk} --reason TEXT")
     # stderr follows the phase (not a tty: one line per phase).
     assert waited.err.startswith(f"#{change.pk} applied: applied, watching (checks every 30 s)")
+    # show says until when and how to undo it alone, to the person who may.
+    shown = run("show", str(change.pk)).out
+    assert "  now          applied, watching (checks every 30 s)" in shown
+    assert "  revert       you may undo it alone until " in shown
+    assert f": changegate revert {change.pk} --reason TEXT" in shown

@@ -133,6 +133,13 @@ def test_an_approver_reverts_alone_through_the_api(author, reviewer, watched):
 
 def test_a_reviewer_who_did_not_approve_it_is_refused(author, reviewer, second_reviewer, watched):
     change = applied(author, reviewer, watched)
+    # The change's detail tells each person beforehand, in the words the POST would use.
+    offered = api_client(reviewer).get(f"/api/v1/changes/{change.pk}/").json()
+    assert offered["revert"] == {"allowed": True, "why_not": None,
+                                 "until": fresh(change).watch_until.isoformat().replace("+00:00", "Z")}
+    assert offered["phase"]["name"] == "watching"
+    refused = api_client(second_reviewer).get(f"/api/v1/changes/{change.pk}/").json()["revert"]
+    assert refused["allowed"] is False and "changegate rollback" in refused["why_not"]
     response = api_client(second_reviewer).post(f"/api/v1/changes/{change.pk}/revert/", {"reason": "502s"},
                                                 format="json")
     assert response.status_code == 403, response.json()

@@ -34,6 +34,7 @@ from changes.api.serializers.targets import RRValueSerializer
 from changes.kinds import risk_description
 from changes.models import AuditEvent, ChangeRequest, Execution, Target
 from changes.services.change_requests import REFERENCE_MAX, TITLE_MAX
+from changes.services.reverts import revert_refusal, standing_revert
 from pipeline.bake_time import OVERRIDE_MAX_SECONDS, bake_for
 from pipeline.phase import change_phase
 from pipeline.windows import change_window_wait
@@ -167,6 +168,12 @@ class WindowWaitSerializer(serializers.Serializer):
                                    "runs at 2026-12-02 09:00 CET'.")
 
 
+class RevertOfferSerializer(serializers.Serializer):
+    allowed = serializers.BooleanField(help_text="The one-person revert is open to you now.")
+    why_not = serializers.CharField(allow_null=True, help_text="Why it is not (the same words a POST would get).")
+    until = serializers.DateTimeField(allow_null=True, help_text="The end of the watch window it is allowed in.")
+
+
 class ChangeDetailSerializer(ChangeSummarySerializer):
     editors = serializers.SerializerMethodField()
     emergency_reason = serializers.CharField()
@@ -207,6 +214,8 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     reverts = serializers.IntegerField(source="reverts_id", allow_null=True,
                                        help_text="The change this one reverts (a one-person revert), or null.")
     reverted_by = serializers.SerializerMethodField(help_text="The changes that revert this one.")
+    revert = serializers.SerializerMethodField(
+        help_text="Whether the person asking may revert this change alone now (POST .../revert/), and why not.")
     diff = serializers.SerializerMethodField(help_text="The plan as a unified diff of zone-file lines.")
     events = serializers.SerializerMethodField()
     executions = serializers.SerializerMethodField(help_text="Every attempt at applying it, oldest first.")
@@ -269,7 +278,17 @@ class ChangeDetailSerializer(ChangeSummarySerializer):
     @extend_schema_field(PhaseSerializer)
     def get_phase(self, change: ChangeRequest) -> dict[str, Any]:
         executions = self._executions(change)
-        return change_phase(change, executions[-1] if executions else None).to_json()
+        reverted = change.state == ChangeRequest.State.APPLIED and standing_revert(change) is not None
+        return change_phase(change, executions[-1] if executions else None, reverted=reverted).to_json()
+
+    @extend_schema_field(RevertOfferSerializer)
+    def get_revert(self, change: ChangeRequest) -> dict[str, Any]:
+        if change.state != ChangeRequest.State.APPLIED:
+            return {"allowed": False, "why_not": f"change #{change.pk} is {change.state}; only an applied change "
+                                                 "can be reverted", "until": None}
+        request = self.context.get("request")
+        refusal = revert_refusal(getattr(request, "user", None), change)
+        return {"allowed": refusal is None, "why_not": refusal, "until": change.watch_until}
 
     @extend_schema_field(WindowWaitSerializer(allow_null=True))
     def get_waiting_for_window(self, change: ChangeRequest) -> dict[str, Any] | None:
